@@ -1,0 +1,226 @@
+"""Building torchvision's Faster R-CNN v1 / v2 detectors and loading their weights."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torchvision.models.detection import (
+    FasterRCNN,
+    FasterRCNN_ResNet50_FPN_V2_Weights,
+    FasterRCNN_ResNet50_FPN_Weights,
+    fasterrcnn_resnet50_fpn,
+    fasterrcnn_resnet50_fpn_v2,
+)
+
+from coco_names import COCO_INSTANCE_CATEGORY_NAMES
+
+
+class DetectError(Exception):
+    """A problem the user can fix (bad input, missing weights, absent device); shown as one line."""
+
+
+MODEL_NAMES = ("v1", "v2")
+DEFAULT_IMGSZ = 800
+# torchvision resizes the shorter side to 800 and caps the longer side at 1333; keep that ratio.
+_MAX_SIZE_RATIO = 1333 / 800
+
+_BUILDERS: dict[str, Callable[..., FasterRCNN]] = {
+    "v1": fasterrcnn_resnet50_fpn,
+    "v2": fasterrcnn_resnet50_fpn_v2,
+}
+OFFICIAL_WEIGHTS = {
+    "v1": FasterRCNN_ResNet50_FPN_Weights.COCO_V1,
+    "v2": FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
+}
+# A key that only one of the two architectures has: v2's RPN head has two conv blocks.
+_V2_ONLY_KEY = "rpn.head.conv.1.0.weight"
+_CLASSIFIER_KEY = "roi_heads.box_predictor.cls_score.weight"
+
+
+@dataclass
+class LoadedModel:
+    """A detector ready for inference, with what is needed to name and describe its output."""
+
+    name: str
+    module: FasterRCNN
+    device: torch.device
+    class_names: list[str]
+    weights_source: str
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turn auto|cpu|cuda|cuda:N|mps into a device that exists here, or raise DetectError."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        if not _mps_available():
+            raise DetectError("device 'mps' is not available on this machine (use --device cpu)")
+        return torch.device("mps")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise DetectError(f"device '{spec}' is not available: PyTorch sees no CUDA GPU (use --device cpu)")
+        device = torch.device(spec)
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise DetectError(f"device '{spec}' does not exist: this machine has {count} CUDA device(s)")
+        return device
+    raise DetectError(f"unknown device '{spec}' (use auto, cpu, cuda, cuda:N or mps)")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def build_detector(name: str, num_classes: int = 91, imgsz: int = DEFAULT_IMGSZ) -> FasterRCNN:
+    """Build the v1 or v2 architecture with untrained weights, in eval mode."""
+    if name not in _BUILDERS:
+        raise DetectError(f"unknown model '{name}' (choose from {', '.join(MODEL_NAMES)})")
+    # weights_backbone=None: nothing may be downloaded here; the whole state is loaded afterwards.
+    module = _BUILDERS[name](
+        weights=None,
+        weights_backbone=None,
+        num_classes=num_classes,
+        min_size=imgsz,
+        max_size=round(imgsz * _MAX_SIZE_RATIO),
+    )
+    return module.eval()
+
+
+def official_weights_path(name: str) -> Path:
+    """Where torchvision caches the official COCO checkpoint (honours TORCH_HOME)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(OFFICIAL_WEIGHTS[name].url)
+
+
+def _official_state_dict(name: str) -> dict[str, torch.Tensor]:
+    weights = OFFICIAL_WEIGHTS[name]
+    try:
+        return torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True, weights_only=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as error:
+        path = official_weights_path(name)
+        reason = getattr(error, "reason", None) or error
+        raise DetectError(
+            f"the {name} COCO weights are not cached and could not be downloaded ({reason}): "
+            f"expected {path.name} in {path.parent} (set TORCH_HOME to cache elsewhere), "
+            f"or pass --weights PATH to a local checkpoint"
+        ) from error
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state_dict (plain, or under a 'model' / 'state_dict' key) without running any code."""
+    path = Path(path)
+    if not path.is_file():
+        raise DetectError(f"weights file not found: {path}")
+    if path.stat().st_size == 0:
+        raise DetectError(f"weights file is empty: {path}")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" in str(error).lower():
+            raise DetectError(
+                f"refused to load {path}: it holds Python objects besides tensors, "
+                f"which could run code when loaded; save the model's state_dict instead"
+            ) from error
+        raise DetectError(f"{path} is not a readable PyTorch checkpoint ({_first_line(error)})") from error
+    except Exception as error:  # torch.load fails in many ways on arbitrary bytes; all mean "not a checkpoint"
+        raise DetectError(
+            f"{path} is not a readable PyTorch checkpoint: another kind of file, or truncated ({_first_line(error)})"
+        ) from error
+    for key in ("model", "state_dict"):
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
+            break
+    if not isinstance(loaded, Mapping) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise DetectError(f"{path} holds no model state_dict (expected a mapping of names to tensors)")
+    return dict(loaded)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def architecture_of(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """Which of v1 / v2 a state_dict belongs to, or None if it is neither."""
+    if _CLASSIFIER_KEY not in state_dict:
+        return None
+    return "v2" if _V2_ONLY_KEY in state_dict else "v1"
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    """Class names, one per line, for ids 1..N-1; index 0 is the background (a first line naming it is optional)."""
+    try:
+        names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise DetectError(f"cannot read labels file {path}: {_first_line(error)}") from error
+    if not names:
+        raise DetectError(f"labels file {path} holds no names")
+    return names if names[0] == "__background__" else ["__background__", *names]
+
+
+def load_model(
+    name: str,
+    device: torch.device,
+    imgsz: int = DEFAULT_IMGSZ,
+    weights: str | os.PathLike | None = None,
+    labels: str | os.PathLike | None = None,
+) -> LoadedModel:
+    """Build v1 or v2 with the official COCO weights or a local checkpoint, on `device`."""
+    if weights is None:
+        state_dict = _official_state_dict(name)
+        source = f"COCO weights ({official_weights_path(name).name})"
+    else:
+        state_dict = read_checkpoint(weights)
+        source = str(weights)
+        found = architecture_of(state_dict)
+        if found is None:
+            raise DetectError(f"{weights} is not a Faster R-CNN ResNet50 FPN checkpoint")
+        if found != name:
+            raise DetectError(f"{weights} is a {found} checkpoint, but --model asks for {name}")
+    num_classes = state_dict[_CLASSIFIER_KEY].shape[0]
+    if labels is not None:
+        class_names = read_labels(labels)
+        if len(class_names) != num_classes:
+            raise DetectError(
+                f"labels file {labels} names {len(class_names) - 1} classes, "
+                f"but the checkpoint predicts {num_classes - 1} (plus the background)"
+            )
+    elif num_classes == len(COCO_INSTANCE_CATEGORY_NAMES):
+        class_names = list(COCO_INSTANCE_CATEGORY_NAMES)
+    else:
+        raise DetectError(
+            f"{weights} predicts {num_classes} classes, not COCO's {len(COCO_INSTANCE_CATEGORY_NAMES)}: "
+            f"pass --labels FILE with their names, one per line"
+        )
+    module = build_detector(name, num_classes, imgsz)
+    _load_state(module, state_dict, source)
+    return LoadedModel(name, module.to(device), device, class_names, source)
+
+
+def _load_state(module: FasterRCNN, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    # torchvision's trained v1 uses frozen batch norm, whose state has no num_batches_tracked;
+    # the counter plays no part in inference, so its absence (or presence) is accepted.
+    try:
+        result = module.load_state_dict(state_dict, strict=False)
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).splitlines()]
+        detail = next((line for line in lines if line.startswith("size mismatch")), _first_line(error))
+        raise DetectError(f"{source} does not fit the model: {detail}") from error
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise DetectError(f"{source} does not fit the model: {len(missing) + len(unexpected)} keys differ ({detail})")
