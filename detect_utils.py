@@ -189,7 +189,7 @@ def draw_detections(image: np.ndarray, detections: Detections, class_names: Sequ
         x1, y1, x2, y2 = np.clip(detections.boxes[index], 0, [width - 1, height - 1, width - 1, height - 1]).round().astype(int)
         label = int(detections.labels[index])
         colour = class_colour(label)
-        cv2.rectangle(image, (x1, y1), (x2, y2), colour, style.line, cv2.LINE_AA)
+        cv2.rectangle(image, (x1, y1), (x2, y2), colour, style.line)
         name = class_names[label] if label < len(class_names) else str(label)
         _draw_label(image, f"{name} {detections.scores[index]:.2f}", x1, y1, colour, style)
     return image

@@ -1,0 +1,175 @@
+"""detect_image.py run as a user runs it: a subprocess, offline, with seeded checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SMALL_IMGSZ, assert_one_line_error, leftovers, run_script, scene
+
+
+def detect(tmp_path, checkpoints, *args, model="v2", env=None):
+    weights = [str(checkpoints["v1"]), str(checkpoints["v2"])] if model == "both" else [str(checkpoints[model])]
+    return run_script("detect_image.py", "--model", model, "--weights", *weights, "--imgsz", SMALL_IMGSZ, *args,
+                      cwd=tmp_path, env=env)
+
+
+def test_one_photo_gives_a_picture_of_its_size_and_json(tmp_path, checkpoints, photo):
+    result = detect(tmp_path, checkpoints, "--input", str(photo), "--json")
+    assert result.returncode == 0, result.stderr
+    output = tmp_path / "outputs" / "photo_v2.jpg"
+    picture = cv2.imread(str(output))
+    assert picture.shape == cv2.imread(str(photo)).shape
+    assert "photo.jpg" in result.stdout and "detections" in result.stdout and "ms" in result.stdout
+    record = json.loads((tmp_path / "outputs" / "photo_v2.json").read_text())
+    assert set(record) == {"file", "model", "width", "height", "inference_ms", "detections"}
+    assert (record["model"], record["width"], record["height"]) == ("v2", 320, 240)
+    assert record["inference_ms"] > 0 and record["detections"]
+    for detection in record["detections"]:
+        assert set(detection) == {"label", "label_id", "score", "box"}
+        assert detection["label"] == "person" and detection["label_id"] == 1
+        assert 0.5 <= detection["score"] <= 1
+        x1, y1, x2, y2 = detection["box"]
+        assert 0 <= x1 <= x2 <= 320 and 0 <= y1 <= y2 <= 240
+    assert leftovers(tmp_path) == []
+
+
+def test_both_puts_v1_left_and_v2_right_with_titles(tmp_path, checkpoints, photo):
+    result = detect(tmp_path, checkpoints, "--input", str(photo), "--json", "--threshold", "0.9", model="both")
+    assert result.returncode == 0, result.stderr
+    picture = cv2.imread(str(tmp_path / "outputs" / "photo_both.jpg"))
+    height, width = picture.shape[:2]
+    assert width == 2 * 320 and height > 240
+    bar = height - 240
+    title_bars = picture[:bar].astype(int)
+    assert abs(title_bars.mean(axis=2) - 32).max() > 100  # white title text on the dark bar
+    assert (title_bars[:, :320] != title_bars[:, 320:]).any()  # each panel has its own title
+    for name in ("v1", "v2"):
+        assert json.loads((tmp_path / "outputs" / f"photo_{name}.json").read_text())["model"] == name
+    assert "v1" in result.stdout and "v2" in result.stdout
+
+
+def test_classes_and_threshold_filter_what_is_drawn(tmp_path, checkpoints, photo):
+    result = detect(tmp_path, checkpoints, "--input", str(photo), "--json", "--classes", "car")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "outputs" / "photo_v2.json").read_text())["detections"] == []
+    drawn = cv2.imread(str(tmp_path / "outputs" / "photo_v2.jpg")).astype(int)
+    assert np.abs(drawn - cv2.imread(str(photo)).astype(int)).mean() < 3  # nothing drawn but JPEG noise
+
+
+def test_usage_errors_exit_2(tmp_path, checkpoints, photo):
+    for args, message in [
+        (["--threshold", "1.5"], "not between 0 and 1"),
+        (["--classes", "dragon"], "valid classes: person"),
+        (["--imgsz", "0"], "--imgsz"),
+        (["--model", "v3"], "invalid choice"),
+    ]:
+        result = detect(tmp_path, checkpoints, "--input", str(photo), *args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+    result = run_script("detect_image.py", "--model", "both", "--weights", "one.pth", cwd=tmp_path)
+    assert result.returncode == 2 and "takes 2 --weights" in result.stderr
+
+
+def test_bad_inputs_are_skipped_and_the_rest_processed(tmp_path, checkpoints, photo):
+    empty = tmp_path / "empty.jpg"
+    empty.touch()
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(photo.read_bytes()[:200])
+    result = detect(tmp_path, checkpoints, "--input", str(tmp_path / "missing.jpg"), str(empty), str(text),
+                    str(corrupt), str(photo), str(tmp_path / "nothing-*.jpg"))
+    assert_one_line_error(result)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 5, result.stderr
+    for word in ("not found", "empty", "not an image", "nothing-*.jpg"):
+        assert any(word in line for line in errors), (word, errors)
+    assert (tmp_path / "outputs" / "photo_v2.jpg").exists()
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["photo_v2.jpg"]
+
+
+def test_folders_and_globs_expand_in_order(tmp_path, checkpoints):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for index in range(3):
+        cv2.imwrite(str(folder / f"p{index}.png"), scene(120, 160, seed=index))
+    (folder / "readme.txt").write_text("not an image")
+    result = detect(tmp_path, checkpoints, "--input", str(folder), str(folder / "p1.*"), "--output", "out", model="v1")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "->" in line]
+    assert [line.split(":")[0].rsplit("/", 1)[-1] for line in lines] == ["p0.png", "p1.png", "p2.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0_v1.jpg", "p1_v1.jpg", "p2_v1.jpg"]
+
+
+def test_an_input_is_never_overwritten(tmp_path, checkpoints):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), scene(seed=1))
+    cv2.imwrite(str(folder / "a_v2.jpg"), scene(seed=2))  # exactly the name a.jpg's output would take
+    before = (folder / "a_v2.jpg").read_bytes()
+    result = detect(tmp_path, checkpoints, "--input", str(folder), "--output", str(folder))
+    assert_one_line_error(result)
+    assert "would overwrite an input" in result.stderr
+    assert (folder / "a_v2.jpg").read_bytes() == before
+    assert (folder / "a_v2_v2.jpg").exists()
+
+
+def test_same_stem_inputs_get_distinct_outputs(tmp_path, checkpoints):
+    cv2.imwrite(str(tmp_path / "x.jpg"), scene(seed=1))
+    cv2.imwrite(str(tmp_path / "x.png"), scene(seed=2))
+    result = detect(tmp_path, checkpoints, "--input", str(tmp_path / "x.jpg"), str(tmp_path / "x.png"))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["x_jpg_v2.jpg", "x_png_v2.jpg"]
+
+
+def test_any_picture_opencv_reads(tmp_path, checkpoints):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "gray.png"), cv2.cvtColor(scene(), cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "deep.png"), scene().astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / "alpha.png"), cv2.cvtColor(scene(), cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(folder / "dot.png"), np.full((1, 1, 3), 90, np.uint8))
+    cv2.imwrite(str(folder / "huge.jpg"), cv2.resize(scene(), (12000, 8000), interpolation=cv2.INTER_NEAREST))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 320×240, shown rotated to 240×320
+    Image.fromarray(scene()[:, :, ::-1]).save(folder / "rotated.jpg", exif=exif)
+    expected = {"gray": (240, 320), "deep": (240, 320), "alpha": (240, 320), "dot": (1, 1),
+                "huge": (8000, 12000), "rotated": (320, 240)}
+    result = detect(tmp_path, checkpoints, "--input", str(folder), "--json", model="v1")
+    assert result.returncode == 0, result.stderr
+    for stem, (height, width) in expected.items():
+        picture = cv2.imread(str(tmp_path / "outputs" / f"{stem}_v1.jpg"))
+        assert picture.shape == (height, width, 3), stem
+        record = json.loads((tmp_path / "outputs" / f"{stem}_v1.json").read_text())
+        assert (record["height"], record["width"]) == (height, width)
+        for detection in record["detections"]:
+            x1, y1, x2, y2 = detection["box"]
+            assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
+    assert json.loads((tmp_path / "outputs" / "huge_v1.json").read_text())["detections"]
+
+
+def test_show_without_a_display_warns_and_still_writes(tmp_path, checkpoints, photo):
+    result = detect(tmp_path, checkpoints, "--input", str(photo), "--show")
+    assert result.returncode == 0, result.stderr
+    assert "cannot open a window" in result.stderr
+    assert (tmp_path / "outputs" / "photo_v2.jpg").exists()
+
+
+@pytest.mark.parametrize("model", ["v1", "v2"])
+def test_missing_weights_offline_is_one_clear_line(tmp_path, photo, model):
+    result = run_script("detect_image.py", "--input", str(photo), "--model", model, cwd=tmp_path)
+    assert_one_line_error(result)
+    assert "--weights PATH" in result.stderr and str(tmp_path / "torch-home" / "hub" / "checkpoints") in result.stderr
+    assert not (tmp_path / "outputs" / f"photo_{model}.jpg").exists()
+
+
+def test_bad_checkpoint_and_device_are_one_clear_line(tmp_path, checkpoints, photo):
+    bad = tmp_path / "bad.pth"
+    bad.write_text("nonsense")
+    for args in (["--weights", str(bad)], ["--weights", str(checkpoints["v1"])], ["--device", "cuda:7"]):
+        result = run_script("detect_image.py", "--input", str(photo), *args, cwd=tmp_path)
+        assert_one_line_error(result)

@@ -1,0 +1,165 @@
+"""Reading, prediction, filtering, drawing and writing helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import detect_utils as du
+from checkpoints import BOOSTED_LABEL
+from coco_names import COCO_INSTANCE_CATEGORY_NAMES
+from conftest import ROOT, leftovers, scene
+from model import DetectError, load_model
+
+
+def sample_detections() -> du.Detections:
+    return du.Detections(
+        boxes=np.array([[10, 10, 50, 60], [20, 30, 80, 90], [0, 0, 5, 5]], np.float32),
+        scores=np.array([0.9, 0.4, 0.7], np.float32),
+        labels=np.array([1, 3, 3], np.int64),
+    )
+
+
+def test_filter_by_threshold_and_classes():
+    detections = sample_detections()
+    assert len(detections.filter(0.5)) == 2
+    kept = detections.filter(0.5, {3})
+    assert kept.labels.tolist() == [3] and kept.scores.tolist() == pytest.approx([0.7])
+    assert kept.boxes.tolist() == [[0, 0, 5, 5]]
+    assert len(detections.filter(0.0, set())) == 0
+    assert len(detections.filter(1.0)) == 0
+
+
+def test_records_schema():
+    records = sample_detections().to_records(COCO_INSTANCE_CATEGORY_NAMES)
+    assert records[0] == {"label": "person", "label_id": 1, "score": 0.9, "box": [10.0, 10.0, 50.0, 60.0]}
+    assert [r["label"] for r in records] == ["person", "car", "car"]
+
+
+def test_resolve_classes_by_name_or_id():
+    names = COCO_INSTANCE_CATEGORY_NAMES
+    assert du.resolve_classes(["person", "Car", "traffic_light", "18"], names) == {1, 3, 10, 18}
+    with pytest.raises(ValueError, match="unknown class 'dragon'; valid classes: person, bicycle"):
+        du.resolve_classes(["dragon"], names)
+    for invalid in ("0", "12", "91", "N/A"):  # background, an unused id, out of range, a placeholder
+        with pytest.raises(ValueError):
+            du.resolve_classes([invalid], names)
+
+
+def test_class_colours_are_stable_and_distinct():
+    colours = [du.class_colour(i) for i in range(len(COCO_INSTANCE_CATEGORY_NAMES))]
+    assert colours == [du.class_colour(i) for i in range(len(COCO_INSTANCE_CATEGORY_NAMES))]
+    assert len(set(colours)) == len(colours)
+    # Another interpreter (another hash seed) must give the same palette.
+    code = "import detect_utils as du; print([du.class_colour(i) for i in range(91)])"
+    other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": "123"},
+                           capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == str(colours)
+
+
+def test_drawing_puts_boxes_where_the_detections_are():
+    image = np.zeros((200, 300, 3), np.uint8)
+    detections = du.Detections(np.array([[100, 80, 250, 180]], np.float32), np.array([0.88], np.float32),
+                               np.array([3], np.int64))
+    du.draw_detections(image, detections, COCO_INSTANCE_CATEGORY_NAMES)
+    colour = du.class_colour(3)
+    assert tuple(image[130, 100]) == colour and tuple(image[130, 250]) == colour  # left and right edges
+    assert tuple(image[180, 175]) == colour  # bottom edge
+    assert not image[130, 175].any() and not image[10, 10].any()  # inside and far outside stay untouched
+    label_area = image[66:79, 101:140]  # the filled label sits just above the box's top-left corner
+    filled = (label_area == colour).all(axis=2)
+    assert 0.5 < filled.mean() < 1.0  # mostly background colour, with the text written on it
+    assert not image[40:60, 100:160].any()  # and it is no taller than the text needs
+
+
+def test_text_and_lines_scale_with_the_picture():
+    thumb, photo = du.DrawStyle.for_picture(240, 320), du.DrawStyle.for_picture(3000, 4000)
+    assert thumb.font_scale >= 0.4 and thumb.line >= 1
+    assert photo.font_scale > 3 * thumb.font_scale and photo.line > 3 * thumb.line
+    (_, text_h), _ = cv2.getTextSize("person 0.99", cv2.FONT_HERSHEY_SIMPLEX, photo.font_scale, photo.font_thickness)
+    assert 0.015 < text_h / 3000 < 0.05  # a readable share of the photo's height
+
+
+@pytest.fixture(scope="module")
+def v1_model(checkpoints):
+    return load_model("v1", torch.device("cpu"), imgsz=96, weights=checkpoints["v1"])
+
+
+def test_boosted_checkpoint_predicts_boxes_in_picture_pixels(v1_model):
+    image = scene(240, 320)
+    (detections,), milliseconds = du.predict(v1_model, [image])
+    assert len(detections.filter(0.5)) > 10 and milliseconds > 0
+    assert set(detections.filter(0.5).labels.tolist()) == {BOOSTED_LABEL}
+    assert (detections.boxes >= 0).all()
+    assert (detections.boxes[:, [0, 2]] <= 320).all() and (detections.boxes[:, [1, 3]] <= 240).all()
+
+
+def test_batch_gives_the_same_detections_as_one_by_one(v1_model):
+    images = [scene(240, 320, seed=1), scene(240, 320, seed=2)]
+    batched, _ = du.predict(v1_model, images)
+    for image, together in zip(images, batched):
+        (alone,), _ = du.predict(v1_model, [image])
+        np.testing.assert_allclose(together.boxes, alone.boxes, atol=1e-2)
+        np.testing.assert_allclose(together.scores, alone.scores, atol=1e-4)
+
+
+def test_large_picture_is_shrunk_first_and_boxes_map_back(v1_model):
+    small = scene(240, 320, seed=3)
+    large = cv2.resize(small, (3200, 2400), interpolation=cv2.INTER_NEAREST)
+    tensor, fx, fy = du.to_model_input(large, v1_model)
+    assert tensor.shape[1:] == (96, 128) and fx == fy == 25.0
+    (big,), _ = du.predict(v1_model, [large])
+    assert len(big) > 0
+    assert big.boxes[:, [0, 2]].max() <= 3200 and big.boxes[:, [1, 3]].max() <= 2400
+    assert big.boxes.max() > 320  # mapped to full resolution, not left in model pixels
+
+
+def test_read_image_handles_what_opencv_reads(tmp_path):
+    gray = tmp_path / "gray.png"
+    cv2.imwrite(str(gray), np.full((20, 30), 128, np.uint8))
+    deep = tmp_path / "deep.png"
+    cv2.imwrite(str(deep), np.full((20, 30, 3), 40000, np.uint16))
+    alpha = tmp_path / "alpha.png"
+    cv2.imwrite(str(alpha), np.full((20, 30, 4), 200, np.uint8))
+    for path in (gray, deep, alpha):
+        image = du.read_image(path)
+        assert image.shape == (20, 30, 3) and image.dtype == np.uint8
+    assert du.read_image(deep)[0, 0, 0] == 40000 // 256
+
+
+def test_read_image_applies_exif_orientation(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown rotated 90 degrees clockwise
+    Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(path, exif=exif)
+    assert du.read_image(path).shape == (40, 20, 3)
+
+
+def test_read_image_errors(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.touch()
+    text = tmp_path / "text.jpg"
+    text.write_text("not a picture")
+    for path, message in [(tmp_path / "missing.jpg", "not found"), (empty, "empty"),
+                          (text, "not an image"), (tmp_path, "is a folder")]:
+        with pytest.raises(DetectError, match=message):
+            du.read_image(path)
+
+
+def test_atomic_output_leaves_nothing_when_writing_fails(tmp_path):
+    target = tmp_path / "result.jpg"
+    target.write_bytes(b"previous")
+    with pytest.raises(RuntimeError):
+        with du.atomic_output(target) as temporary:
+            temporary.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"previous" and leftovers(tmp_path) == []
+    du.write_bytes_atomically(target, b"new")
+    assert target.read_bytes() == b"new" and leftovers(tmp_path) == []
