@@ -78,28 +78,16 @@ def process_image(path: Path, out_stem: Path, models: list[LoadedModel], args, c
         raise DetectError(f"{path}: the output {out_path} would overwrite an input; choose another --output")
     image = du.read_image(path)
     height, width = image.shape[:2]
-    panels, summaries = [], []
-    for model in models:
-        (detections,), milliseconds = du.predict(model, [image])
-        detections = detections.filter(args.threshold, classes)
-        panel = du.draw_detections(image.copy(), detections, model.class_names)
-        if len(models) > 1:
-            panel = du.titled_panel(panel, du.panel_title(model.name, len(detections), milliseconds))
-        panels.append(panel)
-        summaries.append(f"{model.name} {len(detections)} detections {milliseconds:.0f} ms")
-        if args.json:
-            du.write_json(out_stem.with_name(f"{out_stem.name}_{model.name}.json"), {
-                "file": str(path),
-                "model": model.name,
-                "width": width,
-                "height": height,
-                "inference_ms": round(milliseconds, 1),
-                "detections": detections.to_records(model.class_names),
-            })
-    picture = du.side_by_side(panels) if len(panels) > 1 else panels[0]
+    (results,) = du.detect(models, [image], args.threshold, classes)
+    if args.json:
+        for result in results:
+            du.write_json(out_stem.with_name(f"{out_stem.name}_{result.model.name}.json"),
+                          result.record(width, height, file=str(path)))
+    picture = du.render(image, results)
     du.write_image(out_path, picture)
     if args.show and not du.show_window(out_path.name, picture):
         args.show = False
+    summaries = [f"{r.model.name} {len(r.detections)} detections {r.milliseconds:.0f} ms" for r in results]
     return f"{path}: {', '.join(summaries)} -> {out_path}"
 
 

@@ -102,9 +102,11 @@ def to_model_input(image: np.ndarray, model: LoadedModel) -> tuple[torch.Tensor,
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
         fx, fy = width / new_w, height / new_h
-    rgb = np.ascontiguousarray(image[:, :, ::-1])
+    tensor = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1]))
+    if model.device.type == "cuda":
+        tensor = tensor.pin_memory()  # lets the copy below overlap with work already queued on the GPU
     # Move uint8 to the device first: a quarter of the bytes of float32.
-    tensor = torch.from_numpy(rgb).to(model.device, non_blocking=True).permute(2, 0, 1)
+    tensor = tensor.to(model.device, non_blocking=True).permute(2, 0, 1)
     return tensor.float().div_(255.0), fx, fy
 
 
@@ -119,7 +121,8 @@ def predict(model: LoadedModel, images: Sequence[np.ndarray]) -> tuple[list[Dete
     inputs = [to_model_input(image, model) for image in images]
     _synchronize(model.device)
     start = time.perf_counter()
-    outputs = model.module([tensor for tensor, _, _ in inputs])
+    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=model.half):
+        outputs = model.module([tensor for tensor, _, _ in inputs])
     _synchronize(model.device)
     milliseconds = (time.perf_counter() - start) * 1000.0
     results = []
@@ -217,25 +220,77 @@ def panel_title(model_name: str, count: int, milliseconds: float) -> str:
     return f"{model_name}: {count} detection{'s' if count != 1 else ''}, {milliseconds:.0f} ms"
 
 
-def side_by_side(panels: Sequence[np.ndarray]) -> np.ndarray:
-    """Panels of the same size next to each other, left to right."""
-    return np.hstack(list(panels))
+@dataclass
+class ModelResult:
+    """One model's filtered detections for one picture, and how long inference took."""
+
+    model: LoadedModel
+    detections: Detections
+    milliseconds: float
+
+    def record(self, width: int, height: int, **context) -> dict:
+        """The JSON record shared by both scripts; `context` says which file or frame it belongs to."""
+        return {**context, "model": self.model.name, "width": width, "height": height,
+                "inference_ms": round(self.milliseconds, 1),
+                "detections": self.detections.to_records(self.model.class_names)}
+
+
+def detect(models: Sequence[LoadedModel], images: Sequence[np.ndarray], threshold: float,
+           classes: set[int] | None) -> list[list[ModelResult]]:
+    """Each model's filtered detections for each picture: one list per picture, in model order."""
+    per_image: list[list[ModelResult]] = [[] for _ in images]
+    for model in models:
+        batch, milliseconds = predict(model, images)
+        for results, detections in zip(per_image, batch):
+            results.append(ModelResult(model, detections.filter(threshold, classes), milliseconds / len(images)))
+    return per_image
+
+
+def render(image: np.ndarray, results: Sequence[ModelResult], corner_text: str | None = None) -> np.ndarray:
+    """The picture with each model's boxes; several models side by side, each panel titled."""
+    panels = []
+    for result in results:
+        panel = draw_detections(image.copy(), result.detections, result.model.class_names)
+        if corner_text:
+            draw_corner_text(panel, corner_text)
+        if len(results) > 1:
+            panel = titled_panel(panel, panel_title(result.model.name, len(result.detections), result.milliseconds))
+        panels.append(panel)
+    return panels[0] if len(panels) == 1 else np.hstack(panels)
 
 
 # ---------------------------------------------------------------- writing
 
 
+class AtomicOutputs:
+    """Temporary paths beside the final ones; the finals are replaced only when the block succeeds.
+
+    A hidden name in the same folder makes the final rename atomic; a block that raises leaves nothing.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike]):
+        self._temporary = {
+            Path(p): Path(p).with_name(f".{Path(p).stem}.{secrets.token_hex(4)}.part{Path(p).suffix}") for p in paths
+        }
+
+    def __enter__(self) -> dict[Path, Path]:
+        return self._temporary
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            if exc_type is None:
+                for final, temporary in self._temporary.items():
+                    os.replace(temporary, final)
+        finally:
+            for temporary in self._temporary.values():
+                temporary.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    # A hidden name in the same folder, so the final rename is atomic; created like any new file (umask).
-    temporary = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.part{path.suffix}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with AtomicOutputs([path]) as temporary:
+        yield temporary[Path(path)]
 
 
 def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
@@ -270,14 +325,15 @@ def prepare_output_dir(path: str | os.PathLike) -> Path:
 # ---------------------------------------------------------------- showing
 
 
-def show_window(title: str, image: np.ndarray) -> bool:
-    """Show `image` until a key is pressed; False (with a message) where no window can be opened."""
+def show_window(title: str, image: np.ndarray, wait_ms: int = 0) -> bool:
+    """Show `image` (until a key is pressed, or for `wait_ms`); False once the user pressed q / Esc or no
+    window can be opened (then with a message)."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         reason = "no display"
     else:
         try:
             cv2.imshow(title, image)
-            key = cv2.waitKey(0)
+            key = cv2.waitKey(wait_ms) & 0xFF
             return key not in (ord("q"), 27)
         except cv2.error:
             reason = "this OpenCV has no GUI support"
@@ -332,6 +388,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="outputs", metavar="DIR", help="output folder (default outputs/)")
     parser.add_argument("--json", action="store_true", help="also write the detections as JSON")
     parser.add_argument("--show", action="store_true", help="also show the result in a window")
+    parser.add_argument("--half", action="store_true", help="half precision on CUDA (faster, same detections within rounding)")
 
 
 def model_names(args: argparse.Namespace) -> list[str]:
@@ -381,7 +438,7 @@ def load_models(args: argparse.Namespace) -> list[LoadedModel]:
     models = []
     for name, path in zip(model_names(args), weights):
         print(f"Loading {name} on {device} ...", file=sys.stderr, flush=True)
-        model = load_model(name, device, imgsz=args.imgsz, weights=path, labels=args.labels)
+        model = load_model(name, device, imgsz=args.imgsz, weights=path, labels=args.labels, half=args.half)
         print(f"Loaded {name}: {model.weights_source}", file=sys.stderr, flush=True)
         models.append(model)
     return models

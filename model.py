@@ -52,6 +52,7 @@ class LoadedModel:
     device: torch.device
     class_names: list[str]
     weights_source: str
+    half: bool = False  # run under CUDA float16 autocast
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -177,8 +178,11 @@ def load_model(
     imgsz: int = DEFAULT_IMGSZ,
     weights: str | os.PathLike | None = None,
     labels: str | os.PathLike | None = None,
+    half: bool = False,
 ) -> LoadedModel:
     """Build v1 or v2 with the official COCO weights or a local checkpoint, on `device`."""
+    if half and device.type != "cuda":
+        raise DetectError(f"--half needs a CUDA device, and the device is {device}")
     if weights is None:
         state_dict = _official_state_dict(name)
         source = f"COCO weights ({official_weights_path(name).name})"
@@ -207,7 +211,7 @@ def load_model(
         )
     module = build_detector(name, num_classes, imgsz)
     _load_state(module, state_dict, source)
-    return LoadedModel(name, module.to(device), device, class_names, source)
+    return LoadedModel(name, module.to(device), device, class_names, source, half)
 
 
 def _load_state(module: FasterRCNN, state_dict: Mapping[str, torch.Tensor], source: str) -> None:

@@ -68,3 +68,30 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int = 1) ->
 def leftovers(folder: Path) -> list[Path]:
     """Temporary files an interrupted or failed write would leave behind."""
     return [p for p in folder.rglob("*") if ".part" in p.name]
+
+
+def make_video(path: Path, frames: int, size: tuple[int, int] = (160, 120), fps: float = 10.0,
+               fourcc: str = "mp4v") -> Path:
+    """A test clip written by OpenCV (not by the project's H.264 writer): moving rectangles on a gradient."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    assert writer.isOpened(), path
+    base = scene(size[1], size[0])
+    for index in range(frames):
+        writer.write(np.roll(base, 3 * index, axis=1))
+    writer.release()
+    return path
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    """Every frame OpenCV's FFmpeg decoder gets from `path`, and the frame rate it reports."""
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    assert capture.isOpened(), path
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames, fps

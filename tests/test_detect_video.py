@@ -1,0 +1,169 @@
+"""detect_video.py run as a user runs it: a subprocess, offline, on clips the tests write with OpenCV."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import numpy as np
+import pytest
+
+from conftest import ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, make_video, read_video, run_script, scene
+
+
+def detect(tmp_path, checkpoints, *args, model="v1"):
+    weights = [str(checkpoints["v1"]), str(checkpoints["v2"])] if model == "both" else [str(checkpoints[model])]
+    return run_script("detect_video.py", "--model", model, "--weights", *weights, "--imgsz", SMALL_IMGSZ, *args,
+                      cwd=tmp_path)
+
+
+def jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_every_frame_is_written_as_browser_playable_h264(tmp_path, checkpoints):
+    clip = make_video(tmp_path / "clip.mp4", frames=6, size=(160, 120), fps=10)
+    result = detect(tmp_path, checkpoints, "--input", str(clip), "--json")
+    assert result.returncode == 0, result.stderr
+    output = tmp_path / "outputs" / "clip_v1.mp4"
+    frames, fps = read_video(output)  # OpenCV's FFmpeg decoder, not the libx264 encoder that wrote it
+    assert len(frames) == 6 and frames[0].shape == (120, 160, 3) and fps == pytest.approx(10)
+    with av.open(str(output)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+        assert container.format.name.startswith("mov,mp4")
+    head = output.read_bytes()[:4096]
+    assert head.find(b"moov") < head.find(b"mdat") or b"mdat" not in head  # index first: streams in a browser
+    records = jsonl(tmp_path / "outputs" / "clip_v1.jsonl")
+    assert [r["frame"] for r in records] == list(range(6))
+    assert [r["time"] for r in records] == pytest.approx([i / 10 for i in range(6)])
+    for record in records:
+        assert set(record) == {"frame", "time", "model", "width", "height", "inference_ms", "detections"}
+        assert (record["model"], record["width"], record["height"]) == ("v1", 160, 120)
+        assert record["detections"] and all(set(d) == {"label", "label_id", "score", "box"} for d in record["detections"])
+    assert "6 frames ->" in result.stdout and "average FPS: inference" in result.stdout
+    assert leftovers(tmp_path) == []
+
+
+def test_stride_and_max_frames_set_count_and_rate(tmp_path, checkpoints):
+    clip = make_video(tmp_path / "clip.avi", frames=9, fps=12, fourcc="MJPG")
+    result = detect(tmp_path, checkpoints, "--input", str(clip), "--frame-stride", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    frames, fps = read_video(tmp_path / "outputs" / "clip_v1.mp4")
+    assert len(frames) == 3 and fps == pytest.approx(4)
+    assert [r["frame"] for r in jsonl(tmp_path / "outputs" / "clip_v1.jsonl")] == [0, 3, 6]
+    result = detect(tmp_path, checkpoints, "--input", str(clip), "--frame-stride", "2", "--max-frames", "2")
+    assert result.returncode == 0, result.stderr
+    frames, fps = read_video(tmp_path / "outputs" / "clip_v1.mp4")
+    assert len(frames) == 2 and fps == pytest.approx(6)
+
+
+def test_both_models_side_by_side(tmp_path, checkpoints):
+    clip = tmp_path / "clip.mkv"  # odd sizes, which OpenCV's writers round away: lossless FFV1 through PyAV
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 161, 121, "bgr0"
+        for index in range(3):
+            picture = av.VideoFrame.from_ndarray(np.roll(scene(121, 161), 5 * index, axis=1), format="bgr24")
+            container.mux(stream.encode(picture.reformat(format="bgr0")))
+        container.mux(stream.encode())
+    assert read_video(clip)[0][0].shape == (121, 161, 3)
+    result = detect(tmp_path, checkpoints, "--input", str(clip), "--json", model="both")
+    assert result.returncode == 0, result.stderr
+    frames, _ = read_video(tmp_path / "outputs" / "clip_both.mp4")
+    assert len(frames) == 3
+    height, width = frames[0].shape[:2]
+    # Two panels under title bars; H.264 needs even sizes, so an odd one gets a black row or column.
+    assert width == 2 * 161 and height > 121 + 8 and height % 2 == 0
+    for name in ("v1", "v2"):
+        assert len(jsonl(tmp_path / "outputs" / f"clip_{name}.jsonl")) == 3
+
+
+def test_batched_frames_give_the_same_detections(tmp_path, checkpoints):
+    clip = make_video(tmp_path / "clip.mp4", frames=5)
+    single = detect(tmp_path, checkpoints, "--input", str(clip), "--json", "--output", "one")
+    batched = detect(tmp_path, checkpoints, "--input", str(clip), "--json", "--output", "four", "--batch", "4")
+    assert single.returncode == 0 and batched.returncode == 0, batched.stderr
+    for a, b in zip(jsonl(tmp_path / "one" / "clip_v1.jsonl"), jsonl(tmp_path / "four" / "clip_v1.jsonl"),
+                    strict=True):
+        assert a["frame"] == b["frame"] and len(a["detections"]) == len(b["detections"])
+        for da, db in zip(a["detections"], b["detections"]):
+            assert da["label_id"] == db["label_id"]
+            assert abs(da["score"] - db["score"]) <= 1e-3
+            assert np.allclose(da["box"], db["box"], atol=0.5)  # tolerance: 0.5 px
+
+
+def processed_frames(folder) -> int:
+    """Lines in the JSON Lines file a running detect_video.py is still writing."""
+    partial = [p for p in leftovers(folder) if p.suffix == ".jsonl"] if folder.exists() else []
+    return len(partial[0].read_text().splitlines()) if partial else 0
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_keeps_a_playable_video_of_what_was_processed(tmp_path, checkpoints, signum, code):
+    clip = make_video(tmp_path / "long.mp4", frames=400)
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch-home"), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "detect_video.py"), "--input", str(clip), "--weights", str(checkpoints["v1"]),
+         "--model", "v1", "--imgsz", SMALL_IMGSZ, "--json"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and processed_frames(tmp_path / "outputs") < 3:
+        time.sleep(0.2)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert "Traceback" not in stderr
+    frames, _ = read_video(tmp_path / "outputs" / "long_v1.mp4")
+    records = jsonl(tmp_path / "outputs" / "long_v1.jsonl")
+    assert 0 < len(frames) < 400 and len(records) == len(frames)
+    assert f"{len(frames)} frames ->" in stdout
+    assert leftovers(tmp_path) == []
+
+
+def test_a_truncated_file_keeps_every_frame_that_decodes(tmp_path, checkpoints):
+    clip = make_video(tmp_path / "whole.avi", frames=30, fourcc="MJPG")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 6 // 10])
+    readable = len(read_video(cut)[0])
+    assert 0 < readable < 30
+    result = detect(tmp_path, checkpoints, "--input", str(cut))
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {30 - readable} frame(s)" in result.stderr
+    assert len(read_video(tmp_path / "outputs" / "cut_v1.mp4")[0]) == readable
+
+
+def test_bad_sources_are_one_line_and_leave_no_file(tmp_path, checkpoints):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    no_frames = make_video(tmp_path / "no-frames.mp4", frames=0)
+    cases = [
+        (str(tmp_path / "missing.mp4"), "file not found"),
+        (str(text), "not a video"),
+        (str(empty), "empty"),
+        (str(no_frames), "no frames"),
+        ("9", "no camera at index 9"),
+        ("rtsp://127.0.0.1:9/stream", "cannot open stream"),
+    ]
+    for source, message in cases:
+        result = detect(tmp_path, checkpoints, "--input", source)
+        assert_one_line_error(result)
+        assert message in result.stderr, (source, result.stderr)
+        assert not list((tmp_path / "outputs").glob("*")), source
+
+
+def test_usage_errors(tmp_path, checkpoints):
+    clip = make_video(tmp_path / "clip.mp4", frames=2)
+    for args in (["--frame-stride", "0"], ["--max-frames", "-1"], ["--batch", "x"], ["--threshold", "-0.1"]):
+        result = detect(tmp_path, checkpoints, "--input", str(clip), *args)
+        assert result.returncode == 2, (args, result.stderr)
+    result = detect(tmp_path, checkpoints, "--input", str(clip), "--half", "--device", "cpu")
+    assert_one_line_error(result)
+    assert "--half needs a CUDA device" in result.stderr
