@@ -64,8 +64,8 @@ class Detections:
 # ---------------------------------------------------------------- reading
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read any picture OpenCV decodes as 8-bit BGR, turned the way its EXIF orientation says."""
+def read_image(path: str | os.PathLike, apply_orientation: bool = True) -> np.ndarray:
+    """Read any picture OpenCV decodes as 8-bit BGR, turned the way its EXIF orientation says (if asked)."""
     path = Path(path)
     if not path.exists():
         raise DetectError(f"{path}: file not found")
@@ -78,7 +78,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if data.size == 0:
         raise DetectError(f"{path}: file is empty")
     # IMREAD_COLOR gives 3-channel 8-bit from grayscale, 16-bit or alpha pictures and applies EXIF orientation.
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    flags = cv2.IMREAD_COLOR if apply_orientation else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(data, flags)
     if image is None:
         raise DetectError(f"{path}: not an image OpenCV can decode (corrupt, or not a picture)")
     return image
@@ -344,7 +345,7 @@ def show_window(title: str, image: np.ndarray, wait_ms: int = 0) -> bool:
 # ---------------------------------------------------------------- options
 
 
-def _fraction(text: str) -> float:
+def fraction(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -371,24 +372,29 @@ def _imgsz(text: str) -> int:
     return value
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """The options that mean the same in both scripts."""
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Which model, on what, with which weights: the same in every script."""
     parser.add_argument("--model", choices=[*MODEL_NAMES, "both"], default="v2",
                         help="v1, v2 (default), or both side by side (v1 left, v2 right)")
-    parser.add_argument("--threshold", type=_fraction, default=DEFAULT_THRESHOLD,
-                        help=f"lowest score to keep, 0..1 (default {DEFAULT_THRESHOLD})")
-    parser.add_argument("--classes", nargs="+", metavar="CLASS",
-                        help="keep only these classes, by name or id (e.g. --classes person car 'traffic light')")
     parser.add_argument("--imgsz", type=_imgsz, default=DEFAULT_IMGSZ,
                         help=f"shorter side the model sees, in pixels (default {DEFAULT_IMGSZ}; smaller is faster)")
     parser.add_argument("--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     parser.add_argument("--weights", nargs="+", metavar="PATH",
                         help="local checkpoint instead of the COCO weights (with --model both: v1's, then v2's)")
     parser.add_argument("--labels", metavar="FILE", help="class names of a fine-tuned checkpoint, one per line")
+    parser.add_argument("--half", action="store_true", help="half precision on CUDA (faster, same detections within rounding)")
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """The options that mean the same in both detection scripts."""
+    add_model_options(parser)
+    parser.add_argument("--threshold", type=fraction, default=DEFAULT_THRESHOLD,
+                        help=f"lowest score to keep, 0..1 (default {DEFAULT_THRESHOLD})")
+    parser.add_argument("--classes", nargs="+", metavar="CLASS",
+                        help="keep only these classes, by name or id (e.g. --classes person car 'traffic light')")
     parser.add_argument("--output", default="outputs", metavar="DIR", help="output folder (default outputs/)")
     parser.add_argument("--json", action="store_true", help="also write the detections as JSON")
     parser.add_argument("--show", action="store_true", help="also show the result in a window")
-    parser.add_argument("--half", action="store_true", help="half precision on CUDA (faster, same detections within rounding)")
 
 
 def model_names(args: argparse.Namespace) -> list[str]:
@@ -400,7 +406,7 @@ def check_common_options(args: argparse.Namespace, parser: argparse.ArgumentPars
     names = model_names(args)
     if args.weights is not None and len(args.weights) != len(names):
         parser.error(f"--model {args.model} takes {len(names)} --weights path(s), got {len(args.weights)}")
-    if not args.classes:
+    if not getattr(args, "classes", None):
         return None
     if args.labels:
         try:

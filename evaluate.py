@@ -1,0 +1,331 @@
+"""Measure box mAP of Faster R-CNN v1 / v2 on COCO val2017 or any COCO-format set, with pycocotools.
+
+    python evaluate.py --data coco/ --model both
+    python evaluate.py --images my/images --annotations my/labels.json --model v2 --weights ft.pth --labels names.txt
+    python evaluate.py --annotations my/labels.json --predictions results.json
+
+Detections are appended to `<model>_results.json` as images finish, and each finished image is recorded in
+`<model>_progress.jsonl`: run the same command again after an interruption and it carries on where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import detect_utils as du
+from model import DetectError, LoadedModel
+
+# torchvision's published COCO val2017 box mAP (the weights' documentation).
+PUBLISHED_AP = {"v1": 0.370, "v2": 0.467}
+METRIC_NAMES = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large"]
+AR100_INDEX = 8  # in COCOeval.stats: AR at 100 detections, all areas
+
+
+# ---------------------------------------------------------------- the data set
+
+
+@dataclass
+class CocoSet:
+    """A COCO-format set: its annotations (a pycocotools COCO) and the folder of its images."""
+
+    coco: object
+    images_dir: Path | None
+    annotations: Path
+
+    def image_ids(self, max_images: int | None) -> list[int]:
+        """The images to score: all, or the first `max_images` by id (the same ones every run)."""
+        ids = sorted(self.coco.getImgIds())
+        return ids[:max_images] if max_images else ids
+
+
+def locate(args: argparse.Namespace) -> tuple[Path | None, Path]:
+    """The images folder and annotation file from --data (val2017 layout) or --images / --annotations."""
+    if args.data:
+        data = Path(args.data)
+        if not data.is_dir():
+            raise DetectError(f"{data}: folder not found")
+        images = Path(args.images) if args.images else data / "val2017"
+        annotations = Path(args.annotations) if args.annotations else data / "annotations" / "instances_val2017.json"
+    else:
+        images = Path(args.images) if args.images else None
+        annotations = Path(args.annotations)
+    if images is not None and not images.is_dir():
+        raise DetectError(f"{images}: images folder not found")
+    if not annotations.is_file():
+        raise DetectError(f"{annotations}: annotation file not found")
+    return images, annotations
+
+
+def load_set(images: Path | None, annotations: Path) -> CocoSet:
+    from pycocotools.coco import COCO
+
+    try:
+        dataset = json.loads(annotations.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DetectError(f"{annotations}: not a readable JSON annotation file ({error})") from error
+    missing = [key for key in ("images", "annotations", "categories") if not isinstance(dataset, dict) or key not in dataset]
+    if missing:
+        raise DetectError(f"{annotations}: not a COCO annotation file (no {', '.join(missing)})")
+    if not dataset["images"]:
+        raise DetectError(f"{annotations}: the set lists no images")
+    coco = COCO()
+    coco.dataset = dataset
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # pycocotools reports its progress on stdout
+            coco.createIndex()
+    except (KeyError, TypeError) as error:
+        raise DetectError(f"{annotations}: malformed COCO annotations (missing {error})") from error
+    return CocoSet(coco, images, annotations)
+
+
+def category_map(model: LoadedModel, coco) -> dict[int, int]:
+    """Model label id → the set's category id, matched by name; every category must have a match."""
+    by_name = {name.lower(): label for label, name in enumerate(model.class_names)
+               if name not in ("__background__", "N/A")}
+    mapping, unmatched = {}, []
+    for category in coco.loadCats(coco.getCatIds()):
+        label = by_name.get(category["name"].lower())
+        if label is None:
+            unmatched.append(category["name"])
+        else:
+            mapping[label] = category["id"]
+    if unmatched:
+        raise DetectError(f"categories of the set that match no class of {model.name}: {', '.join(unmatched)} "
+                          f"(give the model's class names with --labels)")
+    return mapping
+
+
+# ---------------------------------------------------------------- results that survive interruption
+
+
+class ResultsLog:
+    """`<model>_results.json` (a COCO results array, grown in place) and `<model>_progress.jsonl`.
+
+    An image counts as done once its progress line is written, after its detections; on resume, detections
+    of images without a progress line (a run cut off in between) are dropped.
+    """
+
+    def __init__(self, folder: Path, name: str):
+        self.results_path = folder / f"{name}_results.json"
+        self.progress_path = folder / f"{name}_progress.jsonl"
+        self.done: dict[int, dict] = {}
+        self.detections: list[dict] = []
+
+    def resume(self) -> None:
+        """Read what earlier runs finished and rewrite the files to hold exactly that."""
+        self.done = {entry["image_id"]: entry for entry in _read_lines(self.progress_path)}
+        self.detections = [d for d in _read_lines(self.results_path) if d.get("image_id") in self.done]
+        du.write_bytes_atomically(self.results_path, _results_text(self.detections).encode())
+        du.write_bytes_atomically(self.progress_path, "".join(json.dumps(e) + "\n" for e in self.done.values()).encode())
+
+    def add(self, image_id: int, detections: list[dict], milliseconds: float | None) -> None:
+        with open(self.results_path, "r+", encoding="utf-8") as results:
+            results.seek(0, os.SEEK_END)
+            results.seek(results.tell() - len("\n]\n"))
+            lines = ",\n".join(json.dumps(d) for d in detections)
+            if lines:
+                results.write((",\n" if self.detections else "\n") + lines)
+            results.write("\n]\n")
+            results.truncate()
+            _sync(results)
+        entry = {"image_id": image_id, "detections": len(detections), "ms": milliseconds}
+        with open(self.progress_path, "a", encoding="utf-8") as progress:
+            progress.write(json.dumps(entry) + "\n")
+            _sync(progress)
+        self.detections.extend(detections)
+        self.done[image_id] = entry
+
+
+def _sync(handle) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _results_text(detections: list[dict]) -> str:
+    return "[" + ("\n" + ",\n".join(json.dumps(d) for d in detections) if detections else "") + "\n]\n"
+
+
+def _read_lines(path: Path) -> list[dict]:
+    """The JSON objects of a file with one per line (a trailing comma allowed); a cut-off last line is skipped."""
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip().rstrip(",")
+        if line.startswith("{"):
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return entries
+
+
+# ---------------------------------------------------------------- running and scoring
+
+
+def to_coco_results(detections: du.Detections, image_id: int, categories: dict[int, int]) -> list[dict]:
+    """COCO results entries: [x, y, width, height] boxes, the set's category ids."""
+    entries = []
+    for (x1, y1, x2, y2), score, label in zip(detections.boxes, detections.scores, detections.labels):
+        if int(label) in categories:
+            entries.append({"image_id": image_id, "category_id": categories[int(label)],
+                            "bbox": [round(float(v), 2) for v in (x1, y1, x2 - x1, y2 - y1)],
+                            "score": round(float(score), 5)})
+    return entries
+
+
+def run_model(model: LoadedModel, data: CocoSet, image_ids: list[int], threshold: float, out_dir: Path) -> ResultsLog:
+    """Detect on every image not done yet, appending to the model's results; returns the log."""
+    categories = category_map(model, data.coco)
+    log = ResultsLog(out_dir, model.name)
+    log.resume()
+    todo = [i for i in image_ids if i not in log.done]
+    if len(todo) < len(image_ids):
+        print(f"{model.name}: resuming, {len(image_ids) - len(todo)} of {len(image_ids)} images already done",
+              file=sys.stderr)
+    for image_id in tqdm(todo, desc=model.name, unit="img", file=sys.stderr, dynamic_ncols=True):
+        info = data.coco.imgs[image_id]
+        path = data.images_dir / info["file_name"]
+        try:
+            # COCO boxes refer to the pixels as stored, so EXIF orientation is not applied.
+            image = du.read_image(path, apply_orientation=False)
+        except DetectError as error:
+            tqdm.write(f"warning: {error} (listed in the set; counted as missing)", file=sys.stderr)
+            log.add(image_id, [], None)
+            continue
+        (detections,), milliseconds = du.predict(model, [image])
+        log.add(image_id, to_coco_results(detections.filter(threshold), image_id, categories), milliseconds)
+    return log
+
+
+def score(coco, detections: list[dict], image_ids: list[int]) -> dict[str, float | None]:
+    """pycocotools' box metrics over `image_ids`, as fractions (None where the set has no such objects)."""
+    from pycocotools.cocoeval import COCOeval
+
+    if not detections:
+        return {**{name: 0.0 for name in METRIC_NAMES}, "AR100": 0.0}
+    with contextlib.redirect_stdout(sys.stderr):
+        results = coco.loadRes(detections)
+        evaluation = COCOeval(coco, results, iouType="bbox")
+        evaluation.params.imgIds = image_ids
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    stats = [float(v) if v >= 0 else None for v in evaluation.stats]
+    return {**dict(zip(METRIC_NAMES, stats[:6])), "AR100": stats[AR100_INDEX]}
+
+
+def read_predictions(path: Path, coco) -> list[dict]:
+    """A COCO results file, checked: a list of {image_id, category_id, bbox, score} for images of the set."""
+    try:
+        detections = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DetectError(f"{path}: not a readable COCO results file ({error})") from error
+    keys = {"image_id", "category_id", "bbox", "score"}
+    if not isinstance(detections, list) or not all(isinstance(d, dict) and keys <= d.keys() for d in detections):
+        raise DetectError(f"{path}: a COCO results file is a list of objects with {', '.join(sorted(keys))}")
+    unknown = {d["image_id"] for d in detections} - set(coco.getImgIds())
+    if unknown:
+        raise DetectError(f"{path}: {len(unknown)} image id(s) are not in the set, e.g. {sorted(unknown)[0]}")
+    return detections
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def format_table(rows: dict[str, dict], subset_note: str) -> str:
+    """Metrics as percentages, one column per model (and their difference when there are two)."""
+    names = list(rows)
+    header = ["metric", *names] + (["v2 - v1"] if names == ["v1", "v2"] else [])
+    lines = [header]
+    for metric in [*METRIC_NAMES, "AR100"]:
+        values = [rows[name][metric] for name in names]
+        cells = [metric, *("-" if v is None else f"{100 * v:.1f}" for v in values)]
+        if len(header) > len(names) + 1:
+            cells.append("-" if None in values else f"{100 * (values[1] - values[0]):+.1f}")
+        lines.append(cells)
+    if all(name in PUBLISHED_AP for name in names):
+        published = [f"{100 * PUBLISHED_AP[name]:.1f}" for name in names]
+        diff = [f"{100 * (PUBLISHED_AP['v2'] - PUBLISHED_AP['v1']):+.1f}"] if len(header) > len(names) + 1 else []
+        lines.append(["AP published*", *published, *diff])
+    lines.append(["ms / image", *(f"{rows[n]['ms_per_image']:.0f}" if rows[n].get("ms_per_image") else "-"
+                                  for n in names)] + ([""] if len(header) > len(names) + 1 else []))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    text = "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+                     for row in lines)
+    if any(name in PUBLISHED_AP for name in names):
+        text += "\n* torchvision's COCO val2017 box AP for its COCO weights, on all 5,000 images" + subset_note
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Box mAP of Faster R-CNN v1 / v2 on a COCO-format set.")
+    parser.add_argument("--data", metavar="DIR", help="a COCO folder with val2017/ and annotations/instances_val2017.json")
+    parser.add_argument("--images", metavar="DIR", help="the images folder of another COCO-format set")
+    parser.add_argument("--annotations", metavar="FILE", help="its COCO annotation file")
+    parser.add_argument("--predictions", metavar="FILE", help="score this COCO results file instead of running a model")
+    parser.add_argument("--max-images", type=du.positive_int, metavar="N",
+                        help="evaluate only the first N images by id (the same ones every run)")
+    parser.add_argument("--threshold", type=du.fraction, default=0.0,
+                        help="lowest score kept (default 0: all the model gives, above torchvision's 0.05 floor)")
+    parser.add_argument("--output", default=os.path.join("outputs", "eval"), metavar="DIR",
+                        help="where results and metrics go (default outputs/eval/); the same folder resumes")
+    du.add_model_options(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.data and not args.annotations:
+        parser.error("give --data DIR, or --annotations FILE (with --images DIR unless --predictions is given)")
+    if not args.data and not args.images and not args.predictions:
+        parser.error("--images DIR is needed to run a model on the set")
+    du.check_common_options(args, parser)
+    try:
+        images_dir, annotations = locate(args)
+        data = load_set(images_dir, annotations)
+        out_dir = du.prepare_output_dir(args.output)
+        image_ids = data.image_ids(args.max_images)
+        subset = len(image_ids) < len(data.coco.getImgIds())
+        note = f"; here {len(image_ids)} of {len(data.coco.getImgIds())} images" if subset else ""
+        if args.predictions:
+            detections = read_predictions(Path(args.predictions), data.coco)
+            metrics = {**score(data.coco, detections, image_ids), "images": len(image_ids)}
+            du.write_json(out_dir / "metrics.json", metrics)
+            print(format_table({"predictions": metrics}, note))
+            return 0
+        rows = {}
+        for model in du.load_models(args):
+            log = run_model(model, data, image_ids, args.threshold, out_dir)
+            timed = [e["ms"] for e in log.done.values() if e["ms"] is not None]
+            missing = len(log.done) - len(timed)
+            scored = [i for i in image_ids if log.done[i]["ms"] is not None]
+            metrics = {**score(data.coco, log.detections, scored), "images": len(scored), "images_missing": missing,
+                       "ms_per_image": float(np.mean(timed)) if timed else None}
+            du.write_json(out_dir / f"{model.name}_metrics.json", metrics)
+            if missing:
+                print(f"warning: {missing} listed image(s) were missing or unreadable and were not scored",
+                      file=sys.stderr)
+            rows[model.name] = metrics
+        print(format_table(rows, note))
+        print(f"results and metrics in {out_dir}", file=sys.stderr)
+        return 0
+    except DetectError as error:
+        return du.fail(str(error))
+    except KeyboardInterrupt:
+        print("interrupted: finished images are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

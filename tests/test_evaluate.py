@@ -1,0 +1,189 @@
+"""evaluate.py on a small COCO-format set the tests draw, scored by pycocotools."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import pytest
+
+from conftest import ROOT, SMALL_IMGSZ, assert_one_line_error, run_script, scene
+
+CATEGORIES = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
+
+
+def make_set(folder, images=3):
+    """`images` pictures of 160×120 with two large boxes each (person and car), in COCO format."""
+    (folder / "pics").mkdir(parents=True)
+    entries, annotations = [], []
+    for index in range(images):
+        name = f"{index:03d}.jpg"
+        cv2.imwrite(str(folder / "pics" / name), scene(120, 160, seed=index))
+        entries.append({"id": index + 1, "file_name": name, "width": 160, "height": 120})
+        for number, (category, bbox) in enumerate([(1, [10, 10, 100, 100]), (3, [40, 5, 110, 105])]):
+            annotations.append({"id": 10 * index + number + 1, "image_id": index + 1, "category_id": category,
+                                "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})
+    path = folder / "labels.json"
+    path.write_text(json.dumps({"images": entries, "annotations": annotations, "categories": CATEGORIES}))
+    return folder / "pics", path
+
+
+def evaluate(tmp_path, *args):
+    return run_script("evaluate.py", *args, cwd=tmp_path)
+
+
+def metrics_of(path):
+    return json.loads(path.read_text())
+
+
+def test_ground_truth_as_predictions_scores_one(tmp_path):
+    images, annotations = make_set(tmp_path / "set")
+    truth = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+             for a in json.loads(annotations.read_text())["annotations"]]
+    predictions = tmp_path / "truth.json"
+    predictions.write_text(json.dumps(truth))
+    result = evaluate(tmp_path, "--annotations", str(annotations), "--predictions", str(predictions))
+    assert result.returncode == 0, result.stderr
+    metrics = metrics_of(tmp_path / "outputs" / "eval" / "metrics.json")
+    for name in ("AP", "AP50", "AP75", "AP_large", "AR100"):
+        assert metrics[name] == pytest.approx(1.0), name
+    assert metrics["AP_small"] is None and metrics["images"] == 3
+    assert "AP " in result.stdout and "100.0" in result.stdout
+
+
+def test_known_misses_and_shifts_give_the_hand_computed_ap(tmp_path):
+    # One image, three ground-truth boxes of one class. Predicted: A exactly (0.9), B shifted 23 px
+    # (IoU 7700 / 12300 = 0.626; 0.8), a false positive (0.7); C is missed.
+    # IoU thresholds 0.50, 0.55, 0.60: A and B match; recall reaches 2/3 at precision 1: 67 of 101 points.
+    # Thresholds 0.65 ... 0.95 (7 of them): only A; recall 1/3 at precision 1: 34 of 101 points.
+    # AP = (3·67 + 7·34) / (10·101) = 439 / 1010; AR100 = (3·2/3 + 7·1/3) / 10 = 13 / 30.
+    boxes = {"A": [0, 0, 100, 100], "B": [150, 0, 100, 100], "C": [0, 150, 100, 100]}
+    (tmp_path / "set").mkdir()
+    annotations = tmp_path / "set" / "labels.json"
+    annotations.write_text(json.dumps({
+        "images": [{"id": 7, "file_name": "x.jpg", "width": 300, "height": 300}],
+        "annotations": [{"id": i + 1, "image_id": 7, "category_id": 1, "bbox": b, "area": 10000, "iscrowd": 0}
+                        for i, b in enumerate(boxes.values())],
+        "categories": [{"id": 1, "name": "person"}]}))
+    predictions = tmp_path / "pred.json"
+    predictions.write_text(json.dumps([
+        {"image_id": 7, "category_id": 1, "bbox": [0, 0, 100, 100], "score": 0.9},
+        {"image_id": 7, "category_id": 1, "bbox": [173, 0, 100, 100], "score": 0.8},
+        {"image_id": 7, "category_id": 1, "bbox": [200, 200, 90, 90], "score": 0.7},
+    ]))
+    result = evaluate(tmp_path, "--annotations", str(annotations), "--predictions", str(predictions))
+    assert result.returncode == 0, result.stderr
+    metrics = metrics_of(tmp_path / "outputs" / "eval" / "metrics.json")
+    assert metrics["AP"] == pytest.approx(439 / 1010, abs=1e-6)
+    assert metrics["AP50"] == pytest.approx(67 / 101, abs=1e-6)
+    assert metrics["AP75"] == pytest.approx(34 / 101, abs=1e-6)
+    assert metrics["AP_large"] == pytest.approx(439 / 1010, abs=1e-6)
+    assert metrics["AR100"] == pytest.approx(13 / 30, abs=1e-6)
+
+
+def run_models(tmp_path, checkpoints, images, annotations, *args, model="both"):
+    weights = [str(checkpoints["v1"]), str(checkpoints["v2"])] if model == "both" else [str(checkpoints[model])]
+    return evaluate(tmp_path, "--images", str(images), "--annotations", str(annotations), "--model", model,
+                    "--weights", *weights, "--imgsz", SMALL_IMGSZ, *args)
+
+
+def test_seeded_checkpoints_run_and_write_both_files(tmp_path, checkpoints):
+    images, annotations = make_set(tmp_path / "set", images=2)
+    result = run_models(tmp_path, checkpoints, images, annotations)
+    assert result.returncode == 0, result.stderr
+    for name in ("v1", "v2"):
+        results = json.loads((tmp_path / "outputs" / "eval" / f"{name}_results.json").read_text())
+        assert results and {"image_id", "category_id", "bbox", "score"} <= set(results[0])
+        assert {r["category_id"] for r in results} == {1}  # the boosted class, "person", is category 1
+        metrics = metrics_of(tmp_path / "outputs" / "eval" / f"{name}_metrics.json")
+        assert metrics["images"] == 2 and 0 <= metrics["AP"] <= 1 and metrics["ms_per_image"] > 0
+    assert "v2 - v1" in result.stdout and "37.0" in result.stdout and "46.7" in result.stdout
+
+
+def test_max_images_takes_the_same_subset(tmp_path, checkpoints):
+    images, annotations = make_set(tmp_path / "set", images=4)
+    result = run_models(tmp_path, checkpoints, images, annotations, "--max-images", "2", model="v1")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "outputs" / "eval" / "v1_results.json").read_text())
+    assert {r["image_id"] for r in results} == {1, 2}
+    assert metrics_of(tmp_path / "outputs" / "eval" / "v1_metrics.json")["images"] == 2
+    assert "here 2 of 4 images" in result.stdout
+
+
+def test_an_interrupted_run_resumes_to_the_same_metrics(tmp_path, checkpoints):
+    images, annotations = make_set(tmp_path / "set", images=8)
+    whole = run_models(tmp_path, checkpoints, images, annotations, "--output", "whole", model="v1")
+    assert whole.returncode == 0, whole.stderr
+
+    command = [sys.executable, str(ROOT / "evaluate.py"), "--images", str(images), "--annotations", str(annotations),
+               "--model", "v1", "--weights", str(checkpoints["v1"]), "--imgsz", SMALL_IMGSZ, "--output", "cut"]
+    process = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "TORCH_HOME": str(tmp_path / "th")},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = tmp_path / "cut" / "v1_progress.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not progress.exists() or len(progress.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # as a crash or power cut would: no chance to tidy up
+    process.wait()
+    done = len(progress.read_text().splitlines())
+    assert 3 <= done < 8
+    with open(tmp_path / "cut" / "v1_results.json", "a") as results:
+        results.write('{"image_id": 8, "category_id": 1, "bb')  # a detection cut off mid-write
+
+    resumed = run_models(tmp_path, checkpoints, images, annotations, "--output", "cut", model="v1")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming, {done} of 8 images already done" in resumed.stderr
+    first, second = metrics_of(tmp_path / "whole" / "v1_metrics.json"), metrics_of(tmp_path / "cut" / "v1_metrics.json")
+    for name in ("AP", "AP50", "AP75", "AR100", "images"):
+        assert first[name] == second[name], name
+    assert json.loads((tmp_path / "cut" / "v1_results.json").read_text()) == \
+        json.loads((tmp_path / "whole" / "v1_results.json").read_text())
+
+
+def test_bad_inputs(tmp_path, checkpoints):
+    images, annotations = make_set(tmp_path / "set", images=2)
+    malformed = tmp_path / "malformed.json"
+    malformed.write_text("{not json")
+    not_coco = tmp_path / "not-coco.json"
+    not_coco.write_text(json.dumps({"images": []}))
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"images": [], "annotations": [], "categories": CATEGORIES}))
+    cases = [
+        (["--data", str(tmp_path / "nowhere")], "folder not found"),
+        (["--images", str(images), "--annotations", str(tmp_path / "none.json")], "annotation file not found"),
+        (["--images", str(tmp_path / "no-pics"), "--annotations", str(annotations)], "images folder not found"),
+        (["--images", str(images), "--annotations", str(malformed)], "not a readable JSON"),
+        (["--images", str(images), "--annotations", str(not_coco)], "not a COCO annotation file"),
+        (["--images", str(images), "--annotations", str(empty)], "lists no images"),
+        (["--annotations", str(annotations), "--predictions", str(malformed)], "not a readable COCO results"),
+    ]
+    for args, message in cases:
+        result = evaluate(tmp_path, *args, "--model", "v1", "--weights", str(checkpoints["v1"]))
+        assert_one_line_error(result)
+        assert message in result.stderr, (args, result.stderr)
+    assert evaluate(tmp_path, "--model", "v1").returncode == 2
+
+
+def test_categories_must_match_the_model_by_name(tmp_path, checkpoints):
+    images, annotations = make_set(tmp_path / "set", images=1)
+    data = json.loads(annotations.read_text())
+    data["categories"][1]["name"] = "kayak"
+    annotations.write_text(json.dumps(data))
+    result = run_models(tmp_path, checkpoints, images, annotations, model="v1")
+    assert_one_line_error(result)
+    assert "match no class of v1: kayak" in result.stderr
+
+
+def test_an_absent_image_is_reported_and_the_run_goes_on(tmp_path, checkpoints):
+    images, annotations = make_set(tmp_path / "set", images=3)
+    (images / "001.jpg").unlink()
+    result = run_models(tmp_path, checkpoints, images, annotations, model="v1")
+    assert result.returncode == 0, result.stderr
+    assert "001.jpg: file not found" in result.stderr and "1 listed image(s) were missing" in result.stderr
+    metrics = metrics_of(tmp_path / "outputs" / "eval" / "v1_metrics.json")
+    assert metrics["images"] == 2 and metrics["images_missing"] == 1
