@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from coco_names import COCO_INSTANCE_CATEGORY_NAMES
-from model import DEFAULT_IMGSZ, MODEL_NAMES, DetectError, LoadedModel, load_model, read_labels, resolve_device
+from model import BACKENDS, DEFAULT_IMGSZ, MODEL_NAMES, DetectError, LoadedModel, load_model, read_labels, resolve_device
 
 DEFAULT_THRESHOLD = 0.5
 # Pictures far larger than the model's input are shrunk with area averaging before inference:
@@ -123,7 +123,7 @@ def predict(model: LoadedModel, images: Sequence[np.ndarray]) -> tuple[list[Dete
     _synchronize(model.device)
     start = time.perf_counter()
     with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=model.half):
-        outputs = model.module([tensor for tensor, _, _ in inputs])
+        outputs = model([tensor for tensor, _, _ in inputs])
     _synchronize(model.device)
     milliseconds = (time.perf_counter() - start) * 1000.0
     results = []
@@ -383,6 +383,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="local checkpoint instead of the COCO weights (with --model both: v1's, then v2's)")
     parser.add_argument("--labels", metavar="FILE", help="class names of a fine-tuned checkpoint, one per line")
     parser.add_argument("--half", action="store_true", help="half precision on CUDA (faster, same detections within rounding)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto (default: the fastest installed runtime for the device), torch, onnxruntime, openvino")
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -444,8 +446,9 @@ def load_models(args: argparse.Namespace) -> list[LoadedModel]:
     models = []
     for name, path in zip(model_names(args), weights):
         print(f"Loading {name} on {device} ...", file=sys.stderr, flush=True)
-        model = load_model(name, device, imgsz=args.imgsz, weights=path, labels=args.labels, half=args.half)
-        print(f"Loaded {name}: {model.weights_source}", file=sys.stderr, flush=True)
+        model = load_model(name, device, imgsz=args.imgsz, weights=path, labels=args.labels, half=args.half,
+                           backend=args.backend)
+        print(f"Loaded {name}: {model.weights_source}, run by {model.backend}", file=sys.stderr, flush=True)
         models.append(model)
     return models
 

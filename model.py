@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
 import os
 import pickle
+import sys
+import time
 import urllib.error
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+import numpy as np
 import torch
 from torchvision.models.detection import (
     FasterRCNN,
@@ -53,6 +61,12 @@ class LoadedModel:
     class_names: list[str]
     weights_source: str
     half: bool = False  # run under CUDA float16 autocast
+    backend: str = "torch"
+    runner: Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]] | None = None
+
+    def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """torchvision's detection output (boxes, labels, scores per picture) from whichever runtime runs it."""
+        return (self.runner or self.module)(images)
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -179,10 +193,12 @@ def load_model(
     weights: str | os.PathLike | None = None,
     labels: str | os.PathLike | None = None,
     half: bool = False,
+    backend: str = "torch",
 ) -> LoadedModel:
-    """Build v1 or v2 with the official COCO weights or a local checkpoint, on `device`."""
+    """Build v1 or v2 with the official COCO weights or a local checkpoint, on `device`, run by `backend`."""
     if half and device.type != "cuda":
         raise DetectError(f"--half needs a CUDA device, and the device is {device}")
+    backend = choose_backend(backend, device)
     if weights is None:
         state_dict = _official_state_dict(name)
         source = f"COCO weights ({official_weights_path(name).name})"
@@ -211,7 +227,11 @@ def load_model(
         )
     module = build_detector(name, num_classes, imgsz)
     _load_state(module, state_dict, source)
-    return LoadedModel(name, module.to(device), device, class_names, source, half)
+    loaded = LoadedModel(name, module.to(device), device, class_names, source, half, backend)
+    if backend != "torch":
+        weights_file = Path(weights) if weights is not None else official_weights_path(name)
+        loaded.runner = _RUNNERS[backend](cached_export(module, name, imgsz, weights_file, backend))
+    return loaded
 
 
 def _load_state(module: FasterRCNN, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
@@ -228,3 +248,147 @@ def _load_state(module: FasterRCNN, state_dict: Mapping[str, torch.Tensor], sour
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise DetectError(f"{source} does not fit the model: {len(missing) + len(unexpected)} keys differ ({detail})")
+
+
+# ---------------------------------------------------------------- exported runtimes for the CPU
+
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+# Fastest first, as measured by benchmarks/speed.py on a CPU.
+_AUTO_CPU_ORDER = ("openvino", "onnxruntime")
+_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+_ONNX_OPSET = 17
+_OUTPUT_NAMES = ["boxes", "labels", "scores"]
+
+
+def backend_installed(backend: str) -> bool:
+    return backend == "torch" or importlib.util.find_spec(_PACKAGES[backend]) is not None
+
+
+def choose_backend(requested: str, device: torch.device) -> str:
+    """`auto`: the fastest installed runtime on the CPU, PyTorch elsewhere; otherwise check the request."""
+    if requested == "auto":
+        if device.type != "cpu":
+            return "torch"
+        return next((b for b in _AUTO_CPU_ORDER if backend_installed(b)), "torch")
+    if requested not in BACKENDS:
+        raise DetectError(f"unknown backend '{requested}' (choose from {', '.join(BACKENDS)})")
+    if requested != "torch":
+        if device.type != "cpu":
+            raise DetectError(f"--backend {requested} runs on the CPU here; on {device} use --backend torch")
+        if not backend_installed(requested):
+            raise DetectError(f"--backend {requested} needs the '{_PACKAGES[requested]}' package: "
+                              f"pip install {_PACKAGES[requested]}")
+    return requested
+
+
+def cache_dir() -> Path:
+    """Where exported models are kept: $FRCNN_CACHE, or the user's cache folder."""
+    if os.environ.get("FRCNN_CACHE"):
+        return Path(os.environ["FRCNN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "faster-rcnn-v1-v2"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _runtime_version(backend: str) -> str:
+    return importlib.metadata.version(_PACKAGES[backend])
+
+
+def cached_export(module: FasterRCNN, name: str, imgsz: int, weights_file: Path, backend: str) -> Path:
+    """The ONNX export of `module`, from the cache when an intact entry for the same inputs exists."""
+    key_fields = {
+        "model": name,
+        "weights_sha256": _file_sha256(weights_file),
+        "imgsz": imgsz,
+        "max_size": module.transform.max_size,
+        "input": "one CHW float picture of any size, resized and padded to /32 inside the graph",
+        "opset": _ONNX_OPSET,
+        "torch": torch.__version__,
+        backend: _runtime_version(backend),
+    }
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:20]
+    folder = cache_dir()
+    onnx_path, meta_path = folder / f"{name}-{imgsz}-{key}.onnx", folder / f"{name}-{imgsz}-{key}.json"
+    if onnx_path.exists() and meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("key") == key_fields and meta.get("onnx_sha256") == _file_sha256(onnx_path):
+                return onnx_path
+        except (OSError, ValueError):
+            pass
+        print(f"Cached export {onnx_path.name} is stale or damaged: exporting again", file=sys.stderr)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DetectError(f"cannot create the export cache {folder}: {error.strerror or error}") from error
+    print(f"Exporting {name} to ONNX for {backend} (once; cached in {folder}) ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    temporary = onnx_path.with_name(f".{onnx_path.name}.{os.getpid()}.part")
+    try:
+        _export_onnx(module, imgsz, temporary)
+        os.replace(temporary, onnx_path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    meta_path.write_text(json.dumps({"key": key_fields, "onnx_sha256": _file_sha256(onnx_path)}, indent=2))
+    print(f"Exported {name} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    return onnx_path
+
+
+def _export_onnx(module: FasterRCNN, imgsz: int, path: Path) -> None:
+    # The TorchScript-based exporter handles torchvision's detection models; the graph keeps torchvision's
+    # own resize and pad-to-32, so any picture size gives the feature-map sizes eager PyTorch gives.
+    example = torch.rand(3, imgsz, imgsz * 4 // 3, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.cpu().eval(), ([example],), str(path), opset_version=_ONNX_OPSET, dynamo=False,
+            input_names=["image"], output_names=_OUTPUT_NAMES, dynamic_axes={"image": {1: "height", 2: "width"}},
+        )
+
+
+def _as_output(arrays) -> dict[str, torch.Tensor]:
+    return {key: torch.from_numpy(np.asarray(value)) for key, value in zip(_OUTPUT_NAMES, arrays)}
+
+
+class OnnxRuntimeRunner:
+    """Runs the exported graph with ONNX Runtime, one picture per call (the export has no batch axis)."""
+
+    def __init__(self, path: Path):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return [_as_output(self.session.run(None, {"image": image.cpu().numpy()})) for image in images]
+
+
+class OpenVinoRunner:
+    """Runs the exported graph with OpenVINO on the CPU, one picture per call, tuned for latency."""
+
+    def __init__(self, path: Path):
+        import openvino
+
+        core = openvino.Core()
+        # fp32 inference precision keeps detections equal to PyTorch's (the CPU plugin may pick bf16 otherwise).
+        self.compiled = core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                                                              "INFERENCE_PRECISION_HINT": "f32"})
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        outputs = []
+        for image in images:
+            result = self.request.infer({0: image.cpu().numpy()})
+            outputs.append(_as_output(result[self.compiled.output(i)] for i in range(len(_OUTPUT_NAMES))))
+        return outputs
+
+
+_RUNNERS = {"onnxruntime": OnnxRuntimeRunner, "openvino": OpenVinoRunner}

@@ -19,6 +19,14 @@ from checkpoints import detector_state, official_format, save_checkpoint  # noqa
 SMALL_IMGSZ = "96"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory) -> Path:
+    """Exported models go to a folder of the test session's, shared by its tests and their subprocesses."""
+    folder = tmp_path_factory.mktemp("export-cache")
+    os.environ["FRCNN_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     """Official-format v1 and v2 checkpoints with seeded random weights that yield detections."""

@@ -12,10 +12,10 @@ from PIL import Image
 from conftest import SMALL_IMGSZ, assert_one_line_error, leftovers, run_script, scene
 
 
-def detect(tmp_path, checkpoints, *args, model="v2", env=None):
+def detect(tmp_path, checkpoints, *args, model="v2", env=None, backend="torch"):
     weights = [str(checkpoints["v1"]), str(checkpoints["v2"])] if model == "both" else [str(checkpoints[model])]
-    return run_script("detect_image.py", "--model", model, "--weights", *weights, "--imgsz", SMALL_IMGSZ, *args,
-                      cwd=tmp_path, env=env)
+    return run_script("detect_image.py", "--model", model, "--weights", *weights, "--imgsz", SMALL_IMGSZ,
+                      "--backend", backend, *args, cwd=tmp_path, env=env)
 
 
 def test_one_photo_gives_a_picture_of_its_size_and_json(tmp_path, checkpoints, photo):

@@ -16,10 +16,10 @@ import pytest
 from conftest import ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, make_video, read_video, run_script, scene
 
 
-def detect(tmp_path, checkpoints, *args, model="v1"):
+def detect(tmp_path, checkpoints, *args, model="v1", backend="torch"):
     weights = [str(checkpoints["v1"]), str(checkpoints["v2"])] if model == "both" else [str(checkpoints[model])]
-    return run_script("detect_video.py", "--model", model, "--weights", *weights, "--imgsz", SMALL_IMGSZ, *args,
-                      cwd=tmp_path)
+    return run_script("detect_video.py", "--model", model, "--weights", *weights, "--imgsz", SMALL_IMGSZ,
+                      "--backend", backend, *args, cwd=tmp_path)
 
 
 def jsonl(path):
@@ -110,7 +110,7 @@ def test_interrupt_keeps_a_playable_video_of_what_was_processed(tmp_path, checkp
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch-home"), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "detect_video.py"), "--input", str(clip), "--weights", str(checkpoints["v1"]),
-         "--model", "v1", "--imgsz", SMALL_IMGSZ, "--json"],
+         "--model", "v1", "--imgsz", SMALL_IMGSZ, "--json", "--backend", "torch"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and processed_frames(tmp_path / "outputs") < 3:

@@ -89,7 +89,7 @@ def test_known_misses_and_shifts_give_the_hand_computed_ap(tmp_path):
 def run_models(tmp_path, checkpoints, images, annotations, *args, model="both"):
     weights = [str(checkpoints["v1"]), str(checkpoints["v2"])] if model == "both" else [str(checkpoints[model])]
     return evaluate(tmp_path, "--images", str(images), "--annotations", str(annotations), "--model", model,
-                    "--weights", *weights, "--imgsz", SMALL_IMGSZ, *args)
+                    "--weights", *weights, "--imgsz", SMALL_IMGSZ, "--backend", "torch", *args)
 
 
 def test_seeded_checkpoints_run_and_write_both_files(tmp_path, checkpoints):
@@ -121,7 +121,8 @@ def test_an_interrupted_run_resumes_to_the_same_metrics(tmp_path, checkpoints):
     assert whole.returncode == 0, whole.stderr
 
     command = [sys.executable, str(ROOT / "evaluate.py"), "--images", str(images), "--annotations", str(annotations),
-               "--model", "v1", "--weights", str(checkpoints["v1"]), "--imgsz", SMALL_IMGSZ, "--output", "cut"]
+               "--model", "v1", "--weights", str(checkpoints["v1"]), "--imgsz", SMALL_IMGSZ, "--output", "cut",
+               "--backend", "torch"]
     process = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "TORCH_HOME": str(tmp_path / "th")},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = tmp_path / "cut" / "v1_progress.jsonl"

@@ -1,0 +1,360 @@
+"""Speed of this project's detection paths against an original-style eager PyTorch loop, in one run.
+
+    python benchmarks/speed.py            # the full benchmark on ../shared/media (or the sample files)
+    python benchmarks/speed.py --quick    # small --imgsz, one repetition: a check that it still works
+
+For one picture and for a video, and for v1 and v2, it times:
+  reference  eager torchvision as the original scripts ran it: ToTensor, torch.no_grad, one picture at a
+             time, an OpenCV mp4v writer for video (written here, independent of the project's code)
+  <backend>  the project's own path (detect_utils.predict; detect_video.py for video) with each backend
+Every configuration runs in its own process, so its peak resident memory is its own. Detections of each
+backend are checked against the reference (rule: see `equivalent`). Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SHARED_MEDIA = ROOT.parent / "shared" / "media"
+SCORE_FLOOR = 0.05  # torchvision's box_score_thresh: every detection the model returns is compared
+BOX_TOLERANCE_PX = 1.0
+SCORE_TOLERANCE = 1e-3
+
+
+# ---------------------------------------------------------------- one configuration (a child process)
+
+
+def seeded_weights(name: str, folder: Path) -> Path:
+    """Seeded random weights with one class boosted (detections exist; speed does not depend on values)."""
+    import torch
+
+    from model import build_detector
+
+    path = folder / f"{name}-seeded.pth"
+    if not path.exists():
+        torch.manual_seed(0)
+        module = build_detector(name)
+        with torch.no_grad():
+            module.roi_heads.box_predictor.cls_score.bias[1] += 12.0
+        torch.save(module.state_dict(), path)
+    return path
+
+
+def weights_for(name: str, folder: Path) -> tuple[Path, str]:
+    """The official COCO weights when they are cached here, else seeded random ones."""
+    from model import official_weights_path
+
+    official = official_weights_path(name)
+    if official.exists():
+        return official, "COCO"
+    return seeded_weights(name, folder), "seeded random"
+
+
+def reference_model(name: str, weights: Path, imgsz: int):
+    """torchvision's builder and the checkpoint, nothing of the project's loading path."""
+    import torch
+    import torchvision
+
+    builder = {"v1": torchvision.models.detection.fasterrcnn_resnet50_fpn,
+               "v2": torchvision.models.detection.fasterrcnn_resnet50_fpn_v2}[name]
+    module = builder(weights=None, weights_backbone=None, min_size=imgsz, max_size=round(imgsz * 1333 / 800))
+    module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=False)
+    return module.eval()
+
+
+def reference_predict(module, image_bgr):
+    """As the original scripts did: BGR→RGB, ToTensor, no_grad, one picture."""
+    import cv2
+    import torch
+    from torchvision import transforms
+
+    tensor = transforms.ToTensor()(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
+    with torch.no_grad():
+        output = module([tensor])[0]
+    return output["boxes"].numpy(), output["scores"].numpy(), output["labels"].numpy()
+
+
+def run_image(config: dict) -> dict:
+    import cv2
+    import torch
+
+    import detect_utils as du
+    from model import load_model
+
+    image = cv2.imread(config["image"])
+    weights = Path(config["weights"])
+    start = time.perf_counter()
+    if config["path"] == "reference":
+        module = reference_model(config["model"], weights, config["imgsz"])
+        predict = lambda: reference_predict(module, image)  # noqa: E731
+    else:
+        model = load_model(config["model"], torch.device("cpu"), imgsz=config["imgsz"], weights=weights,
+                           backend=config["path"])
+
+        def predict():
+            (detections,), _ = du.predict(model, [image])
+            return detections.boxes, detections.scores, detections.labels
+    load_seconds = time.perf_counter() - start
+    for _ in range(config["warmup"]):
+        predict()
+    times = []
+    for _ in range(config["runs"]):
+        start = time.perf_counter()
+        boxes, scores, labels = predict()
+        times.append(time.perf_counter() - start)
+    result = {"times": times, "load_seconds": load_seconds,
+              "detections": {"boxes": boxes.tolist(), "scores": scores.tolist(), "labels": labels.tolist()}}
+    if config["path"] == "reference":
+        result["gflop"] = count_gflop(module, image)
+    return result
+
+
+def count_gflop(module, image_bgr) -> float:
+    """Floating-point operations of one eager forward pass (multiply and add counted apart)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        reference_predict(module, image_bgr)
+    return counter.get_total_flops() / 1e9
+
+
+def run_video_reference(config: dict) -> dict:
+    """The original-style video loop: read, ToTensor, no_grad model, draw, mp4v write; FPS over the loop."""
+    import cv2
+    import numpy as np
+
+    module = reference_model(config["model"], Path(config["weights"]), config["imgsz"])
+    capture = cv2.VideoCapture(config["video"])
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    output = Path(config["scratch"]) / f"reference_{config['model']}.mp4"
+    writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    frames = 0
+    start = time.perf_counter()
+    while frames < config["frames"]:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        boxes, scores, labels = reference_predict(module, frame)
+        for box in boxes[scores >= 0.5].astype(np.int32):
+            cv2.rectangle(frame, (int(box[0]), int(box[1])), (int(box[2]), int(box[3])), (0, 0, 255), 2)
+        writer.write(frame)
+        frames += 1
+    elapsed = time.perf_counter() - start
+    writer.release()
+    return {"frames": frames, "fps": frames / elapsed}
+
+
+def run_video_project(config: dict) -> dict:
+    """detect_video.py as a user runs it; its own report gives the pipeline FPS (model loading excluded)."""
+    command = [sys.executable, str(ROOT / "detect_video.py"), "--input", config["video"], "--model", config["model"],
+               "--weights", config["weights"], "--imgsz", str(config["imgsz"]), "--backend", config["path"],
+               "--max-frames", str(config["frames"]), "--output", config["scratch"], "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    line = next(line for line in result.stdout.splitlines() if line.startswith("average FPS"))
+    fps = float(line.rsplit(" ", 1)[-1])
+    frames = int(next(line for line in result.stdout.splitlines() if " frames -> " in line).split()[0])
+    return {"frames": frames, "fps": fps, "peak_rss_mb": _children_peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _children_peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def child_main(config: dict) -> None:
+    if config["kind"] == "image":
+        result = run_image(config)
+    elif config["path"] == "reference":
+        result = run_video_reference(config)
+    else:
+        result = run_video_project(config)
+    result.setdefault("peak_rss_mb", _peak_rss_mb())
+    print(json.dumps(result))
+
+
+# ---------------------------------------------------------------- the parent: orchestration and checks
+
+
+def run_child(config: dict, env: dict) -> dict:
+    completed = subprocess.run([sys.executable, __file__, "--child", json.dumps(config)], capture_output=True,
+                               text=True, env=env)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{config['kind']} {config['model']} {config['path']} failed:\n{completed.stderr[-3000:]}")
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    export = [line for line in completed.stderr.splitlines() if line.startswith("Exported")]
+    if export:
+        result["export_seconds"] = float(export[0].split(" in ")[1].split()[0])
+    return result
+
+
+DETECTIONS_PER_IMAGE = 100  # torchvision's cap on detections per picture
+
+
+def equivalent(reference: dict, candidate: dict) -> dict:
+    """Every detection scoring >= 0.05 on either side must have a partner on the other: same label, all four
+    box corners within 1 px, score within 1e-3 (each partner used once, closest boxes first). Exception: when a
+    side holds the cap of 100 detections, those within 1e-3 of its lowest score may lack a partner, since a
+    change that small can move them across the cap."""
+    def above_floor(d):
+        return [(b, s, l) for b, s, l in zip(d["boxes"], d["scores"], d["labels"]) if s >= SCORE_FLOOR]
+
+    def excusable(detections, index):
+        scores = [d[1] for d in detections]
+        return len(scores) >= DETECTIONS_PER_IMAGE and detections[index][1] <= min(scores) + SCORE_TOLERANCE
+
+    ref, cand = above_floor(reference), above_floor(candidate)
+    free = set(range(len(cand)))
+    worst_box = worst_score = 0.0
+    unpaired_ref = []
+    for r, (box, score, label) in sorted(enumerate(ref), key=lambda item: -item[1][1]):
+        best, best_diff = None, None
+        for c in free:
+            other_box, other_score, other_label = cand[c]
+            box_diff = max(abs(p - q) for p, q in zip(box, other_box))
+            if other_label == label and box_diff <= BOX_TOLERANCE_PX and abs(score - other_score) <= SCORE_TOLERANCE:
+                if best is None or box_diff < best_diff:
+                    best, best_diff = c, box_diff
+        if best is None:
+            unpaired_ref.append(r)
+            continue
+        free.remove(best)
+        worst_box, worst_score = max(worst_box, best_diff), max(worst_score, abs(score - cand[best][1]))
+    unexcused = [r for r in unpaired_ref if not excusable(ref, r)] + [c for c in free if not excusable(cand, c)]
+    return {"reference_count": len(ref), "count": len(cand), "paired": len(ref) - len(unpaired_ref),
+            "max_box_diff_px": round(worst_box, 4), "max_score_diff": round(worst_score, 6),
+            "equivalent": not unexcused}
+
+
+def installed_backends() -> list[str]:
+    from model import backend_installed
+
+    return [b for b in ("torch", "onnxruntime", "openvino") if backend_installed(b)]
+
+
+def default_media(name: str, fallback: Path) -> Path:
+    path = SHARED_MEDIA / name
+    return path if path.exists() else fallback
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="imgsz 160, one run, 3 video frames")
+    parser.add_argument("--imgsz", type=int, default=800)
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per picture configuration")
+    parser.add_argument("--video-frames", type=int, default=20)
+    parser.add_argument("--models", nargs="+", default=["v1", "v2"])
+    parser.add_argument("--backends", nargs="+", help="default: every installed one")
+    parser.add_argument("--image", type=Path, default=default_media("traffic.jpg", ROOT / "input" / "coffee.jpg"))
+    parser.add_argument("--video", type=Path, default=default_media("scooters.mp4", ROOT / "input" / "sample.mp4"))
+    parser.add_argument("--skip-video", action="store_true")
+    parser.add_argument("--json-out", type=Path, default=ROOT / "outputs" / "benchmarks" / "speed.json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_main(json.loads(args.child))
+        return 0
+    if args.quick:
+        args.imgsz, args.runs, args.video_frames = 160, 1, 3
+    backends = args.backends or installed_backends()
+    scratch = Path(tempfile.mkdtemp(prefix="frcnn-bench-"))
+    # A fresh export cache, so the export time is measured in this run.
+    env = {**os.environ, "FRCNN_CACHE": str(scratch / "cache")}
+    report = {"machine": machine(), "imgsz": args.imgsz, "runs": args.runs, "warmup": 1,
+              "image": str(args.image), "video": str(args.video), "video_frames": args.video_frames,
+              "matching_rule": equivalent.__doc__.split("\n", 1)[0] + " " + equivalent.__doc__.split("\n", 1)[1].strip(),
+              "results": []}
+    for name in args.models:
+        weights, kind = weights_for(name, scratch)
+        report[f"{name}_weights"] = kind
+        base = {"model": name, "weights": str(weights), "imgsz": args.imgsz, "image": str(args.image),
+                "video": str(args.video), "frames": args.video_frames, "warmup": 1, "runs": args.runs,
+                "scratch": str(scratch)}
+        reference = eager = None
+        for path in ["reference", "torch", *(b for b in backends if b != "torch")]:
+            row = {"model": name, "path": path}
+            image = run_child({**base, "kind": "image", "path": path}, env)
+            row.update(min_s=min(image["times"]), median_s=statistics.median(image["times"]),
+                       peak_rss_mb=round(image["peak_rss_mb"]), export_s=image.get("export_seconds"))
+            if path == "reference":
+                reference = image
+                report[f"{name}_gflop"] = round(image["gflop"], 1)
+            elif path == "torch":
+                # Informational: equal at sizes where the project does not pre-shrink (scale >= 0.5).
+                eager = image
+                row["check_original"] = equivalent(reference["detections"], image["detections"])
+            else:
+                row["check"] = equivalent(eager["detections"], image["detections"])
+            row["speedup"] = round(statistics.median(reference["times"]) / row["median_s"], 2)
+            row["gflop_per_s"] = round(report[f"{name}_gflop"] / row["median_s"], 1)
+            if not args.skip_video:
+                video = run_child({**base, "kind": "video", "path": path}, env)
+                row.update(video_fps=round(video["fps"], 3), video_frames=video["frames"],
+                           video_peak_rss_mb=round(video["peak_rss_mb"]))
+            report["results"].append(row)
+            print(format_row(row), file=sys.stderr, flush=True)
+    for row in report["results"]:
+        if not args.skip_video:
+            ref = next(r for r in report["results"] if r["model"] == row["model"] and r["path"] == "reference")
+            row["video_speedup"] = round(row["video_fps"] / ref["video_fps"], 2)
+    print(format_table(report))
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {args.json_out}")
+    failed = [r for r in report["results"] if "check" in r and not r["check"]["equivalent"]]
+    for row in failed:
+        print(f"NOT EQUIVALENT: {row['model']} {row['path']}: {row['check']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def machine() -> dict:
+    import torch
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__}
+
+
+def format_row(row: dict) -> str:
+    return f"{row['model']} {row['path']}: median {row['median_s']:.3f} s" + (
+        f", video {row['video_fps']:.3f} fps" if "video_fps" in row else "")
+
+
+def format_table(report: dict) -> str:
+    header = ["model", "path", "min s", "median s", "speed-up", "GFLOP/s", "peak MB", "export s", "video fps",
+              "video x", "video MB", "detections vs eager torch (torch: vs reference)"]
+    lines = [header]
+    for r in report["results"]:
+        check = r.get("check") or r.get("check_original")
+        verdict = "-" if check is None else (
+            f"{'same' if check['equivalent'] else 'DIFFERENT'} ({check['paired']} of {check['reference_count']} paired, "
+            f"box ≤{check['max_box_diff_px']:.3g} px, score ≤{check['max_score_diff']:.1e})")
+        lines.append([r["model"], r["path"], f"{r['min_s']:.3f}", f"{r['median_s']:.3f}", f"{r['speedup']:.2f}x",
+                      f"{r['gflop_per_s']:.0f}", str(r["peak_rss_mb"]), f"{r['export_s']:.0f}" if r["export_s"] else "-",
+                      f"{r['video_fps']:.3f}" if "video_fps" in r else "-",
+                      f"{r['video_speedup']:.2f}x" if "video_speedup" in r else "-",
+                      str(r.get("video_peak_rss_mb", "-")), verdict])
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    table = "\n".join(" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines)
+    models = ", ".join(f"{m}: {report[m + '_gflop']} GFLOP, {report[m + '_weights']} weights"
+                       for m in ("v1", "v2") if m + "_gflop" in report)
+    return f"imgsz {report['imgsz']}, {report['runs']} runs after 1 warm-up; {models}\n{table}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Exported runtimes: the same detections as eager PyTorch, the export cache, and --backend errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import detect_utils as du
+import model as model_module
+from conftest import ROOT, SMALL_IMGSZ, assert_one_line_error, run_script, scene
+from model import DetectError, choose_backend, load_model
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from speed import equivalent  # noqa: E402  the benchmark's matching rule, so both check the same thing
+
+CPU = torch.device("cpu")
+RUNTIMES = [b for b in ("onnxruntime", "openvino") if importlib.util.find_spec(b)]
+# Landscape, portrait, sizes that are not multiples of 32, and a video's fixed size (several frames).
+SHAPES = [(240, 320), (320, 240), (123, 217), (120, 160)]
+
+
+def as_dict(detections: du.Detections) -> dict:
+    return {"boxes": detections.boxes.tolist(), "scores": detections.scores.tolist(),
+            "labels": detections.labels.tolist()}
+
+
+@pytest.mark.parametrize("name", ["v1", "v2"])
+@pytest.mark.parametrize("backend", RUNTIMES)
+def test_runtime_detections_equal_eager_pytorch(checkpoints, name, backend):
+    eager = load_model(name, CPU, imgsz=int(SMALL_IMGSZ), weights=checkpoints[name], backend="torch")
+    exported = load_model(name, CPU, imgsz=int(SMALL_IMGSZ), weights=checkpoints[name], backend=backend)
+    assert exported.backend == backend
+    pictures = [scene(h, w, seed=i) for i, (h, w) in enumerate(SHAPES)]
+    pictures += [np.roll(pictures[-1], 4 * step, axis=1) for step in range(1, 3)]  # more frames of the video size
+    for picture in pictures:
+        (expected,), _ = du.predict(eager, [picture])
+        (got,), _ = du.predict(exported, [picture])
+        assert len(expected.filter(0.5)) > 0
+        check = equivalent(as_dict(expected), as_dict(got))
+        assert check["equivalent"], (picture.shape, check)
+
+
+@pytest.mark.skipif(not RUNTIMES, reason="no exported runtime installed")
+def test_export_cache_reuse_key_and_repair(tmp_path, monkeypatch, checkpoints, capsys):
+    monkeypatch.setenv("FRCNN_CACHE", str(tmp_path / "cache"))
+    backend = RUNTIMES[0]
+    load_model("v1", CPU, imgsz=64, weights=checkpoints["v1"], backend=backend)
+    assert "Exporting v1" in capsys.readouterr().err
+    (entry,) = (tmp_path / "cache").glob("*.onnx")
+    stamp = entry.stat().st_mtime_ns
+
+    load_model("v1", CPU, imgsz=64, weights=checkpoints["v1"], backend=backend)
+    assert "Exporting" not in capsys.readouterr().err and entry.stat().st_mtime_ns == stamp  # reused
+
+    copy = tmp_path / "other.pth"  # other weights: another key, another entry
+    state = torch.load(checkpoints["v1"], weights_only=True)
+    state["roi_heads.box_predictor.cls_score.bias"][2] += 1.0
+    torch.save(state, copy)
+    load_model("v1", CPU, imgsz=64, weights=copy, backend=backend)
+    assert "Exporting v1" in capsys.readouterr().err
+    assert len(list((tmp_path / "cache").glob("*.onnx"))) == 2
+
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # a damaged entry is rebuilt
+    rebuilt = load_model("v1", CPU, imgsz=64, weights=checkpoints["v1"], backend=backend)
+    assert "stale or damaged" in capsys.readouterr().err
+    (detections,), _ = du.predict(rebuilt, [scene()])
+    assert len(detections) > 0
+    assert not list((tmp_path / "cache").glob(".*part"))
+
+
+def test_backend_choice_and_errors(monkeypatch):
+    assert choose_backend("torch", CPU) == "torch"
+    assert choose_backend("auto", torch.device("cuda")) == "torch"  # PyTorch on a GPU
+    expected = next((b for b in ("openvino", "onnxruntime") if importlib.util.find_spec(b)), "torch")
+    assert choose_backend("auto", CPU) == expected
+    with pytest.raises(DetectError, match="on cuda use --backend torch"):
+        choose_backend("onnxruntime", torch.device("cuda"))
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(model_module.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("onnxruntime", "openvino") else real_find_spec(name, *a))
+    for backend in ("onnxruntime", "openvino"):
+        with pytest.raises(DetectError, match=f"needs the '{backend}' package: pip install {backend}"):
+            choose_backend(backend, CPU)
+    assert choose_backend("auto", CPU) == "torch"  # nothing faster installed: PyTorch
+
+
+@pytest.mark.skipif(not RUNTIMES, reason="no exported runtime installed")
+def test_scripts_run_with_an_exported_runtime(tmp_path, checkpoints, photo):
+    result = run_script("detect_image.py", "--input", str(photo), "--model", "v1", "--weights",
+                        str(checkpoints["v1"]), "--imgsz", SMALL_IMGSZ, "--backend", RUNTIMES[-1], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"run by {RUNTIMES[-1]}" in result.stderr
+    assert cv2.imread(str(tmp_path / "outputs" / "photo_v1.jpg")).shape == (240, 320, 3)
+    result = run_script("detect_image.py", "--input", str(photo), "--backend", "tensorrt", cwd=tmp_path)
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_a_missing_runtime_is_one_clear_line(tmp_path, checkpoints, photo):
+    # A runtime hidden from the interpreter stands for one that is not installed.
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import importlib.util\n_real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'onnxruntime' else _real(n, *a)\n")
+    result = run_script("detect_image.py", "--input", str(photo), "--weights", str(checkpoints["v2"]),
+                        "--backend", "onnxruntime", cwd=tmp_path, env={"PYTHONPATH": str(hide)})
+    assert_one_line_error(result)
+    assert "pip install onnxruntime" in result.stderr
