@@ -96,8 +96,7 @@ def _input_scale(height: int, width: int, min_size: int, max_size: int) -> float
 def to_model_input(image: np.ndarray, model: LoadedModel) -> tuple[torch.Tensor, float, float]:
     """A BGR picture as the model's RGB float tensor, plus the x and y factors back to the picture."""
     height, width = image.shape[:2]
-    transform = model.module.transform
-    scale = _input_scale(height, width, transform.min_size[-1], transform.max_size)
+    scale = _input_scale(height, width, model.min_size, model.max_size)
     fx = fy = 1.0
     if scale < _PRESHRINK_BELOW_SCALE:
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))

@@ -53,20 +53,22 @@ _CLASSIFIER_KEY = "roi_heads.box_predictor.cls_score.weight"
 
 @dataclass
 class LoadedModel:
-    """A detector ready for inference, with what is needed to name and describe its output."""
+    """A detector ready for inference, with what is needed to prepare its input and name its output."""
 
     name: str
-    module: FasterRCNN
     device: torch.device
     class_names: list[str]
     weights_source: str
-    half: bool = False  # run under CUDA float16 autocast
+    min_size: int  # the shorter side the model resizes pictures to
+    max_size: int  # the cap on the longer side
+    run: Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
     backend: str = "torch"
-    runner: Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]] | None = None
+    half: bool = False  # run under CUDA float16 autocast
+    module: FasterRCNN | None = None  # the PyTorch model; not kept when an exported runtime runs it
 
     def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """torchvision's detection output (boxes, labels, scores per picture) from whichever runtime runs it."""
-        return (self.runner or self.module)(images)
+        return self.run(images)
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -110,9 +112,14 @@ def build_detector(name: str, num_classes: int = 91, imgsz: int = DEFAULT_IMGSZ)
         weights_backbone=None,
         num_classes=num_classes,
         min_size=imgsz,
-        max_size=round(imgsz * _MAX_SIZE_RATIO),
+        max_size=max_size_for(imgsz),
     )
     return module.eval()
+
+
+def max_size_for(imgsz: int) -> int:
+    """The cap on the longer side that goes with a shorter side of `imgsz`, in torchvision's proportion."""
+    return round(imgsz * _MAX_SIZE_RATIO)
 
 
 def official_weights_path(name: str) -> Path:
@@ -225,13 +232,20 @@ def load_model(
             f"{weights} predicts {num_classes} classes, not COCO's {len(COCO_INSTANCE_CATEGORY_NAMES)}: "
             f"pass --labels FILE with their names, one per line"
         )
-    module = build_detector(name, num_classes, imgsz)
-    _load_state(module, state_dict, source)
-    loaded = LoadedModel(name, module.to(device), device, class_names, source, half, backend)
-    if backend != "torch":
-        weights_file = Path(weights) if weights is not None else official_weights_path(name)
-        loaded.runner = _RUNNERS[backend](cached_export(module, name, imgsz, weights_file, backend))
-    return loaded
+    def build() -> FasterRCNN:
+        module = build_detector(name, num_classes, imgsz)
+        _load_state(module, state_dict, source)
+        return module
+
+    sizes = dict(min_size=imgsz, max_size=max_size_for(imgsz))
+    if backend == "torch":
+        module = build().to(device)
+        return LoadedModel(name, device, class_names, source, **sizes, run=module, half=half, module=module)
+    weights_file = Path(weights) if weights is not None else official_weights_path(name)
+    onnx_path = cached_export(build, name, imgsz, weights_file, backend)
+    # No PyTorch copy is kept (nor built, when the export is cached): the runtime holds its own.
+    del state_dict
+    return LoadedModel(name, device, class_names, source, **sizes, run=_RUNNERS[backend](onnx_path), backend=backend)
 
 
 def _load_state(module: FasterRCNN, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
@@ -301,13 +315,13 @@ def _runtime_version(backend: str) -> str:
     return importlib.metadata.version(_PACKAGES[backend])
 
 
-def cached_export(module: FasterRCNN, name: str, imgsz: int, weights_file: Path, backend: str) -> Path:
-    """The ONNX export of `module`, from the cache when an intact entry for the same inputs exists."""
+def cached_export(build: Callable[[], FasterRCNN], name: str, imgsz: int, weights_file: Path, backend: str) -> Path:
+    """The ONNX export of the model `build` makes, from the cache when an intact entry for the same inputs exists."""
     key_fields = {
         "model": name,
         "weights_sha256": _file_sha256(weights_file),
         "imgsz": imgsz,
-        "max_size": module.transform.max_size,
+        "max_size": max_size_for(imgsz),
         "input": "one CHW float picture of any size, resized and padded to /32 inside the graph",
         "opset": _ONNX_OPSET,
         "torch": torch.__version__,
@@ -332,7 +346,7 @@ def cached_export(module: FasterRCNN, name: str, imgsz: int, weights_file: Path,
     start = time.perf_counter()
     temporary = onnx_path.with_name(f".{onnx_path.name}.{os.getpid()}.part")
     try:
-        _export_onnx(module, imgsz, temporary)
+        _export_onnx(build(), imgsz, temporary)
         os.replace(temporary, onnx_path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -30,6 +30,7 @@ def test_official_format_state_dict_loads_every_tensor(checkpoints, name):
         assert torch.equal(loaded[key], tensor), key
     assert model.class_names == COCO_INSTANCE_CATEGORY_NAMES
     assert model.module.transform.min_size == (96,) and model.module.transform.max_size == 160
+    assert (model.min_size, model.max_size) == (96, 160)
     assert architecture_of(expected) == name
 
 
