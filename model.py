@@ -345,9 +345,13 @@ def cached_export(build: Callable[[], FasterRCNN], name: str, imgsz: int, weight
     print(f"Exporting {name} to ONNX for {backend} (once; cached in {folder}) ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     temporary = onnx_path.with_name(f".{onnx_path.name}.{os.getpid()}.part")
+    module = build()
     try:
-        _export_onnx(build(), imgsz, temporary)
+        _export_onnx(module, imgsz, temporary)
         os.replace(temporary, onnx_path)
+    except torch.onnx.OnnxExporterError as error:  # e.g. the onnx package is missing
+        raise DetectError(f"could not export {name} to ONNX ({_first_line(error)}); "
+                          f"install the requirements, or use --backend torch") from error
     finally:
         temporary.unlink(missing_ok=True)
     meta_path.write_text(json.dumps({"key": key_fields, "onnx_sha256": _file_sha256(onnx_path)}, indent=2))
