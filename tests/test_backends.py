@@ -117,13 +117,12 @@ def test_a_missing_runtime_is_one_clear_line(tmp_path, checkpoints, photo):
 @pytest.mark.skipif(not RUNTIMES, reason="no exported runtime installed")
 def test_a_failed_export_is_one_clear_line(tmp_path, checkpoints, photo):
     # Without the onnx package torch cannot export; the user is told what to do instead of seeing a traceback.
-    hide = tmp_path / "hide" / "onnx"  # shadows the installed package, as if it were missing
-    hide.mkdir(parents=True)
-    (hide / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'onnx'\", name='onnx')\n")
-    hide = hide.parent
+    shadow = tmp_path / "shadow"  # an onnx package that shadows the installed one, as if it were missing
+    (shadow / "onnx").mkdir(parents=True)
+    (shadow / "onnx" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'onnx'\", name='onnx')\n")
     result = run_script("detect_image.py", "--input", str(photo), "--weights", str(checkpoints["v2"]),
                         "--imgsz", SMALL_IMGSZ, "--backend", RUNTIMES[-1], cwd=tmp_path,
-                        env={"PYTHONPATH": str(hide), "FRCNN_CACHE": str(tmp_path / "empty-cache")})
+                        env={"PYTHONPATH": str(shadow), "FRCNN_CACHE": str(tmp_path / "empty-cache")})
     assert_one_line_error(result)
     assert "could not export v2 to ONNX" in result.stderr and "--backend torch" in result.stderr
     assert not list((tmp_path / "empty-cache").glob("*.onnx")) and not (tmp_path / "outputs" / "photo_v2.jpg").exists()
