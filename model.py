@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -232,11 +233,7 @@ def load_model(
             f"{weights} predicts {num_classes} classes, not COCO's {len(COCO_INSTANCE_CATEGORY_NAMES)}: "
             f"pass --labels FILE with their names, one per line"
         )
-    def build() -> FasterRCNN:
-        module = build_detector(name, num_classes, imgsz)
-        _load_state(module, state_dict, source)
-        return module
-
+    build = functools.partial(_build_with_state, name, num_classes, imgsz, state_dict, source)
     sizes = dict(min_size=imgsz, max_size=max_size_for(imgsz))
     if backend == "torch":
         module = build().to(device)
@@ -244,8 +241,15 @@ def load_model(
     weights_file = Path(weights) if weights is not None else official_weights_path(name)
     onnx_path = cached_export(build, name, imgsz, weights_file, backend)
     # No PyTorch copy is kept (nor built, when the export is cached): the runtime holds its own.
-    del state_dict
+    del build, state_dict
     return LoadedModel(name, device, class_names, source, **sizes, run=_RUNNERS[backend](onnx_path), backend=backend)
+
+
+def _build_with_state(name: str, num_classes: int, imgsz: int, state_dict: Mapping[str, torch.Tensor],
+                      source: str) -> FasterRCNN:
+    module = build_detector(name, num_classes, imgsz)
+    _load_state(module, state_dict, source)
+    return module
 
 
 def _load_state(module: FasterRCNN, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
