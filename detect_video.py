@@ -299,7 +299,7 @@ def run_pipeline(source: VideoSource, models: list[LoadedModel], args: argparse.
 def _expected_frames(source: VideoSource, args: argparse.Namespace) -> int | None:
     total = math.ceil(source.total_frames / args.frame_stride) if source.total_frames else None
     if args.max_frames:
-        total = min(total, args.max_frames) if total else args.max_frames if source.is_file else None
+        total = min(total, args.max_frames) if total else args.max_frames
     return total
 
 
