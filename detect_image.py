@@ -85,8 +85,8 @@ def process_image(path: Path, out_stem: Path, models: list[LoadedModel], args, c
                           result.record(width, height, file=str(path)))
     picture = du.render(image, results)
     du.write_image(out_path, picture)
-    if args.show and not du.show_window(out_path.name, picture):
-        args.show = False
+    if args.show and du.show_window(out_path.name, picture) != "shown":
+        args.show = False  # q / Esc: no more windows, the files are still written
     summaries = [f"{r.model.name} {len(r.detections)} detections {r.milliseconds:.0f} ms" for r in results]
     return f"{path}: {', '.join(summaries)} -> {out_path}"
 

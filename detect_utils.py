@@ -325,20 +325,37 @@ def prepare_output_dir(path: str | os.PathLike) -> Path:
 # ---------------------------------------------------------------- showing
 
 
-def show_window(title: str, image: np.ndarray, wait_ms: int = 0) -> bool:
-    """Show `image` (until a key is pressed, or for `wait_ms`); False once the user pressed q / Esc or no
-    window can be opened (then with a message)."""
+WINDOW = "Faster R-CNN"  # one window, reused for every picture and frame
+WINDOW_MAX_SIZE = (1280, 800)  # fits an ordinary screen at first; the user can resize it
+_window_open = False
+
+
+def _open_window(width: int, height: int) -> None:
+    global _window_open
+    if _window_open:
+        return
+    cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+    scale = min(1.0, WINDOW_MAX_SIZE[0] / width, WINDOW_MAX_SIZE[1] / height)
+    cv2.resizeWindow(WINDOW, max(1, round(width * scale)), max(1, round(height * scale)))
+    _window_open = True
+
+
+def show_window(title: str, image: np.ndarray, wait_ms: int = 0) -> str:
+    """Show `image` (until a key is pressed, or for `wait_ms`). Returns "shown", "quit" when the user pressed
+    q or Esc, or "unavailable" when no window can be opened (after saying so)."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         reason = "no display"
     else:
         try:
-            cv2.imshow(title, image)
+            _open_window(image.shape[1], image.shape[0])
+            cv2.setWindowTitle(WINDOW, title)
+            cv2.imshow(WINDOW, image)
             key = cv2.waitKey(wait_ms) & 0xFF
-            return key not in (ord("q"), 27)
+            return "quit" if key in (ord("q"), 27) else "shown"
         except cv2.error:
             reason = "this OpenCV has no GUI support"
     print(f"warning: cannot open a window ({reason}); the results are in the output folder", file=sys.stderr)
-    return False
+    return "unavailable"
 
 
 # ---------------------------------------------------------------- options

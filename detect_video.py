@@ -10,6 +10,7 @@ flat however long the video is and, on a GPU, the model never waits for I/O. The
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import queue
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
-import av
+# cv2 before av: PyAV's wheel bundles its own libxcb, and when that copy loads first
+# OpenCV's Qt window (--show) hangs at its first frame.
 import cv2
 import cv2.utils.logging
+import av
 import numpy as np
 from tqdm import tqdm
 
@@ -210,6 +213,13 @@ def _put(q: queue.Queue, item, abort: threading.Event) -> None:
             continue
 
 
+def _replace_latest(q: queue.Queue, item) -> None:
+    """Keep only the newest item in a one-place queue (its only producer calls this)."""
+    with contextlib.suppress(queue.Empty):
+        q.get_nowait()
+    q.put_nowait(item)
+
+
 def _get(q: queue.Queue, abort: threading.Event):
     """Get the next item, or the end marker once the pipeline is aborted (the producer may be gone)."""
     while not abort.is_set():
@@ -225,6 +235,7 @@ def run_pipeline(source: VideoSource, models: list[LoadedModel], args: argparse.
     """Decode → detect → draw + encode, overlapped; returns the counts and timings."""
     decoded: queue.Queue = queue.Queue(maxsize=2 * args.batch)
     detected: queue.Queue = queue.Queue(maxsize=2 * args.batch)
+    latest: queue.Queue = queue.Queue(maxsize=1)  # the newest drawn frame, for the window
     abort = threading.Event()  # set when any stage fails, so the others stop too
     stats = RunStats()
     frame_limit = args.max_frames or math.inf
@@ -258,8 +269,8 @@ def run_pipeline(source: VideoSource, models: list[LoadedModel], args: argparse.
                     jsonl_files[result.model.name].write(json.dumps(record) + "\n")
             stats.written += 1
             progress.update(1)
-            if args.show and not du.show_window(f"{source.name} ({args.model})", picture, wait_ms=1):
-                args.show = False
+            if args.show:
+                _replace_latest(latest, picture)
 
     reader, drawer = _Worker(read, "decode", abort), _Worker(write, "encode", abort)
     reader.start()
@@ -282,6 +293,13 @@ def run_pipeline(source: VideoSource, models: list[LoadedModel], args: argparse.
                 stats.inference_seconds += time.perf_counter() - start
                 for (index, frame), results in zip(batch, per_frame):
                     _put(detected, (index, frame, results), abort)
+            if args.show and not latest.empty():
+                # GUI calls belong to the main thread (Qt refuses others); the newest frame is enough.
+                window = du.show_window(f"{source.name} ({args.model})", latest.get_nowait(), wait_ms=1)
+                if window == "quit" and not stop.is_set():
+                    print("\nq pressed: finishing the frames in flight", file=sys.stderr, flush=True)
+                    stop.set()  # like the end of the input: what was processed is kept
+                args.show = window == "shown"
     except BaseException:
         abort.set()
         raise

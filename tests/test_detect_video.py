@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,3 +168,41 @@ def test_usage_errors(tmp_path, checkpoints):
     result = detect(tmp_path, checkpoints, "--input", str(clip), "--half", "--device", "cpu")
     assert_one_line_error(result)
     assert "--half needs a CUDA device" in result.stderr
+
+
+def test_show_without_a_display_warns_and_still_writes(tmp_path, checkpoints):
+    clip = make_video(tmp_path / "clip.mp4", frames=3)
+    result = detect(tmp_path, checkpoints, "--input", str(clip), "--show")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("cannot open a window") == 1
+    assert len(read_video(tmp_path / "outputs" / "clip_v1.mp4")[0]) == 3
+
+
+def test_show_plays_the_frames_in_a_window(tmp_path, checkpoints, virtual_display):
+    clip = make_video(tmp_path / "clip.mp4", frames=5)
+    result = run_script("detect_video.py", "--input", str(clip), "--model", "v1", "--weights", str(checkpoints["v1"]),
+                        "--imgsz", SMALL_IMGSZ, "--backend", "torch", "--show", cwd=tmp_path,
+                        env={"DISPLAY": virtual_display}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "cannot open a window" not in result.stderr
+    assert len(read_video(tmp_path / "outputs" / "clip_v1.mp4")[0]) == 5
+
+
+@pytest.mark.skipif(shutil.which("xdotool") is None, reason="xdotool is not installed")
+def test_q_in_the_window_stops_and_keeps_what_was_processed(tmp_path, checkpoints, virtual_display):
+    clip = make_video(tmp_path / "long.mp4", frames=400)
+    env = {**os.environ, "DISPLAY": virtual_display, "TORCH_HOME": str(tmp_path / "torch-home")}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "detect_video.py"), "--input", str(clip), "--weights", str(checkpoints["v1"]),
+         "--model", "v1", "--imgsz", SMALL_IMGSZ, "--json", "--backend", "torch", "--show"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and processed_frames(tmp_path / "outputs") < 3:
+        time.sleep(0.2)
+    window = subprocess.run(["xdotool", "search", "--name", "long"], env=env, capture_output=True, text=True)
+    subprocess.run(["xdotool", "key", "--window", window.stdout.split()[0], "q"], env=env, check=True)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "q pressed" in stderr
+    frames, _ = read_video(tmp_path / "outputs" / "long_v1.mp4")
+    assert 0 < len(frames) < 400 and len(jsonl(tmp_path / "outputs" / "long_v1.jsonl")) == len(frames)
