@@ -330,10 +330,24 @@ WINDOW_MAX_SIZE = (1280, 800)  # fits an ordinary screen at first; the user can 
 _window_open = False
 
 
+def _use_system_fonts_for_qt() -> None:
+    """OpenCV's Qt build looks for fonts in a folder its wheel does not ship and prints warnings about it;
+    point it at the system's fonts instead."""
+    folder = os.environ.get("QT_QPA_FONTDIR")
+    if not folder or Path(folder).is_dir():
+        return
+    for root in (Path("/usr/share/fonts"), Path("/usr/local/share/fonts")):
+        font = next(root.rglob("*.ttf"), None) if root.is_dir() else None
+        if font is not None:
+            os.environ["QT_QPA_FONTDIR"] = str(font.parent)
+            return
+
+
 def _open_window(width: int, height: int) -> None:
     global _window_open
     if _window_open:
         return
+    _use_system_fonts_for_qt()
     cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
     scale = min(1.0, WINDOW_MAX_SIZE[0] / width, WINDOW_MAX_SIZE[1] / height)
     cv2.resizeWindow(WINDOW, max(1, round(width * scale)), max(1, round(height * scale)))
