@@ -355,8 +355,8 @@ def _open_window(width: int, height: int) -> None:
 
 
 def show_window(title: str, image: np.ndarray, wait_ms: int = 0) -> str:
-    """Show `image` (until a key is pressed, or for `wait_ms`). Returns "shown", "quit" when the user pressed
-    q or Esc, or "unavailable" when no window can be opened (after saying so)."""
+    """Show `image` (until a key is pressed, or for `wait_ms`). Returns "shown"; "quit" when the user pressed
+    q or Esc; "closed" when they closed the window; "unavailable" when none can be opened (after saying so)."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         reason = "no display"
     else:
@@ -364,12 +364,22 @@ def show_window(title: str, image: np.ndarray, wait_ms: int = 0) -> str:
             _open_window(image.shape[1], image.shape[0])
             cv2.setWindowTitle(WINDOW, title)
             cv2.imshow(WINDOW, image)
-            key = cv2.waitKey(wait_ms) & 0xFF
-            return "quit" if key in (ord("q"), 27) else "shown"
         except cv2.error:
             reason = "this OpenCV has no GUI support"
+        else:
+            key = cv2.waitKey(wait_ms) & 0xFF
+            if key in (ord("q"), 27):
+                return "quit"
+            return "shown" if _window_visible() else "closed"
     print(f"warning: cannot open a window ({reason}); the results are in the output folder", file=sys.stderr)
     return "unavailable"
+
+
+def _window_visible() -> bool:
+    try:
+        return cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) >= 1
+    except cv2.error:  # Qt forgets its windows once the last one is closed
+        return False
 
 
 # ---------------------------------------------------------------- options

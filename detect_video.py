@@ -299,6 +299,8 @@ def run_pipeline(source: VideoSource, models: list[LoadedModel], args: argparse.
                 if window == "quit" and not stop.is_set():
                     print("\nq pressed: finishing the frames in flight", file=sys.stderr, flush=True)
                     stop.set()  # like the end of the input: what was processed is kept
+                elif window == "closed":
+                    print("\nwindow closed: going on without it (Ctrl-C stops)", file=sys.stderr, flush=True)
                 args.show = window == "shown"
     except BaseException:
         abort.set()

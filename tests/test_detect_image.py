@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SMALL_IMGSZ, assert_one_line_error, leftovers, run_script, scene
+from conftest import ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, run_script, scene
+from x11_window import find_window, press_key
 
 
 def detect(tmp_path, checkpoints, *args, model="v2", env=None, backend="torch"):
@@ -173,3 +178,20 @@ def test_bad_checkpoint_and_device_are_one_clear_line(tmp_path, checkpoints, pho
     for args in (["--weights", str(bad)], ["--weights", str(checkpoints["v1"])], ["--device", "cuda:7"]):
         result = run_script("detect_image.py", "--input", str(photo), *args, cwd=tmp_path)
         assert_one_line_error(result)
+
+
+@pytest.mark.skipif(shutil.which("xdotool") is None, reason="xdotool is not installed")
+def test_show_waits_for_a_key_per_picture_and_q_stops_showing(tmp_path, checkpoints, virtual_display):
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), scene(seed=ord(name)))
+    env = {**os.environ, "DISPLAY": virtual_display, "TORCH_HOME": str(tmp_path / "torch-home")}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "detect_image.py"), "--input", str(tmp_path / "*.png"), "--model", "v2",
+         "--weights", str(checkpoints["v2"]), "--imgsz", SMALL_IMGSZ, "--backend", "torch", "--show"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    press_key(virtual_display, find_window(virtual_display, "a_v2.jpg"), "space")  # next picture
+    press_key(virtual_display, find_window(virtual_display, "b_v2.jpg"), "q")  # no more windows
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "cannot open a window" not in stderr
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["a_v2.jpg", "b_v2.jpg", "c_v2.jpg"]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, make_video, read_video, run_script, scene
+from x11_window import click_close, find_window, press_key
 
 
 def detect(tmp_path, checkpoints, *args, model="v1", backend="torch"):
@@ -191,10 +192,10 @@ def test_show_plays_the_frames_in_a_window(tmp_path, checkpoints, virtual_displa
     assert len(read_video(tmp_path / "outputs" / "clip_v1.mp4")[0]) == 5
 
 
-@pytest.mark.skipif(shutil.which("xdotool") is None, reason="xdotool is not installed")
-def test_q_in_the_window_stops_and_keeps_what_was_processed(tmp_path, checkpoints, virtual_display):
-    clip = make_video(tmp_path / "long.mp4", frames=400)
-    env = {**os.environ, "DISPLAY": virtual_display, "TORCH_HOME": str(tmp_path / "torch-home")}
+def start_showing(tmp_path, checkpoints, display, frames):
+    """detect_video.py --show on a clip, once it has processed a few frames."""
+    clip = make_video(tmp_path / "long.mp4", frames=frames)
+    env = {**os.environ, "DISPLAY": display, "TORCH_HOME": str(tmp_path / "torch-home")}
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "detect_video.py"), "--input", str(clip), "--weights", str(checkpoints["v1"]),
          "--model", "v1", "--imgsz", SMALL_IMGSZ, "--json", "--backend", "torch", "--show"],
@@ -202,10 +203,25 @@ def test_q_in_the_window_stops_and_keeps_what_was_processed(tmp_path, checkpoint
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and processed_frames(tmp_path / "outputs") < 3:
         time.sleep(0.2)
-    window = subprocess.run(["xdotool", "search", "--name", "long"], env=env, capture_output=True, text=True)
-    subprocess.run(["xdotool", "key", "--window", window.stdout.split()[0], "q"], env=env, check=True)
+    return process
+
+
+@pytest.mark.skipif(shutil.which("xdotool") is None, reason="xdotool is not installed")
+def test_q_in_the_window_stops_and_keeps_what_was_processed(tmp_path, checkpoints, virtual_display):
+    process = start_showing(tmp_path, checkpoints, virtual_display, frames=400)
+    press_key(virtual_display, find_window(virtual_display, "long"), "q")
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     assert "q pressed" in stderr
     frames, _ = read_video(tmp_path / "outputs" / "long_v1.mp4")
     assert 0 < len(frames) < 400 and len(jsonl(tmp_path / "outputs" / "long_v1.jsonl")) == len(frames)
+
+
+@pytest.mark.skipif(shutil.which("xdotool") is None, reason="xdotool is not installed")
+def test_closing_the_window_goes_on_without_it(tmp_path, checkpoints, virtual_display):
+    process = start_showing(tmp_path, checkpoints, virtual_display, frames=80)
+    click_close(virtual_display, find_window(virtual_display, "long"))
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert "window closed" in stderr and "cannot open a window" not in stderr
+    assert len(read_video(tmp_path / "outputs" / "long_v1.mp4")[0]) == 80
