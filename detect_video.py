@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import queue
 import signal
 import sys
@@ -380,8 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     classes = du.check_common_options(args, parser)
-    # OpenCV's own warnings while probing an input would bury our one-line error.
+    # OpenCV's and its FFmpeg's messages while probing an input would bury our one-line error.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # quiet; set it to 32 or more to debug a stream
     source = None
     try:
         out_dir = du.prepare_output_dir(args.output)

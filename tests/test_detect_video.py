@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -160,6 +161,17 @@ def test_bad_sources_are_one_line_and_leave_no_file(tmp_path, checkpoints):
         assert_one_line_error(result)
         assert message in result.stderr, (source, result.stderr)
         assert not list((tmp_path / "outputs").glob("*")), source
+
+
+def test_a_stream_that_never_answers_times_out_with_one_line(tmp_path, checkpoints):
+    with socket.create_server(("127.0.0.1", 0)) as server:  # accepts connections, never sends a byte
+        port = server.getsockname()[1]
+        result = run_script("detect_video.py", "--input", f"http://127.0.0.1:{port}/clip.mp4", "--model", "v1",
+                            "--weights", str(checkpoints["v1"]), cwd=tmp_path, env={"no_proxy": "127.0.0.1"})
+    assert_one_line_error(result)
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot open stream http://127.0.0.1:{port}/clip.mp4 (unreachable, or no video within 10 s)"]
+    assert not list((tmp_path / "outputs").glob("*"))
 
 
 def test_usage_errors(tmp_path, checkpoints):
