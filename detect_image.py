@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Detect objects in photos with Faster R-CNN v1 / v2.")
     parser.add_argument("--input", nargs="+", default=[str(DEFAULT_INPUT)], metavar="PATH",
                         help="image files, folders (every image inside) or glob patterns (default: the sample photo)")
-    du.add_common_options(parser)
+    du.add_common_options(parser, window_keys="any key: next picture; q or Esc: stop showing")
     return parser
 
 

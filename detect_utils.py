@@ -427,8 +427,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="auto (default: the fastest installed runtime for the device), torch, onnxruntime, openvino")
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """The options that mean the same in both detection scripts."""
+def add_common_options(parser: argparse.ArgumentParser, window_keys: str) -> None:
+    """The options that mean the same in both detection scripts; `window_keys` tells what keys do in --show."""
     add_model_options(parser)
     parser.add_argument("--threshold", type=fraction, default=DEFAULT_THRESHOLD,
                         help=f"lowest score to keep, 0..1 (default {DEFAULT_THRESHOLD})")
@@ -436,7 +436,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                         help="keep only these classes, by name or id (e.g. --classes person car 'traffic light')")
     parser.add_argument("--output", default="outputs", metavar="DIR", help="output folder (default outputs/)")
     parser.add_argument("--json", action="store_true", help="also write the detections as JSON")
-    parser.add_argument("--show", action="store_true", help="also show the result in a window")
+    parser.add_argument("--show", action="store_true", help=f"also show the results in a window ({window_keys})")
 
 
 def model_names(args: argparse.Namespace) -> list[str]:

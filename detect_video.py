@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Detect objects in a video with Faster R-CNN v1 / v2.")
     parser.add_argument("--input", default=str(DEFAULT_INPUT), metavar="SOURCE",
                         help="video file, webcam index (0) or stream URL (rtsp://, http://); default: the sample clip")
-    du.add_common_options(parser)
+    du.add_common_options(parser, window_keys="q or Esc: stop, keeping the video so far")
     parser.add_argument("--frame-stride", type=du.positive_int, default=1, metavar="N",
                         help="process every Nth frame (default 1: all); the output plays at the input rate / N")
     parser.add_argument("--max-frames", type=du.positive_int, metavar="N", help="stop after N processed frames")
