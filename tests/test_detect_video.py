@@ -130,6 +130,25 @@ def test_interrupt_keeps_a_playable_video_of_what_was_processed(tmp_path, checkp
     assert leftovers(tmp_path) == []
 
 
+def test_a_phone_video_with_rotation_metadata_comes_out_upright(tmp_path, checkpoints):
+    clip = tmp_path / "portrait.mp4"
+    with av.open(str(clip), "w") as container:  # stored landscape, white on the left, "rotate 90" to display
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.set_display_rotation(90)
+        frame = np.zeros((96, 160, 3), np.uint8)
+        frame[:, :40] = 255
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        container.mux(stream.encode())
+    result = detect(tmp_path, checkpoints, "--input", str(clip), "--classes", "toothbrush")  # no boxes in the way
+    assert result.returncode == 0, result.stderr
+    assert "portrait: 96x160" in result.stderr
+    frames, _ = read_video(tmp_path / "outputs" / "portrait_v1.mp4")
+    assert len(frames) == 3 and frames[0].shape == (160, 96, 3)
+    assert frames[0][-20:].mean() > frames[0][:40].mean() + 100  # the white side is at the bottom, as players show it
+
+
 def test_a_truncated_file_keeps_every_frame_that_decodes(tmp_path, checkpoints):
     clip = make_video(tmp_path / "whole.avi", frames=30, fourcc="MJPG")
     cut = tmp_path / "cut.avi"
