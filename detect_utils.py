@@ -327,7 +327,6 @@ def prepare_output_dir(path: str | os.PathLike) -> Path:
 
 WINDOW = "Faster R-CNN"  # one window, reused for every picture and frame
 WINDOW_MAX_SIZE = (1280, 800)  # fits an ordinary screen at first; the user can resize it
-_window_open = False
 
 
 def _use_system_fonts_for_qt() -> None:
@@ -344,14 +343,12 @@ def _use_system_fonts_for_qt() -> None:
 
 
 def _open_window(width: int, height: int) -> None:
-    global _window_open
-    if _window_open:
+    if _window_visible():
         return
     _use_system_fonts_for_qt()
     cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
     scale = min(1.0, WINDOW_MAX_SIZE[0] / width, WINDOW_MAX_SIZE[1] / height)
     cv2.resizeWindow(WINDOW, max(1, round(width * scale)), max(1, round(height * scale)))
-    _window_open = True
 
 
 def show_window(title: str, image: np.ndarray, wait_ms: int = 0) -> str:
@@ -378,7 +375,7 @@ def show_window(title: str, image: np.ndarray, wait_ms: int = 0) -> str:
 def _window_visible() -> bool:
     try:
         return cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) >= 1
-    except cv2.error:  # Qt forgets its windows once the last one is closed
+    except cv2.error:  # Qt raises before its first window and after its last one is closed
         return False
 
 
