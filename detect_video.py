@@ -111,6 +111,9 @@ def open_source(spec: str) -> VideoSource:
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not capture.isOpened():
         raise DetectError(f"{path}: not a video OpenCV can decode, or a video with no frames")
+    if capture.get(cv2.CAP_PROP_FRAME_COUNT) == 1 and cv2.haveImageReader(str(path)):
+        capture.release()  # FFmpeg would play a photo as a one-frame video
+        raise DetectError(f"{path}: a still picture, not a video; use detect_image.py for pictures")
     return _describe(capture, path.stem, is_file=True)
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -167,7 +168,10 @@ def test_bad_sources_are_one_line_and_leave_no_file(tmp_path, checkpoints):
     empty = tmp_path / "empty.mp4"
     empty.touch()
     no_frames = make_video(tmp_path / "no-frames.mp4", frames=0)
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), scene())
     cases = [
+        (str(photo), "a still picture, not a video; use detect_image.py"),
         (str(tmp_path / "missing.mp4"), "file not found"),
         (str(text), "not a video"),
         (str(empty), "empty"),
