@@ -4,6 +4,13 @@ The list index is the label id the model predicts: id 0 is the background and
 "N/A" marks ids that COCO reserves but never annotates.
 """
 
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from errors import DetectError
+
 COCO_INSTANCE_CATEGORY_NAMES = [
     "__background__", "person", "bicycle", "car", "motorcycle", "airplane", "bus",
     "train", "truck", "boat", "traffic light", "fire hydrant", "N/A", "stop sign",
@@ -18,3 +25,20 @@ COCO_INSTANCE_CATEGORY_NAMES = [
     "microwave", "oven", "toaster", "sink", "refrigerator", "N/A", "book",
     "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
 ]
+
+
+def is_real_class(name: str) -> bool:
+    """False for the background and for the ids COCO reserves but never annotates."""
+    return name not in ("N/A", "__background__")
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    """Class names, one per line, for ids 1..N-1; index 0 is the background (a first line naming it is optional)."""
+    try:
+        names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        text = str(error).strip().splitlines()
+        raise DetectError(f"cannot read labels file {path}: {text[0] if text else type(error).__name__}") from error
+    if not names:
+        raise DetectError(f"labels file {path} holds no names")
+    return names if names[0] == "__background__" else ["__background__", *names]

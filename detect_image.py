@@ -8,12 +8,18 @@ from __future__ import annotations
 import argparse
 import glob
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 import detect_utils as du
-from model import DetectError, LoadedModel
+import options
+from drawing import render
+from errors import DetectError
+from specs import DrawOptions
+
+# PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
 
 DEFAULT_INPUT = Path(__file__).resolve().parent / "input" / "coffee.jpg"
 IMAGE_SUFFIXES = {
@@ -25,97 +31,105 @@ IMAGE_SUFFIXES = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Detect objects in photos with Faster R-CNN v1 / v2.")
     parser.add_argument("--input", nargs="+", default=[str(DEFAULT_INPUT)], metavar="PATH",
-                        help="image files, folders (every image inside) or glob patterns (default: the sample photo)")
-    du.add_common_options(parser, window_keys="any key: next picture; q or Esc: stop showing")
+                        help="image files, folders (every image inside), glob patterns or http(s) URLs of pictures "
+                             "(default: the sample photo)")
+    options.add_common_options(parser, window_keys="any key: next picture; q or Esc: stop showing")
     return parser
 
 
-def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
-    """Files to process, in order and without repeats, and one error line per input that names nothing."""
-    files: list[Path] = []
+@dataclass(frozen=True)
+class ImageRun:
+    """What a run writes, and where: the plain values main makes of the output options."""
+
+    out_dir: Path
+    model_option: str  # "v1", "v2" or "both": the suffix of the picture's name
+    json: bool
+    draw: DrawOptions
+    inputs: tuple[str, ...]  # every input of the run, none of which may be overwritten
+
+
+def expand_inputs(patterns: list[str]) -> tuple[list[str], list[str]]:
+    """Sources to process, in order and without repeats, and one error line per input that names nothing."""
+    sources: list[str] = []
     errors: list[str] = []
     for pattern in patterns:
         path = Path(pattern)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if pattern.lower().startswith(("http://", "https://")):
+            found = [pattern]
+        elif path.is_dir():
+            found = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 errors.append(f"{path}: no images in this folder")
         elif not path.exists() and glob.has_magic(pattern):
-            found = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_file())
+            found = sorted(p for p in glob.glob(pattern) if Path(p).is_file())
             if not found:
                 errors.append(f"{pattern}: no file matches")
         else:
-            found = [path]  # a missing file is reported when it is read, in its turn
-        files.extend(found)
-    unique = list(dict.fromkeys(files))
-    return unique, errors
+            found = [pattern]  # a missing file is reported when it is read, in its turn
+        sources.extend(found)
+    return list(dict.fromkeys(sources)), errors
 
 
-def output_stems(files: list[Path], out_dir: Path) -> dict[Path, Path]:
-    """`out_dir/<stem>` for each input, to which `_<model>.jpg` is added; inputs sharing a stem keep their extension."""
-    stems: dict[str, int] = {}
-    for path in files:
-        stems[path.stem] = stems.get(path.stem, 0) + 1
-    planned = {}
-    for path in files:
-        stem = path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.').lower()}"
-        planned[path] = out_dir / stem
-    return planned
+def process_image(source: str, name: str, predictors: list, run: ImageRun):
+    """Detect, draw and write one picture (and its JSON); return its predictions, the picture and where it went."""
+    from predictor import predict_all
 
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and a.samefile(b)
-    except OSError:
-        return False
-
-
-def process_image(path: Path, out_stem: Path, models: list[LoadedModel], args, classes: set[int] | None,
-                  inputs: list[Path]) -> str:
-    """Detect, draw and write one picture (and its JSON); return its result line."""
-    out_path = out_stem.with_name(f"{out_stem.name}_{args.model}.jpg")
-    if any(_same_file(out_path, other) for other in inputs):
-        raise DetectError(f"{path}: the output {out_path} would overwrite an input; choose another --output")
-    image = du.read_image(path)
+    picture_path = run.out_dir / f"{name}_{run.model_option}.jpg"
+    json_path = picture_path.with_suffix(".json")
+    du.check_not_an_input([picture_path, json_path], run.inputs)
+    image = du.read_picture(source)
     height, width = image.shape[:2]
-    (results,) = du.detect(models, [image], args.threshold, classes)
-    if args.json:
-        for result in results:
-            du.write_json(out_stem.with_name(f"{out_stem.name}_{result.model.name}.json"),
-                          result.record(width, height, file=str(path)))
-    picture = du.render(image, results)
-    du.write_image(out_path, picture)
-    if args.show and du.show_window(out_path.name, picture) != "shown":
-        args.show = False  # q / Esc: no more windows, the files are still written
-    summaries = [f"{r.model.name} {len(r.detections)} detections {r.milliseconds:.0f} ms" for r in results]
-    return f"{path}: {', '.join(summaries)} -> {out_path}"
+    (predictions,) = predict_all(predictors, [image])
+    picture = render(image, predictions, run.draw)
+    written = [picture_path, json_path] if run.json else [picture_path]
+    # The set is written together: a record left from an earlier run would describe another picture.
+    with du.AtomicOutputs(written, stale=[json_path]) as temporary:
+        du.write_image(temporary[picture_path], picture)
+        if run.json:
+            du.write_json(temporary[json_path], {"file": source, "width": width, "height": height,
+                                                 "results": [p.record() for p in predictions]})
+    return predictions, picture, picture_path
+
+
+def result_line(source: str, predictions: list, picture_path: Path) -> str:
+    summaries = [f"{p.model} {len(p.detections)} detections {p.milliseconds:.0f} ms" for p in predictions]
+    return f"{source}: {', '.join(summaries)} -> {picture_path}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    classes = du.check_common_options(args, parser)
-    files, errors = expand_inputs(args.input)
+    specs = options.model_specs(args, parser)
+    detect = options.detect_options(args, parser)
+    sources, errors = expand_inputs(args.input)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
-    if not files:
+    if not sources:
         return 1
     try:
-        out_dir = du.prepare_output_dir(args.output)
-        models = du.load_models(args)
+        run = ImageRun(du.prepare_output_dir(args.output), args.model, args.json, options.draw_options(args),
+                       tuple(sources))
+        predictors = du.load_predictors(specs, detect)
     except DetectError as error:
         return du.fail(str(error))
-    planned = output_stems(files, out_dir)
-    failed = len(errors)
-    with tqdm(files, desc="images", unit="img", disable=len(files) < 2, file=sys.stderr) as bar:
-        for path in bar:
+    names = du.output_names(sources)
+    failed, showing, described = len(errors), args.show, False
+    with tqdm(sources, desc="images", unit="img", disable=len(sources) < 2, file=sys.stderr) as bar:
+        for source in bar:
             try:
-                tqdm.write(process_image(path, planned[path], models, args, classes, files), file=sys.stdout)
+                predictions, picture, picture_path = process_image(source, names[source], predictors, run)
             except DetectError as error:
                 tqdm.write(f"error: {error}", file=sys.stderr)
                 failed += 1
+                continue
+            if not described and detect.slicing is not None:
+                tqdm.write(du.describe_slicing(predictions[0].settings["slice"]), file=sys.stderr)
+                described = True
+            tqdm.write(result_line(source, predictions, picture_path), file=sys.stdout)
+            if showing:  # q, Esc or a closed window: no more windows, the files are still written
+                showing = du.show_window(picture_path.name, picture) == "shown"
     if failed:
-        print(f"{failed} of {len(files) + len(errors)} inputs failed", file=sys.stderr)
+        print(f"{failed} of {len(sources) + len(errors)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
 
 

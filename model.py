@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib.metadata
@@ -15,7 +16,7 @@ import urllib.error
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,15 +28,10 @@ from torchvision.models.detection import (
     fasterrcnn_resnet50_fpn_v2,
 )
 
-from coco_names import COCO_INSTANCE_CATEGORY_NAMES
+from coco_names import COCO_INSTANCE_CATEGORY_NAMES, read_labels
+from errors import DetectError
+from specs import BACKENDS, DEFAULT_IMGSZ, MODEL_NAMES, ModelSpec
 
-
-class DetectError(Exception):
-    """A problem the user can fix (bad input, missing weights, absent device); shown as one line."""
-
-
-MODEL_NAMES = ("v1", "v2")
-DEFAULT_IMGSZ = 800
 # torchvision resizes the shorter side to 800 and caps the longer side at 1333; keep that ratio.
 _MAX_SIZE_RATIO = 1333 / 800
 
@@ -133,13 +129,35 @@ def _official_state_dict(name: str) -> dict[str, torch.Tensor]:
     try:
         return torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True, weights_only=True)
     except (urllib.error.URLError, OSError, RuntimeError) as error:
+        raise DetectError(_missing_weights_message([name], getattr(error, "reason", None) or error)) from error
+
+
+def _missing_weights_message(names: list[str], reason: object) -> str:
+    folder = official_weights_path(names[0]).parent
+    files = "; ".join(f"{official_weights_path(n).name} from {OFFICIAL_WEIGHTS[n].url}" for n in names)
+    which = " and ".join(names)
+    return (f"the {which} COCO weights are not cached and could not be downloaded ({reason}): "
+            f"put {files} in {folder} (set TORCH_HOME to cache elsewhere), "
+            f"or pass --weights PATH to a local checkpoint")
+
+
+def fetch_official_weights(names: list[str]) -> None:
+    """Download the official checkpoints of `names` that are not cached yet; one error names every one that fails."""
+    failed, reason = [], None
+    for name in dict.fromkeys(names):
+        if official_weights_path(name).exists():
+            continue
         path = official_weights_path(name)
-        reason = getattr(error, "reason", None) or error
-        raise DetectError(
-            f"the {name} COCO weights are not cached and could not be downloaded ({reason}): "
-            f"expected {path.name} in {path.parent} (set TORCH_HOME to cache elsewhere), "
-            f"or pass --weights PATH to a local checkpoint"
-        ) from error
+        match = torch.hub.HASH_REGEX.search(path.name)  # the file name carries the start of its SHA-256
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(OFFICIAL_WEIGHTS[name].url, str(path), match and match.group(1),
+                                           progress=True)
+        except (urllib.error.URLError, OSError, RuntimeError) as error:
+            failed.append(name)
+            reason = getattr(error, "reason", None) or error
+    if failed:
+        raise DetectError(_missing_weights_message(failed, reason))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -183,15 +201,40 @@ def architecture_of(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     return "v2" if _V2_ONLY_KEY in state_dict else "v1"
 
 
-def read_labels(path: str | os.PathLike) -> list[str]:
-    """Class names, one per line, for ids 1..N-1; index 0 is the background (a first line naming it is optional)."""
+def prepare_specs(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
+    """Check every model's device, precision, runtime and weights before any is loaded, naming every problem of
+    a kind at once; return the specs with device and runtime resolved."""
+    resolved = []
+    for spec in specs:
+        device = resolve_device(spec.device)
+        if spec.half and device.type != "cuda":
+            raise DetectError(f"--half needs a CUDA device, and the device is {device}")
+        backend = choose_backend(spec.backend, device)
+        if backend != "torch" and not _cache_writable():
+            print(f"warning: the export cache {cache_dir()} cannot be written (set FRCNN_CACHE to another folder); "
+                  f"running {spec.name} with PyTorch instead of {backend}", file=sys.stderr)
+            backend = "torch"
+        resolved.append(dataclasses.replace(spec, device=str(device), backend=backend))
+    missing = [spec.weights for spec in resolved if spec.weights is not None and not Path(spec.weights).is_file()]
+    if missing:
+        raise DetectError(f"weights file{'s' if len(missing) > 1 else ''} not found: {', '.join(map(str, missing))}")
+    fetch_official_weights([spec.name for spec in resolved if spec.weights is None])
+    return resolved
+
+
+def _cache_writable() -> bool:
+    folder = cache_dir()
     try:
-        names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as error:
-        raise DetectError(f"cannot read labels file {path}: {_first_line(error)}") from error
-    if not names:
-        raise DetectError(f"labels file {path} holds no names")
-    return names if names[0] == "__background__" else ["__background__", *names]
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+def load(spec: ModelSpec) -> LoadedModel:
+    """The model a ModelSpec describes, loaded and ready: the way in for scripts, workers and Python users."""
+    return load_model(spec.name, resolve_device(spec.device), imgsz=spec.imgsz, weights=spec.weights,
+                      labels=spec.labels, half=spec.half, backend=spec.backend)
 
 
 def load_model(
@@ -270,7 +313,6 @@ def _load_state(module: FasterRCNN, state_dict: Mapping[str, torch.Tensor], sour
 
 # ---------------------------------------------------------------- exported runtimes for the CPU
 
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 # Fastest first, as measured by benchmarks/speed.py on a CPU.
 _AUTO_CPU_ORDER = ("openvino", "onnxruntime")
 _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}

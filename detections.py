@@ -1,0 +1,82 @@
+"""The value that carries detections between steps: boxes, scores, labels (and track ids once tracked)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from coco_names import is_real_class
+
+
+@dataclass
+class Detections:
+    """Boxes (N×4, x1 y1 x2 y2 in original-image pixels), scores (N) and label ids (N)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["Detections"]) -> "Detections":
+        if not parts:
+            return cls.empty()
+        return cls(np.concatenate([p.boxes for p in parts]).reshape(-1, 4),
+                   np.concatenate([p.scores for p in parts]), np.concatenate([p.labels for p in parts]))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __getitem__(self, selection) -> "Detections":
+        """The detections picked by a boolean mask or an array of indices."""
+        return Detections(self.boxes[selection].reshape(-1, 4), self.scores[selection], self.labels[selection])
+
+    def filter(self, threshold: float = 0.0, classes: set[int] | frozenset[int] | None = None) -> "Detections":
+        """Keep detections scoring at least `threshold` whose label is in `classes` (all if None)."""
+        keep = self.scores >= threshold
+        if classes is not None:
+            keep &= np.isin(self.labels, sorted(classes))
+        return self[keep]
+
+    def shifted(self, dx: float, dy: float) -> "Detections":
+        """The same detections moved by (dx, dy) pixels."""
+        return Detections(self.boxes + np.array([dx, dy, dx, dy], dtype=self.boxes.dtype), self.scores, self.labels)
+
+    def to_records(self, class_names: Sequence[str]) -> list[dict]:
+        """One JSON-ready dict per detection: label, label_id, score, box [x1, y1, x2, y2]."""
+        return [
+            {
+                "label": class_name(class_names, label),
+                "label_id": int(label),
+                "score": round(float(score), 4),
+                "box": [round(float(v), 1) for v in box],
+            }
+            for box, score, label in zip(self.boxes, self.scores, self.labels)
+        ]
+
+
+def class_name(class_names: Sequence[str], label: int) -> str:
+    """The name of a label id, or the id itself where the names do not reach it."""
+    label = int(label)
+    return class_names[label] if 0 <= label < len(class_names) and is_real_class(class_names[label]) else str(label)
+
+
+@dataclass
+class Prediction:
+    """One model's detections of one picture, how long they took, and how they were made."""
+
+    model: str
+    class_names: list[str]
+    detections: Detections
+    milliseconds: float
+    settings: dict = field(default_factory=dict)  # weights, size, threshold, slicing: what the record names
+
+    def record(self) -> dict:
+        """The JSON-ready part of a record that belongs to this model."""
+        return {"model": self.model, **self.settings, "inference_ms": round(self.milliseconds, 1),
+                "detections": self.detections.to_records(self.class_names)}

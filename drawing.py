@@ -1,0 +1,167 @@
+"""Drawing detections: boxes with class names and scores on filled labels, titled side-by-side panels."""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from detections import Detections, Prediction, class_name
+from specs import DrawOptions
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def class_colour(label_id: int) -> tuple[int, int, int]:
+    """A distinct BGR colour per class id, the same in every run and for every model."""
+    # Stepping the hue by the golden ratio spreads neighbouring ids far apart on the colour wheel.
+    hue = (label_id * 0.618033988749895) % 1.0
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.75, 0.95)
+    return round(blue * 255), round(green * 255), round(red * 255)
+
+
+def _text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    blue, green, red = background
+    luminance = 0.299 * red + 0.587 * green + 0.114 * blue
+    return (0, 0, 0) if luminance > 140 else (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class DrawStyle:
+    """Line and text sizes scaled to the picture, so labels read the same on a thumbnail and a 4000-px photo."""
+
+    line: int
+    font_scale: float
+    font_thickness: int
+    pad: int
+
+    @classmethod
+    def for_picture(cls, height: int, width: int, line_width: int | None = None) -> "DrawStyle":
+        short_side = min(height, width)
+        font_scale = max(0.4, short_side / 900)
+        return cls(
+            line=line_width or max(1, round(short_side / 350)),
+            font_scale=font_scale,
+            font_thickness=max(1, round(font_scale * 1.6)),
+            pad=max(2, round(font_scale * 4)),
+        )
+
+
+def _label_box(text: str, x: int, y: int, style: DrawStyle, width: int, above: bool) -> tuple[int, int, int, int]:
+    """Where a label of `text` goes: (left, top, right, bottom), above (x, y) where it fits, else below it."""
+    (text_w, text_h), baseline = cv2.getTextSize(text, _FONT, style.font_scale, style.font_thickness)
+    box_w, box_h = text_w + 2 * style.pad, text_h + baseline + 2 * style.pad
+    top = y - box_h if above and y - box_h >= 0 else y
+    left = min(max(0, x), max(0, width - box_w))
+    return left, top, left + box_w, top + box_h
+
+
+def _draw_label_at(image: np.ndarray, text: str, box: tuple[int, int, int, int], colour, style: DrawStyle) -> None:
+    left, top, right, bottom = box
+    cv2.rectangle(image, (left, top), (right, bottom), colour, cv2.FILLED)
+    (_, text_h), _ = cv2.getTextSize(text, _FONT, style.font_scale, style.font_thickness)
+    origin = (left + style.pad, top + style.pad + text_h)
+    cv2.putText(image, text, origin, _FONT, style.font_scale, _text_colour(colour), style.font_thickness, cv2.LINE_AA)
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _place_label(text: str, box: np.ndarray, style: DrawStyle, size: tuple[int, int],
+                 placed: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    """The first spot free of labels already placed: above the box, inside its top, below it; else above it."""
+    height, width = size
+    x1, y1, _, y2 = (int(v) for v in box)
+    candidates = [_label_box(text, x1, y1, style, width, above=True), _label_box(text, x1, y1, style, width, above=False),
+                  _label_box(text, x1, y2, style, width, above=False)]
+    inside = [c for c in candidates if c[3] <= height]
+    return next((c for c in inside if not any(_overlaps(c, p) for p in placed)), (inside or candidates)[0])
+
+
+def label_text(name: str, score: float, options: DrawOptions) -> str | None:
+    """What a box's label says under `options` (None: no label)."""
+    if options.hide_labels:
+        return None
+    return name if options.hide_conf else f"{name} {score:.2f}"
+
+
+def draw_detections(image: np.ndarray, detections: Detections, class_names: Sequence[str],
+                    options: DrawOptions = DrawOptions()) -> np.ndarray:
+    """Draw each box with its class name and score on a filled label, in place; returns the image."""
+    style = DrawStyle.for_picture(*image.shape[:2], line_width=options.line_width)
+    height, width = image.shape[:2]
+    order = np.argsort(detections.scores, kind="stable")
+    boxes = np.clip(detections.boxes, 0, [width - 1, height - 1, width - 1, height - 1]).round().astype(int)
+    for index in order:
+        x1, y1, x2, y2 = boxes[index]
+        cv2.rectangle(image, (x1, y1), (x2, y2), class_colour(int(detections.labels[index])), style.line)
+    # Labels: the best scores choose their spot first and are drawn last, so they stay readable on top.
+    placed: dict[int, tuple[str, tuple[int, int, int, int]]] = {}
+    for index in order[::-1]:
+        text = label_text(class_name(class_names, detections.labels[index]), float(detections.scores[index]), options)
+        if text is not None:
+            placed[index] = text, _place_label(text, boxes[index], style, (height, width),
+                                               [spot for _, spot in placed.values()])
+    for index in order:
+        if index in placed:
+            text, spot = placed[index]
+            _draw_label_at(image, text, spot, class_colour(int(detections.labels[index])), style)
+    return image
+
+
+def draw_corner_text(image: np.ndarray, text: str) -> np.ndarray:
+    """Write `text` small and half-transparent in the bottom-left corner, in place, where it hides little."""
+    style = DrawStyle.for_picture(*image.shape[:2])
+    style = DrawStyle(style.line, style.font_scale * 0.7, max(1, style.font_thickness - 1), style.pad)
+    left, top, right, bottom = _label_box(text, 0, image.shape[0], style, image.shape[1], above=True)
+    region = image[top:bottom, left:right]
+    region[:] = region // 2  # darken behind the text rather than hide what is there
+    (_, text_h), _ = cv2.getTextSize(text, _FONT, style.font_scale, style.font_thickness)
+    cv2.putText(image, text, (left + style.pad, top + style.pad + text_h), _FONT, style.font_scale, (255, 255, 255),
+                style.font_thickness, cv2.LINE_AA)
+    return image
+
+
+def titled_panel(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """The picture with a dark title bar above it: the first line in full size, the rest smaller."""
+    style = DrawStyle.for_picture(*image.shape[:2])
+    rows = []
+    for number, line in enumerate(lines):
+        scale = style.font_scale if number == 0 else style.font_scale * 0.7
+        thickness = style.font_thickness if number == 0 else max(1, style.font_thickness - 1)
+        (_, text_h), baseline = cv2.getTextSize(line, _FONT, scale, thickness)
+        row = np.full((text_h + baseline + 2 * style.pad, image.shape[1], 3), 32, dtype=np.uint8)
+        cv2.putText(row, line, (2 * style.pad, style.pad + text_h), _FONT, scale, (255, 255, 255), thickness,
+                    cv2.LINE_AA)
+        rows.append(row)
+    margin = np.full((style.pad, image.shape[1], 3), 32, dtype=np.uint8)
+    return np.vstack([margin, *rows, margin, image])
+
+
+def panel_title(prediction: Prediction) -> list[str]:
+    """The caption of one model's panel: its name, detection count and time; then how it was run."""
+    count = len(prediction.detections)
+    settings = prediction.settings
+    details = [f"threshold {settings['threshold']:g}", f"size {settings['imgsz']}", f"{settings['weights']}"]
+    if "slice" in settings:
+        details.insert(2, f"{settings['slice']['tiles']} tiles of {settings['slice']['size']} px")
+    return [f"{prediction.model}: {count} detection{'s' if count != 1 else ''}, {prediction.milliseconds:.0f} ms",
+            ", ".join(details)]
+
+
+def render(image: np.ndarray, predictions: Sequence[Prediction], options: DrawOptions = DrawOptions(),
+           corner_text: str | None = None) -> np.ndarray:
+    """The picture with each model's boxes; several models side by side, each panel titled."""
+    panels = []
+    for prediction in predictions:
+        panel = draw_detections(image.copy(), prediction.detections, prediction.class_names, options)
+        if corner_text:
+            draw_corner_text(panel, corner_text)
+        if len(predictions) > 1:
+            panel = titled_panel(panel, panel_title(prediction))
+        panels.append(panel)
+    return panels[0] if len(panels) == 1 else np.hstack(panels)

@@ -1,0 +1,205 @@
+"""Command-line options shared by the scripts, and their turning into plain values (see specs.py) once in `main`.
+
+Nothing here imports PyTorch: `--help` and usage errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class, read_labels
+from errors import DetectError
+from specs import (BACKENDS, DEFAULT_IMGSZ, DEFAULT_THRESHOLD, MODEL_NAMES, DetectOptions, DrawOptions, ModelSpec,
+                   SliceOptions)
+
+SLICE_MERGES = ("greedy-nmm", "nms")
+SLICE_MATCHES = ("ios", "iou")
+
+
+# ---------------------------------------------------------------- value checks
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def overlap_ratio(text: str) -> float:
+    """A number in [0, 1)."""
+    value = fraction(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} must be below 1 (tiles that overlap entirely never advance)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def _imgsz(text: str) -> int:
+    value = positive_int(text)
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"{text} is too small (at least 32)")
+    return value
+
+
+def _slice_size(text: str) -> int:
+    """A tile side in pixels (at least 32), or 'auto' (0): chosen from each picture's size."""
+    if text.strip().lower() == "auto":
+        return 0
+    value = positive_int(text)
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"{text} is too small for a tile (at least 32 pixels)")
+    return value
+
+
+# ---------------------------------------------------------------- options
+
+
+def add_model_options(parser: argparse.ArgumentParser, both_means: str = "both side by side (v1 left, v2 right)") -> None:
+    """Which model, on what, with which weights: the same in every script."""
+    parser.add_argument("--model", choices=[*MODEL_NAMES, "both"], default="v2", help=f"v1, v2 (default), or {both_means}")
+    parser.add_argument("--imgsz", type=_imgsz, default=DEFAULT_IMGSZ,
+                        help=f"shorter side the model sees, in pixels (default {DEFAULT_IMGSZ}; smaller is faster)")
+    parser.add_argument("--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--weights", nargs="+", metavar="PATH",
+                        help="local checkpoint instead of the COCO weights (with --model both: v1's, then v2's)")
+    parser.add_argument("--labels", metavar="FILE", help="class names of a fine-tuned checkpoint, one per line")
+    parser.add_argument("--half", action="store_true", help="half precision on CUDA (faster, same detections within rounding)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto (default: the fastest installed runtime for the device), torch, onnxruntime, openvino")
+
+
+def add_slice_options(parser: argparse.ArgumentParser) -> None:
+    """Sliced inference for small objects: the same in every script."""
+    group = parser.add_argument_group("small objects (sliced inference)")
+    group.add_argument("--slice", type=_slice_size, metavar="SIZE|auto",
+                       help="also run the model on overlapping square tiles of SIZE picture pixels, each enlarged to "
+                            "the model's input, and merge the boxes; 'auto' picks the size from the picture's")
+    group.add_argument("--slice-overlap", type=overlap_ratio, metavar="R",
+                       help="overlap between neighbouring tiles, 0 <= R < 1 (default 0.2)")
+    group.add_argument("--slice-merge", choices=SLICE_MERGES,
+                       help="greedy-nmm (default): matched boxes merge into their union, keeping the best score; "
+                            "nms: only the best-scoring box of a match is kept")
+    group.add_argument("--slice-match", choices=SLICE_MATCHES,
+                       help="how boxes of one class match: ios (default: intersection over the smaller box, which "
+                            "catches an object's part cut at a tile edge) or iou")
+    group.add_argument("--slice-match-threshold", type=fraction, metavar="T",
+                       help="boxes match above this overlap (default 0.5)")
+    group.add_argument("--no-full-pass", dest="full_pass", action="store_false",
+                       help="tiles only: skip the pass over the whole picture (large objects may be lost)")
+
+
+def add_detect_options(parser: argparse.ArgumentParser, threshold: float = DEFAULT_THRESHOLD,
+                       threshold_help: str | None = None) -> None:
+    """What every model of a run keeps: threshold, classes, slicing."""
+    parser.add_argument("--threshold", type=fraction, default=threshold,
+                        help=threshold_help or f"lowest score to keep, 0..1 (default {threshold})")
+    parser.add_argument("--classes", nargs="+", metavar="CLASS",
+                        help="keep only these classes, by name or id (e.g. --classes person car 'traffic light')")
+    add_slice_options(parser)
+
+
+def add_common_options(parser: argparse.ArgumentParser, window_keys: str) -> None:
+    """The options that mean the same in both detection scripts; `window_keys` tells what keys do in --show."""
+    add_model_options(parser)
+    add_detect_options(parser)
+    parser.add_argument("--output", default="outputs", metavar="DIR", help="output folder (default outputs/)")
+    parser.add_argument("--json", action="store_true", help="also write the detections as JSON")
+    parser.add_argument("--show", action="store_true", help=f"also show the results in a window ({window_keys})")
+    drawing = parser.add_argument_group("drawing")
+    drawing.add_argument("--hide-labels", action="store_true", help="draw boxes without labels")
+    drawing.add_argument("--hide-conf", action="store_true", help="labels name the class without its score")
+    drawing.add_argument("--line-width", type=positive_int, metavar="PX",
+                         help="box line width in pixels (default: scaled to the picture)")
+
+
+# ---------------------------------------------------------------- options into values
+
+
+def model_names(model: str) -> list[str]:
+    return list(MODEL_NAMES) if model == "both" else [model]
+
+
+def model_specs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[ModelSpec]:
+    """One ModelSpec per model the options ask for; a usage error where they do not fit together."""
+    names = model_names(args.model)
+    if args.weights is not None and len(args.weights) != len(names):
+        parser.error(f"--model {args.model} takes {len(names)} --weights path(s), got {len(args.weights)}")
+    weights = args.weights or [None] * len(names)
+    return [ModelSpec(name, weights=path, labels=args.labels, imgsz=args.imgsz, device=args.device,
+                      backend=args.backend, half=args.half) for name, path in zip(names, weights)]
+
+
+def detect_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> DetectOptions:
+    """Threshold, classes (checked against the class names) and slicing, as one value."""
+    return DetectOptions(threshold=args.threshold, classes=_classes(args, parser), slicing=slice_options(args, parser))
+
+
+def slice_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SliceOptions | None:
+    given = {"--slice-overlap": args.slice_overlap, "--slice-merge": args.slice_merge,
+             "--slice-match": args.slice_match, "--slice-match-threshold": args.slice_match_threshold,
+             "--no-full-pass": None if args.full_pass else False}
+    if args.slice is None:
+        stray = [name for name, value in given.items() if value is not None]
+        if stray:
+            parser.error(f"{stray[0]} needs --slice SIZE (or --slice auto)")
+        return None
+    defaults = SliceOptions()
+    return SliceOptions(
+        size=args.slice,
+        overlap=defaults.overlap if args.slice_overlap is None else args.slice_overlap,
+        merge=args.slice_merge or defaults.merge,
+        match=args.slice_match or defaults.match,
+        match_threshold=defaults.match_threshold if args.slice_match_threshold is None else args.slice_match_threshold,
+        full_pass=args.full_pass,
+    )
+
+
+def draw_options(args: argparse.Namespace) -> DrawOptions:
+    return DrawOptions(hide_labels=args.hide_labels, hide_conf=args.hide_conf, line_width=args.line_width)
+
+
+def _classes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> frozenset[int] | None:
+    if not getattr(args, "classes", None):
+        return None
+    if args.labels:
+        try:
+            class_names = read_labels(args.labels)
+        except DetectError as error:
+            parser.error(str(error))
+    else:
+        class_names = COCO_INSTANCE_CATEGORY_NAMES
+    try:
+        return frozenset(resolve_classes(args.classes, class_names))
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def resolve_classes(values: Sequence[str], class_names: Sequence[str]) -> set[int]:
+    """Class names (any case, '_' for space) or ids into label ids; ValueError lists the valid names."""
+    lookup = {name.lower(): index for index, name in enumerate(class_names) if is_real_class(name)}
+    ids = set()
+    for value in values:
+        key = value.strip().lower().replace("_", " ")
+        if key.isdigit() and 0 < int(key) < len(class_names) and is_real_class(class_names[int(key)]):
+            ids.add(int(key))
+        elif key in lookup:
+            ids.add(lookup[key])
+        else:
+            valid = ", ".join(name for name in class_names if is_real_class(name))
+            raise ValueError(f"--classes: unknown class '{value}'; valid classes: {valid}")
+    return ids

@@ -1,0 +1,140 @@
+"""Sliced inference for small objects: a predictor that wraps a predictor.
+
+The picture is cut into overlapping square tiles; each tile is enlarged to the model's input size by the inner
+predictor, so objects a few pixels tall in the whole picture become large enough to detect. Boxes are shifted back
+to picture coordinates and merged, per class, with those of one pass over the whole picture (which keeps the large
+objects that tiles cut apart). Tiles are views of the decoded picture: only the ones in flight are ever copied.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms
+
+from detections import Detections, Prediction
+from predictor import Predictor
+from specs import SliceOptions
+
+# How many tiles go to the runtime in one call: CUDA runs a batch in one go; the CPU runtimes take one picture
+# per call anyway, so a small number only bounds the memory of tiles in flight.
+_TILES_PER_CALL = {"cuda": 8, "cpu": 2}
+_AUTO_MIN_TILE = 256
+
+
+def auto_tile_size(width: int, height: int, overlap: float) -> int:
+    """A tile side for `--slice auto`: two overlapping tiles across the shorter side, at least 256 px, a multiple of 32."""
+    side = min(width, height) / (2.0 - overlap)
+    return max(_AUTO_MIN_TILE, int(round(side / 32.0)) * 32)
+
+
+def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Where tiles start along one side: a step of tile minus the overlap, the last one shifted inward to fit."""
+    if length <= tile:
+        return [0]
+    step = max(1, tile - int(tile * overlap))
+    starts = list(range(0, length - tile, step))
+    return [*starts, length - tile] if starts[-1] != length - tile else starts
+
+
+def tile_grid(width: int, height: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """The tiles covering a width×height picture as (x, y, tile width, tile height), row by row."""
+    tile_w, tile_h = min(tile, width), min(tile, height)
+    return [(x, y, tile_w, tile_h) for y in tile_starts(height, tile, overlap) for x in tile_starts(width, tile, overlap)]
+
+
+def box_overlap(box: np.ndarray, boxes: np.ndarray, match: str) -> np.ndarray:
+    """Intersection over union ('iou') or over the smaller area ('ios') of one box with each of `boxes`."""
+    width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    intersection = width * height
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    if match == "iou":
+        denominator = area + areas - intersection
+    elif match == "ios":
+        denominator = np.minimum(area, areas)
+    else:
+        raise ValueError(f"unknown match '{match}' (iou or ios)")
+    return np.divide(intersection, denominator, out=np.zeros_like(intersection), where=denominator > 0)
+
+
+def merge_detections(detections: Detections, method: str = "nms", match: str = "iou",
+                     threshold: float = 0.5) -> Detections:
+    """Merge boxes of one class that match above `threshold`, best score first.
+
+    nms keeps the best box of each match; greedy-nmm replaces it by the union of the boxes it matched (each
+    compared with the best box as found), with the best score. Boxes of different classes never merge.
+    """
+    if method not in ("nms", "greedy-nmm"):
+        raise ValueError(f"unknown merge '{method}' (nms or greedy-nmm)")
+    if len(detections) < 2:
+        return detections
+    if method == "nms" and match == "iou":  # torchvision's compiled NMS: the same rule, much faster
+        keep = batched_nms(torch.from_numpy(detections.boxes).float(), torch.from_numpy(detections.scores).float(),
+                           torch.from_numpy(detections.labels), threshold).numpy()
+        return detections[keep]
+    order = np.argsort(-detections.scores, kind="stable")
+    boxes, labels = detections.boxes[order], detections.labels[order]
+    alive = np.ones(len(order), bool)
+    kept, merged_boxes = [], []
+    for i in range(len(order)):
+        if not alive[i]:
+            continue
+        alive[i] = False
+        candidates = np.flatnonzero(alive & (labels == labels[i]))
+        matched = candidates[box_overlap(boxes[i], boxes[candidates], match) > threshold]
+        alive[matched] = False
+        group = boxes[np.concatenate([[i], matched])]
+        merged_boxes.append(boxes[i] if method == "nms" else
+                            np.concatenate([group[:, :2].min(axis=0), group[:, 2:].max(axis=0)]))
+        kept.append(order[i])
+    kept = np.array(kept)
+    return Detections(np.array(merged_boxes, dtype=detections.boxes.dtype).reshape(-1, 4), detections.scores[kept],
+                      detections.labels[kept])
+
+
+class SlicedPredictor:
+    """Runs an inner predictor on overlapping tiles (and once on the whole picture) and merges the boxes."""
+
+    def __init__(self, inner: Predictor, options: SliceOptions):
+        self.inner = inner
+        self.options = options
+        self.name = inner.name
+        self.class_names = inner.class_names
+        self.tiles_per_call = _TILES_PER_CALL.get(inner.model.device.type, 1)
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        return [self._predict_one(image) for image in images]
+
+    def tile_size(self, width: int, height: int) -> int:
+        return self.options.size or auto_tile_size(width, height, self.options.overlap)
+
+    def _predict_one(self, image: np.ndarray) -> Prediction:
+        height, width = image.shape[:2]
+        size = self.tile_size(width, height)
+        settings = {"size": size, "overlap": self.options.overlap, "full_pass": self.options.full_pass,
+                    "merge": self.options.merge, "match": self.options.match,
+                    "match_threshold": self.options.match_threshold}
+        if width <= size and height <= size:  # one tile is the whole picture: exactly the plain run
+            (prediction,) = self.inner([image])
+            prediction.settings["slice"] = {**settings, "tiles": 1, "full_pass": False}
+            return prediction
+        start = time.perf_counter()
+        grid = tile_grid(width, height, size, self.options.overlap)
+        parts = []
+        if self.options.full_pass:
+            parts.append(self.inner([image])[0].detections)
+        for first in range(0, len(grid), self.tiles_per_call):
+            chunk = grid[first:first + self.tiles_per_call]
+            views = [image[y:y + h, x:x + w] for x, y, w, h in chunk]  # views: no copy of the picture
+            for (x, y, _, _), prediction in zip(chunk, self.inner(views)):
+                parts.append(prediction.detections.shifted(x, y))
+        merged = merge_detections(Detections.concatenate(parts), self.options.merge, self.options.match,
+                                  self.options.match_threshold)
+        milliseconds = (time.perf_counter() - start) * 1000.0
+        return Prediction(self.name, self.class_names, merged, milliseconds,
+                          {**self.inner.settings, "slice": {**settings, "tiles": len(grid)}})

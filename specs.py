@@ -1,0 +1,56 @@
+"""Plain, picklable descriptions of what a run uses: built once from the options in each script's `main`.
+
+Nothing here imports PyTorch, so parsing options (and `--help`) stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODEL_NAMES = ("v1", "v2")
+DEFAULT_IMGSZ = 800
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model, with which weights and labels, at what size, on which device and runtime."""
+
+    name: str  # "v1" or "v2"
+    weights: str | None = None  # a local checkpoint; None: the official COCO weights
+    labels: str | None = None  # class names of a fine-tuned checkpoint
+    imgsz: int = DEFAULT_IMGSZ
+    device: str = "auto"
+    backend: str = "auto"
+    half: bool = False
+
+
+@dataclass(frozen=True)
+class SliceOptions:
+    """Sliced inference: square tiles of `size` picture pixels (0: chosen from each picture's size)."""
+
+    size: int = 0
+    overlap: float = 0.2
+    merge: str = "greedy-nmm"  # or "nms"
+    match: str = "ios"  # or "iou"
+    match_threshold: float = 0.5
+    full_pass: bool = True
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """What every model of a run keeps: the score threshold, the classes (None: all) and slicing (None: off)."""
+
+    threshold: float = DEFAULT_THRESHOLD
+    classes: frozenset[int] | None = None
+    slicing: SliceOptions | None = None
+
+
+@dataclass(frozen=True)
+class DrawOptions:
+    """How boxes are labelled: names and scores, names only, or no labels; the box line width (None: scaled)."""
+
+    hide_labels: bool = False
+    hide_conf: bool = False
+    line_width: int | None = None
