@@ -22,11 +22,6 @@ from specs import DrawOptions
 # PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
 
 DEFAULT_INPUT = Path(__file__).resolve().parent / "input" / "coffee.jpg"
-IMAGE_SUFFIXES = {
-    ".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2",
-    ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic", ".avif",
-}
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Detect objects in photos with Faster R-CNN v1 / v2.")
@@ -57,7 +52,7 @@ def expand_inputs(patterns: list[str]) -> tuple[list[str], list[str]]:
         if pattern.lower().startswith(("http://", "https://")):
             found = [pattern]
         elif path.is_dir():
-            found = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in du.IMAGE_SUFFIXES)
             if not found:
                 errors.append(f"{path}: no images in this folder")
         elif not path.exists() and glob.has_magic(pattern):

@@ -19,6 +19,11 @@ import numpy as np
 from errors import DetectError
 from specs import DetectOptions, ModelSpec
 
+# What OpenCV decodes as a still picture (folders are searched for these).
+IMAGE_SUFFIXES = {
+    ".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2",
+    ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic", ".avif",
+}
 URL_TIMEOUT_S = 20
 URL_MAX_BYTES = 100 * 1024 * 1024
 

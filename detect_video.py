@@ -21,20 +21,24 @@ import threading
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
-from typing import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Iterator, TextIO
 from urllib.parse import urlparse
 
-# cv2 before av: PyAV's wheel bundles its own libxcb, and when that copy loads first
-# OpenCV's Qt window (--show) hangs at its first frame.
+# cv2 before av (imported where the video is written): PyAV's wheel bundles its own libxcb, and when that
+# copy loads first OpenCV's Qt window (--show) hangs at its first frame.
 import cv2
 import cv2.utils.logging
-import av
 import numpy as np
 from tqdm import tqdm
 
 import detect_utils as du
-from model import DetectError, LoadedModel
+import options
+from drawing import render
+from errors import DetectError
+from specs import DrawOptions
+
+# PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
 
 DEFAULT_INPUT = Path(__file__).resolve().parent / "input" / "sample.mp4"
 STREAM_TIMEOUT_MS = 10_000
@@ -58,6 +62,7 @@ class VideoSource:
     total_frames: int | None  # None for cameras and streams
     is_file: bool
     unreadable: int = 0
+    spec: str = ""  # what the user gave: a path, a camera index or a URL
 
     def frames(self, stride: int, stop: threading.Event) -> Iterator[tuple[int, np.ndarray]]:
         """(index, BGR frame) for every `stride`-th frame that decodes, until the end or `stop`."""
@@ -88,12 +93,20 @@ class VideoSource:
 
 def open_source(spec: str) -> VideoSource:
     """Open a file path, a webcam index ('0') or a stream URL; raise DetectError if it gives no video."""
+    source = _open_capture(spec)
+    source.spec = spec
+    return source
+
+
+def _open_capture(spec: str) -> VideoSource:
     if spec.isdigit():
         capture = cv2.VideoCapture(int(spec))
         if not capture.isOpened():
             raise DetectError(f"no camera at index {spec}")
         return _describe(capture, f"webcam{spec}", is_file=False)
     if urlparse(spec).scheme in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"):
+        if PurePosixPath(urlparse(spec).path).suffix.lower() in du.IMAGE_SUFFIXES:
+            raise DetectError(f"{spec}: a still picture, not a video; use detect_image.py for pictures")
         capture = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
                                                           cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
         if not capture.isOpened():
@@ -146,13 +159,15 @@ class H264Writer:
             frame = cv2.copyMakeBorder(frame, 0, pad_bottom, 0, pad_right, cv2.BORDER_CONSTANT, value=0)
         if self.container is None:
             self._open(frame.shape[1], frame.shape[0])
-        picture = av.VideoFrame.from_ndarray(frame, format="bgr24")
+        picture = self._frame_type.from_ndarray(frame, format="bgr24")
         picture.pts = self.frames
         for packet in self.stream.encode(picture):
             self.container.mux(packet)
         self.frames += 1
 
     def _open(self, width: int, height: int) -> None:
+        import av
+
         try:
             self.container = av.open(str(self.path), mode="w", format="mp4",
                                      container_options={"movflags": "+faststart"})
@@ -163,6 +178,7 @@ class H264Writer:
         self.stream.pix_fmt = "yuv420p"
         self.stream.codec_context.time_base = 1 / self.rate
         self.stream.options = {"preset": "veryfast", "crf": "20"}
+        self._frame_type = av.VideoFrame
 
     def close(self) -> None:
         if self.container is None:
@@ -180,14 +196,37 @@ class H264Writer:
 class RunStats:
     written: int = 0
     inference_seconds: float = 0.0
+    model_milliseconds: dict[str, float] = field(default_factory=dict)  # each model's inference time, summed
     started: float = field(default_factory=time.perf_counter)
+
+    def add_inference(self, seconds: float, per_frame: list[list]) -> None:
+        self.inference_seconds += seconds
+        for predictions in per_frame:
+            for prediction in predictions:
+                self.model_milliseconds[prediction.model] = (self.model_milliseconds.get(prediction.model, 0.0)
+                                                             + prediction.milliseconds)
 
     def pipeline_fps(self) -> float:
         elapsed = time.perf_counter() - self.started
         return self.written / elapsed if elapsed > 0 else 0.0
 
-    def inference_fps(self) -> float:
-        return self.written / self.inference_seconds if self.inference_seconds > 0 else 0.0
+    def speed_badge(self) -> str:
+        fps = self.pipeline_fps()
+        return f"FPS {fps:.1f}" if fps >= 1 or fps == 0 else f"{1 / fps:.1f} s/frame"
+
+    def summary(self) -> str:
+        """Each model's inference time per frame and the whole pipeline's rate, in the unit that reads best."""
+        def rate(seconds_per_frame: float) -> str:
+            if seconds_per_frame <= 0:
+                return "-"
+            if seconds_per_frame > 1:
+                return f"{seconds_per_frame:.2f} s/frame"
+            return f"{1 / seconds_per_frame:.2f} frames/s"
+
+        frames = max(1, self.written)
+        models = ", ".join(f"{name} {rate(ms / 1000 / frames)}" for name, ms in self.model_milliseconds.items())
+        elapsed = time.perf_counter() - self.started
+        return f"speed: inference {models}; whole pipeline {rate(elapsed / frames)}"
 
 
 class _Worker(threading.Thread):
@@ -234,78 +273,121 @@ def _get(q: queue.Queue, abort: threading.Event):
     return _END
 
 
-def run_pipeline(source: VideoSource, models: list[LoadedModel], args: argparse.Namespace, classes: set[int] | None,
-                 writer: H264Writer, jsonl_files: dict[str, object], stop: threading.Event) -> RunStats:
-    """Decode → detect → draw + encode, overlapped; returns the counts and timings."""
-    decoded: queue.Queue = queue.Queue(maxsize=2 * args.batch)
-    detected: queue.Queue = queue.Queue(maxsize=2 * args.batch)
-    latest: queue.Queue = queue.Queue(maxsize=1)  # the newest drawn frame, for the window
-    abort = threading.Event()  # set when any stage fails, so the others stop too
-    stats = RunStats()
-    frame_limit = args.max_frames or math.inf
+@dataclass(frozen=True)
+class VideoRun:
+    """The run's own options, as plain values made once in main."""
 
-    def read() -> None:
+    frame_stride: int = 1
+    max_frames: int | None = None
+    batch: int = 1
+    show: bool = False
+    model_option: str = "v2"  # v1, v2 or both: the suffix of the output's name
+    draw: DrawOptions = DrawOptions()
+
+
+class FrameWriter:
+    """The last step: draw a frame's detections, encode it, and write its JSON Lines record."""
+
+    def __init__(self, writer: H264Writer, records: TextIO | None, fps: float, draw: DrawOptions, stats: RunStats):
+        self.writer, self.records, self.fps, self.draw, self.stats = writer, records, fps, draw, stats
+
+    def __call__(self, index: int, frame: np.ndarray, predictions: list) -> np.ndarray:
+        picture = render(frame, predictions, self.draw, corner_text=self.stats.speed_badge())
+        self.writer.write(picture)
+        if self.stats.written == 0 and predictions and "slice" in predictions[0].settings:
+            tqdm.write(du.describe_slicing(predictions[0].settings["slice"]), file=sys.stderr)
+        if self.records is not None:
+            record = {"frame": index, "time": round(index / self.fps, 3), "width": frame.shape[1],
+                      "height": frame.shape[0], "results": [p.record() for p in predictions]}
+            self.records.write(json.dumps(record) + "\n")
+        self.stats.written += 1
+        return picture
+
+
+class Window:
+    """The --show window: frames are offered from the drawing thread and shown from the main one (Qt needs that)."""
+
+    def __init__(self, title: str, stop: threading.Event):
+        self.title, self.stop = title, stop
+        self.showing = True
+        self._latest: queue.Queue = queue.Queue(maxsize=1)  # the newest drawn frame is enough
+
+    def offer(self, picture: np.ndarray) -> None:
+        if self.showing:
+            _replace_latest(self._latest, picture)
+
+    def refresh(self) -> None:
+        if not self.showing or self._latest.empty():
+            return
+        state = du.show_window(self.title, self._latest.get_nowait(), wait_ms=1)
+        if state == "quit" and not self.stop.is_set():
+            print("\nq pressed: finishing the frames in flight", file=sys.stderr, flush=True)
+            self.stop.set()  # like the end of the input: what was processed is kept
+        elif state == "closed":
+            print("\nwindow closed: going on without it (Ctrl-C stops)", file=sys.stderr, flush=True)
+        self.showing = state == "shown"
+
+
+def _read_frames(source: VideoSource, run: VideoRun, decoded: queue.Queue, stop: threading.Event,
+                 abort: threading.Event) -> None:
+    """The first step: decode every `frame_stride`-th frame, up to `max_frames`, into the queue."""
+    try:
+        limit = run.max_frames or math.inf
+        for count, (index, frame) in enumerate(source.frames(run.frame_stride, stop)):
+            if abort.is_set() or count >= limit:
+                break
+            _put(decoded, (index, frame), abort)
+    finally:
+        _put(decoded, _END, abort)
+
+
+def _next_batch(decoded: queue.Queue, size: int, abort: threading.Event) -> tuple[list, bool]:
+    """Up to `size` decoded frames (what is ready; never waiting to fill), and whether the input has ended."""
+    batch = [_get(decoded, abort)]
+    while len(batch) < size and batch[-1] is not _END:
         try:
-            count = 0
-            for index, frame in source.frames(args.frame_stride, stop):
-                if abort.is_set() or count >= frame_limit:
-                    break
-                _put(decoded, (index, frame), abort)
-                count += 1
-        finally:
-            _put(decoded, _END, abort)
+            batch.append(decoded.get_nowait())
+        except queue.Empty:
+            break
+    ended = batch[-1] is _END
+    return (batch[:-1] if ended else batch), ended
 
-    total = _expected_frames(source, args)
-    progress = tqdm(total=total, desc=source.name, unit="frame", file=sys.stderr, dynamic_ncols=True)
 
-    def write() -> None:
-        while True:
-            item = _get(detected, abort)
-            if item is _END:
-                return
-            index, frame, results = item
-            picture = du.render(frame, results, corner_text=f"FPS {stats.pipeline_fps():.1f}")
-            writer.write(picture)
-            for result in results:
-                if result.model.name in jsonl_files:
-                    record = result.record(frame.shape[1], frame.shape[0], frame=index,
-                                           time=round(index / source.fps, 3))
-                    jsonl_files[result.model.name].write(json.dumps(record) + "\n")
-            stats.written += 1
+def run_pipeline(source: VideoSource, predictors: list, run: VideoRun, write_frame: FrameWriter,
+                 window: Window | None, stop: threading.Event) -> RunStats:
+    """Decode → detect → draw + encode, overlapped in three threads; returns the counts and timings."""
+    from predictor import predict_all
+
+    decoded: queue.Queue = queue.Queue(maxsize=2 * run.batch)
+    detected: queue.Queue = queue.Queue(maxsize=2 * run.batch)
+    abort = threading.Event()  # set when any stage fails, so the others stop too
+    stats = write_frame.stats
+    progress = tqdm(total=_expected_frames(source, run), desc=source.name, unit="frame", file=sys.stderr,
+                    dynamic_ncols=True)
+
+    def draw_and_write() -> None:
+        while (item := _get(detected, abort)) is not _END:
+            picture = write_frame(*item)
             progress.update(1)
-            if args.show:
-                _replace_latest(latest, picture)
+            if window is not None:
+                window.offer(picture)
 
-    reader, drawer = _Worker(read, "decode", abort), _Worker(write, "encode", abort)
+    reader = _Worker(lambda: _read_frames(source, run, decoded, stop, abort), "decode", abort)
+    drawer = _Worker(draw_and_write, "encode", abort)
     reader.start()
     drawer.start()
     try:
-        finished = False
-        while not finished and not abort.is_set():
-            batch = [_get(decoded, abort)]
-            while len(batch) < args.batch and batch[-1] is not _END:
-                try:
-                    batch.append(decoded.get_nowait())  # batch what is ready; never wait to fill
-                except queue.Empty:
-                    break
-            if batch[-1] is _END:
-                finished = True
-                batch.pop()
+        ended = False
+        while not ended and not abort.is_set():
+            batch, ended = _next_batch(decoded, run.batch, abort)
             if batch:
                 start = time.perf_counter()
-                per_frame = du.detect(models, [frame for _, frame in batch], args.threshold, classes)
-                stats.inference_seconds += time.perf_counter() - start
-                for (index, frame), results in zip(batch, per_frame):
-                    _put(detected, (index, frame, results), abort)
-            if args.show and not latest.empty():
-                # GUI calls belong to the main thread (Qt refuses others); the newest frame is enough.
-                window = du.show_window(f"{source.name} ({args.model})", latest.get_nowait(), wait_ms=1)
-                if window == "quit" and not stop.is_set():
-                    print("\nq pressed: finishing the frames in flight", file=sys.stderr, flush=True)
-                    stop.set()  # like the end of the input: what was processed is kept
-                elif window == "closed":
-                    print("\nwindow closed: going on without it (Ctrl-C stops)", file=sys.stderr, flush=True)
-                args.show = window == "shown"
+                per_frame = predict_all(predictors, [frame for _, frame in batch])
+                stats.add_inference(time.perf_counter() - start, per_frame)
+                for (index, frame), predictions in zip(batch, per_frame):
+                    _put(detected, (index, frame, predictions), abort)
+            if window is not None:
+                window.refresh()
     except BaseException:
         abort.set()
         raise
@@ -320,10 +402,10 @@ def run_pipeline(source: VideoSource, models: list[LoadedModel], args: argparse.
     return stats
 
 
-def _expected_frames(source: VideoSource, args: argparse.Namespace) -> int | None:
-    total = math.ceil(source.total_frames / args.frame_stride) if source.total_frames else None
-    if args.max_frames:
-        total = min(total, args.max_frames) if total else args.max_frames
+def _expected_frames(source: VideoSource, run: VideoRun) -> int | None:
+    total = math.ceil(source.total_frames / run.frame_stride) if source.total_frames else None
+    if run.max_frames:
+        total = min(total, run.max_frames) if total else run.max_frames
     return total
 
 
@@ -367,23 +449,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Detect objects in a video with Faster R-CNN v1 / v2.")
     parser.add_argument("--input", default=str(DEFAULT_INPUT), metavar="SOURCE",
                         help="video file, webcam index (0) or stream URL (rtsp://, http://); default: the sample clip")
-    du.add_common_options(parser, window_keys="q or Esc: stop, keeping the video so far")
-    parser.add_argument("--frame-stride", type=du.positive_int, default=1, metavar="N",
+    options.add_common_options(parser, window_keys="q or Esc: stop, keeping the video so far")
+    parser.add_argument("--frame-stride", type=options.positive_int, default=1, metavar="N",
                         help="process every Nth frame (default 1: all); the output plays at the input rate / N")
-    parser.add_argument("--max-frames", type=du.positive_int, metavar="N", help="stop after N processed frames")
-    parser.add_argument("--batch", type=du.positive_int, default=1, metavar="N",
+    parser.add_argument("--max-frames", type=options.positive_int, metavar="N", help="stop after N processed frames")
+    parser.add_argument("--batch", type=options.positive_int, default=1, metavar="N",
                         help="frames per inference call (default 1; larger helps on a GPU)")
     return parser
-
-
-def output_stem(source: VideoSource, out_dir: Path) -> Path:
-    return out_dir / source.name
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    classes = du.check_common_options(args, parser)
+    specs = options.model_specs(args, parser)
+    detect = options.detect_options(args, parser)
+    run = VideoRun(frame_stride=args.frame_stride, max_frames=args.max_frames, batch=args.batch, show=args.show,
+                   model_option=args.model, draw=options.draw_options(args))
     # OpenCV's and its FFmpeg's messages while probing an input would bury our one-line error.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # quiet; set it to 32 or more to debug a stream
@@ -391,12 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out_dir = du.prepare_output_dir(args.output)
         source = open_source(args.input)
-        models = du.load_models(args)
-        stem = output_stem(source, out_dir)
-        video_path = stem.with_name(f"{stem.name}_{args.model}.mp4")
-        if source.is_file and video_path.exists() and video_path.samefile(args.input):
-            raise DetectError(f"the output {video_path} would overwrite the input; choose another --output")
-        return _detect_to_files(source, models, args, classes, stem, video_path)
+        name = du.output_names([args.input])[args.input] if source.is_file else source.name
+        video_path = out_dir / f"{name}_{run.model_option}.mp4"
+        json_path = video_path.with_suffix(".jsonl")
+        du.check_not_an_input([video_path, json_path], [args.input] if source.is_file else [])
+        predictors = du.load_predictors(specs, detect)
+        return _detect_to_files(source, predictors, run, video_path, json_path if args.json else None)
     except DetectError as error:
         return du.fail(str(error))
     except KeyboardInterrupt:
@@ -407,27 +488,30 @@ def main(argv: list[str] | None = None) -> int:
             source.close()
 
 
-def _detect_to_files(source: VideoSource, models: list[LoadedModel], args: argparse.Namespace,
-                     classes: set[int] | None, stem: Path, video_path: Path) -> int:
-    json_paths = {m.name: stem.with_name(f"{stem.name}_{m.name}.jsonl") for m in models} if args.json else {}
+def _detect_to_files(source: VideoSource, predictors: list, run: VideoRun, video_path: Path,
+                     json_path: Path | None) -> int:
     print(f"{source.name}: {source.width}x{source.height} at {source.fps:.2f} fps"
           + (f", {source.total_frames} frames" if source.total_frames else ""), file=sys.stderr)
-    with StopOnSignal() as stopper, du.AtomicOutputs([video_path, *json_paths.values()]) as temporary:
-        writer = H264Writer(temporary[video_path], source.fps / args.frame_stride)
-        jsonl_files = {name: open(temporary[path], "w", encoding="utf-8") for name, path in json_paths.items()}
+    written = [video_path, json_path] if json_path else [video_path]
+    # The set is written together: records left from an earlier run would describe another video.
+    with StopOnSignal() as stopper, du.AtomicOutputs(written, stale=[video_path.with_suffix(".jsonl")]) as temporary:
+        writer = H264Writer(temporary[video_path], source.fps / run.frame_stride)
+        records = open(temporary[json_path], "w", encoding="utf-8") if json_path else None
+        window = Window(f"{source.name} ({run.model_option})", stopper.event) if run.show else None
         try:
-            stats = run_pipeline(source, models, args, classes, writer, jsonl_files, stopper.event)
+            frame_writer = FrameWriter(writer, records, source.fps, run.draw, RunStats())
+            stats = run_pipeline(source, predictors, run, frame_writer, window, stopper.event)
         finally:
             writer.close()
-            for handle in jsonl_files.values():
-                handle.close()
+            if records is not None:
+                records.close()
         if stats.written == 0:  # leaving the block by an exception keeps no file
-            raise DetectError(f"{args.input}: no frame could be read")
+            raise DetectError(f"{source.spec}: no frame could be read")
     if source.unreadable:
-        print(f"warning: {source.unreadable} frame(s) of {args.input} could not be read and were skipped",
+        print(f"warning: {source.unreadable} frame(s) of {source.spec} could not be read and were skipped",
               file=sys.stderr)
-    print(f"{stats.written} frames -> {video_path}" + "".join(f", {p}" for p in json_paths.values()))
-    print(f"average FPS: inference {stats.inference_fps():.2f}, whole pipeline {stats.pipeline_fps():.2f}")
+    print(f"{stats.written} frames -> {video_path}" + (f", {json_path}" if json_path else ""))
+    print(stats.summary())
     return stopper.exit_code
 
 

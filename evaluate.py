@@ -22,7 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 import detect_utils as du
-from model import DetectError, LoadedModel
+import options
+from coco_names import is_real_class
+from detections import Detections
+from errors import DetectError
 
 # torchvision's published COCO val2017 box mAP (the weights' documentation).
 PUBLISHED_AP = {"v1": 0.370, "v2": 0.467}
@@ -47,17 +50,17 @@ class CocoSet:
         return ids[:max_images] if max_images else ids
 
 
-def locate(args: argparse.Namespace) -> tuple[Path | None, Path]:
+def locate(data_dir: str | None, images_dir: str | None, annotations_file: str | None) -> tuple[Path | None, Path]:
     """The images folder and annotation file from --data (val2017 layout) or --images / --annotations."""
-    if args.data:
-        data = Path(args.data)
+    if data_dir:
+        data = Path(data_dir)
         if not data.is_dir():
             raise DetectError(f"{data}: folder not found")
-        images = Path(args.images) if args.images else data / "val2017"
-        annotations = Path(args.annotations) if args.annotations else data / "annotations" / "instances_val2017.json"
+        images = Path(images_dir) if images_dir else data / "val2017"
+        annotations = Path(annotations_file) if annotations_file else data / "annotations" / "instances_val2017.json"
     else:
-        images = Path(args.images) if args.images else None
-        annotations = Path(args.annotations)
+        images = Path(images_dir) if images_dir else None
+        annotations = Path(annotations_file)
     if images is not None and not images.is_dir():
         raise DetectError(f"{images}: images folder not found")
     if not annotations.is_file():
@@ -87,10 +90,9 @@ def load_set(images: Path | None, annotations: Path) -> CocoSet:
     return CocoSet(coco, images, annotations)
 
 
-def category_map(model: LoadedModel, coco) -> dict[int, int]:
+def category_map(model, coco) -> dict[int, int]:
     """Model label id → the set's category id, matched by name; every category must have a match."""
-    by_name = {name.lower(): label for label, name in enumerate(model.class_names)
-               if name not in ("__background__", "N/A")}
+    by_name = {name.lower(): label for label, name in enumerate(model.class_names) if is_real_class(name)}
     mapping, unmatched = {}, []
     for category in coco.loadCats(coco.getCatIds()):
         label = by_name.get(category["name"].lower())
@@ -114,14 +116,25 @@ class ResultsLog:
     of images without a progress line (a run cut off in between) are dropped.
     """
 
-    def __init__(self, folder: Path, name: str):
+    def __init__(self, folder: Path, name: str, settings: dict):
         self.results_path = folder / f"{name}_results.json"
         self.progress_path = folder / f"{name}_progress.jsonl"
+        self.settings_path = folder / f"{name}_settings.json"
+        self.settings = settings
         self.done: dict[int, dict] = {}
         self.detections: list[dict] = []
 
     def resume(self) -> None:
-        """Read what earlier runs finished and rewrite the files to hold exactly that."""
+        """Read what earlier runs with the same settings finished and rewrite the files to hold exactly that."""
+        if self.progress_path.exists() and self.settings_path.exists():
+            try:
+                earlier = json.loads(self.settings_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                earlier = None
+            if earlier != self.settings:
+                raise DetectError(f"{self.progress_path.parent} holds results made with other settings "
+                                  f"({self.settings_path.name}); give another --output, or delete them to start over")
+        du.write_json(self.settings_path, self.settings)
         self.done = {entry["image_id"]: entry for entry in _read_lines(self.progress_path)}
         self.detections = [d for d in _read_lines(self.results_path) if d.get("image_id") in self.done]
         du.write_bytes_atomically(self.results_path, _results_text(self.detections).encode())
@@ -172,7 +185,7 @@ def _read_lines(path: Path) -> list[dict]:
 # ---------------------------------------------------------------- running and scoring
 
 
-def to_coco_results(detections: du.Detections, image_id: int, categories: dict[int, int]) -> list[dict]:
+def to_coco_results(detections: Detections, image_id: int, categories: dict[int, int]) -> list[dict]:
     """COCO results entries: [x, y, width, height] boxes, the set's category ids."""
     entries = []
     for (x1, y1, x2, y2), score, label in zip(detections.boxes, detections.scores, detections.labels):
@@ -183,10 +196,10 @@ def to_coco_results(detections: du.Detections, image_id: int, categories: dict[i
     return entries
 
 
-def run_model(model: LoadedModel, data: CocoSet, image_ids: list[int], threshold: float, out_dir: Path) -> ResultsLog:
-    """Detect on every image not done yet, appending to the model's results; returns the log."""
+def run_model(model, data: CocoSet, image_ids: list[int], out_dir: Path) -> ResultsLog:
+    """Detect with `model` (a predictor) on every image not done yet, appending to its results; returns the log."""
     categories = category_map(model, data.coco)
-    log = ResultsLog(out_dir, model.name)
+    log = ResultsLog(out_dir, model.name, model.settings)
     log.resume()
     todo = [i for i in image_ids if i not in log.done]
     if len(todo) < len(image_ids):
@@ -202,8 +215,8 @@ def run_model(model: LoadedModel, data: CocoSet, image_ids: list[int], threshold
             tqdm.write(f"warning: {error} (listed in the set; counted as missing)", file=sys.stderr)
             log.add(image_id, [], None)
             continue
-        (detections,), milliseconds = du.predict(model, [image])
-        log.add(image_id, to_coco_results(detections.filter(threshold), image_id, categories), milliseconds)
+        (prediction,) = model([image])
+        log.add(image_id, to_coco_results(prediction.detections, image_id, categories), prediction.milliseconds)
     return log
 
 
@@ -273,13 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", metavar="DIR", help="the images folder of another COCO-format set")
     parser.add_argument("--annotations", metavar="FILE", help="its COCO annotation file")
     parser.add_argument("--predictions", metavar="FILE", help="score this COCO results file instead of running a model")
-    parser.add_argument("--max-images", type=du.positive_int, metavar="N",
+    parser.add_argument("--max-images", type=options.positive_int, metavar="N",
                         help="evaluate only the first N images by id (the same ones every run)")
-    parser.add_argument("--threshold", type=du.fraction, default=0.0,
-                        help="lowest score kept (default 0: all the model gives, above torchvision's 0.05 floor)")
     parser.add_argument("--output", default=os.path.join("outputs", "eval"), metavar="DIR",
                         help="where results and metrics go (default outputs/eval/); the same folder resumes")
-    du.add_model_options(parser)
+    options.add_model_options(parser, both_means="both, one after the other, compared in one table")
+    options.add_detect_options(parser, threshold=0.0, classes=False, threshold_help=(
+        "lowest score kept (default 0: all the model gives, above torchvision's 0.05 floor)"))
     return parser
 
 
@@ -290,9 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --data DIR, or --annotations FILE (with --images DIR unless --predictions is given)")
     if not args.data and not args.images and not args.predictions:
         parser.error("--images DIR is needed to run a model on the set")
-    du.check_common_options(args, parser)
+    specs = options.model_specs(args, parser)
+    detect = options.detect_options(args, parser)
     try:
-        images_dir, annotations = locate(args)
+        images_dir, annotations = locate(args.data, args.images, args.annotations)
         data = load_set(images_dir, annotations)
         out_dir = du.prepare_output_dir(args.output)
         image_ids = data.image_ids(args.max_images)
@@ -305,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             print(format_table({"predictions": metrics}, note))
             return 0
         rows = {}
-        for model in du.load_models(args):
-            log = run_model(model, data, image_ids, args.threshold, out_dir)
+        for model in du.load_predictors(specs, detect):
+            log = run_model(model, data, image_ids, out_dir)
             timed = [e["ms"] for e in log.done.values() if e["ms"] is not None]
             missing = len(log.done) - len(timed)
             scored = [i for i in image_ids if log.done[i]["ms"] is not None]

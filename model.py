@@ -30,6 +30,7 @@ from torchvision.models.detection import (
 
 from coco_names import COCO_INSTANCE_CATEGORY_NAMES, read_labels
 from errors import DetectError
+from export_cache import cache_dir
 from specs import BACKENDS, DEFAULT_IMGSZ, MODEL_NAMES, ModelSpec
 
 # torchvision resizes the shorter side to 800 and caps the longer side at 1333; keep that ratio.
@@ -339,14 +340,6 @@ def choose_backend(requested: str, device: torch.device) -> str:
             raise DetectError(f"--backend {requested} needs the '{_PACKAGES[requested]}' package: "
                               f"pip install {_PACKAGES[requested]}")
     return requested
-
-
-def cache_dir() -> Path:
-    """Where exported models are kept: $FRCNN_CACHE, or the user's cache folder."""
-    if os.environ.get("FRCNN_CACHE"):
-        return Path(os.environ["FRCNN_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "faster-rcnn-v1-v2"
 
 
 def _file_sha256(path: Path) -> str:

@@ -60,9 +60,12 @@ def _slice_size(text: str) -> int:
     """A tile side in pixels (at least 32), or 'auto' (0): chosen from each picture's size."""
     if text.strip().lower() == "auto":
         return 0
-    value = positive_int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a tile size (whole pixels, or auto)") from None
     if value < 32:
-        raise argparse.ArgumentTypeError(f"{text} is too small for a tile (at least 32 pixels)")
+        raise argparse.ArgumentTypeError(f"{text} is not a tile size: at least 32 pixels (or auto)")
     return value
 
 
@@ -104,12 +107,13 @@ def add_slice_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_detect_options(parser: argparse.ArgumentParser, threshold: float = DEFAULT_THRESHOLD,
-                       threshold_help: str | None = None) -> None:
-    """What every model of a run keeps: threshold, classes, slicing."""
+                       threshold_help: str | None = None, classes: bool = True) -> None:
+    """What every model of a run keeps: threshold, classes (where the script offers them), slicing."""
     parser.add_argument("--threshold", type=fraction, default=threshold,
                         help=threshold_help or f"lowest score to keep, 0..1 (default {threshold})")
-    parser.add_argument("--classes", nargs="+", metavar="CLASS",
-                        help="keep only these classes, by name or id (e.g. --classes person car 'traffic light')")
+    if classes:
+        parser.add_argument("--classes", nargs="+", metavar="CLASS",
+                            help="keep only these classes, by name or id (e.g. --classes person car 'traffic light')")
     add_slice_options(parser)
 
 

@@ -106,6 +106,9 @@ class SlicedPredictor:
         self.name = inner.name
         self.class_names = inner.class_names
         self.tiles_per_call = _TILES_PER_CALL.get(inner.model.device.type, 1)
+        self.settings = {**inner.settings, "slice": {
+            "size": options.size or "auto", "overlap": options.overlap, "full_pass": options.full_pass,
+            "merge": options.merge, "match": options.match, "match_threshold": options.match_threshold}}
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         return [self._predict_one(image) for image in images]
@@ -116,9 +119,7 @@ class SlicedPredictor:
     def _predict_one(self, image: np.ndarray) -> Prediction:
         height, width = image.shape[:2]
         size = self.tile_size(width, height)
-        settings = {"size": size, "overlap": self.options.overlap, "full_pass": self.options.full_pass,
-                    "merge": self.options.merge, "match": self.options.match,
-                    "match_threshold": self.options.match_threshold}
+        settings = {**self.settings["slice"], "size": size}
         if width <= size and height <= size:  # one tile is the whole picture: exactly the plain run
             (prediction,) = self.inner([image])
             prediction.settings["slice"] = {**settings, "tiles": 1, "full_pass": False}

@@ -6,7 +6,7 @@
 For one picture and for a video, and for v1 and v2, it times:
   reference  eager torchvision as the original scripts ran it: ToTensor, torch.no_grad, one picture at a
              time, an OpenCV mp4v writer for video (written here, independent of the project's code)
-  <backend>  the project's own path (detect_utils.predict; detect_video.py for video) with each backend
+  <backend>  the project's own path (predictor.Predictor; detect_video.py for video) with each backend
 Every configuration runs in its own process, so its peak resident memory is its own. Detections of each
 backend are checked against the reference (rule: see `equivalent`). Prints a table and writes JSON.
 """
@@ -91,10 +91,10 @@ def reference_predict(module, image_bgr):
 
 def run_image(config: dict) -> dict:
     import cv2
-    import torch
 
-    import detect_utils as du
-    from model import load_model
+    from model import load
+    from predictor import Predictor
+    from specs import ModelSpec
 
     image = cv2.imread(config["image"])
     weights = Path(config["weights"])
@@ -103,11 +103,12 @@ def run_image(config: dict) -> dict:
         module = reference_model(config["model"], weights, config["imgsz"])
         predict = lambda: reference_predict(module, image)  # noqa: E731
     else:
-        model = load_model(config["model"], torch.device("cpu"), imgsz=config["imgsz"], weights=weights,
-                           backend=config["path"])
+        predictor = Predictor(load(ModelSpec(config["model"], weights=str(weights), imgsz=config["imgsz"], device="cpu",
+                                             backend=config["path"])), threshold=0.0)
 
         def predict():
-            (detections,), _ = du.predict(model, [image])
+            (prediction,) = predictor([image])
+            detections = prediction.detections
             return detections.boxes, detections.scores, detections.labels
     load_seconds = time.perf_counter() - start
     for _ in range(config["warmup"]):
@@ -165,10 +166,16 @@ def run_video_project(config: dict) -> dict:
                "--weights", config["weights"], "--imgsz", str(config["imgsz"]), "--backend", config["path"],
                "--max-frames", str(config["frames"]), "--output", config["scratch"], "--device", "cpu"]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
-    line = next(line for line in result.stdout.splitlines() if line.startswith("average FPS"))
-    fps = float(line.rsplit(" ", 1)[-1])
+    line = next(line for line in result.stdout.splitlines() if line.startswith("speed:"))
+    fps = pipeline_fps(line)
     frames = int(next(line for line in result.stdout.splitlines() if " frames -> " in line).split()[0])
     return {"frames": frames, "fps": fps, "peak_rss_mb": _children_peak_rss_mb()}
+
+
+def pipeline_fps(summary: str) -> float:
+    """The whole pipeline's frames per second from detect_video.py's speed line (frames/s or s/frame)."""
+    value, unit = summary.rsplit("whole pipeline ", 1)[1].split()[:2]
+    return float(value) if unit == "frames/s" else 1.0 / float(value)
 
 
 def _peak_rss_mb() -> float:
@@ -181,12 +188,11 @@ def _children_peak_rss_mb() -> float:
 
 def run_export(config: dict) -> dict:
     """Load with an empty cache: the one-time export, timed by the project's own report on stderr."""
-    import torch
+    from model import load
+    from specs import ModelSpec
 
-    from model import load_model
-
-    load_model(config["model"], torch.device("cpu"), imgsz=config["imgsz"], weights=Path(config["weights"]),
-               backend=config["path"])
+    load(ModelSpec(config["model"], weights=config["weights"], imgsz=config["imgsz"], device="cpu",
+                   backend=config["path"]))
     return {}
 
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-import detect_utils as du
 import model as model_module
 from conftest import ROOT, SMALL_IMGSZ, assert_one_line_error, run_script, scene
+from detections import Detections
 from model import DetectError, choose_backend, load_model
+from predictor import predict
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from speed import equivalent  # noqa: E402  the benchmark's matching rule, so both check the same thing
@@ -24,7 +25,7 @@ RUNTIMES = [b for b in ("onnxruntime", "openvino") if importlib.util.find_spec(b
 SHAPES = [(240, 320), (320, 240), (123, 217), (120, 160)]
 
 
-def as_dict(detections: du.Detections) -> dict:
+def as_dict(detections: Detections) -> dict:
     return {"boxes": detections.boxes.tolist(), "scores": detections.scores.tolist(),
             "labels": detections.labels.tolist()}
 
@@ -38,8 +39,8 @@ def test_runtime_detections_equal_eager_pytorch(checkpoints, name, backend):
     pictures = [scene(h, w, seed=i) for i, (h, w) in enumerate(SHAPES)]
     pictures += [np.roll(pictures[-1], 4 * step, axis=1) for step in range(1, 3)]  # more frames of the video size
     for picture in pictures:
-        (expected,), _ = du.predict(eager, [picture])
-        (got,), _ = du.predict(exported, [picture])
+        (expected,), _ = predict(eager, [picture])
+        (got,), _ = predict(exported, [picture])
         assert len(expected.filter(0.5)) > 0
         check = equivalent(as_dict(expected), as_dict(got))
         assert check["equivalent"], (picture.shape, check)
@@ -68,7 +69,7 @@ def test_export_cache_reuse_key_and_repair(tmp_path, monkeypatch, checkpoints, c
     entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # a damaged entry is rebuilt
     rebuilt = load_model("v1", CPU, imgsz=64, weights=checkpoints["v1"], backend=backend)
     assert "stale or damaged" in capsys.readouterr().err
-    (detections,), _ = du.predict(rebuilt, [scene()])
+    (detections,), _ = predict(rebuilt, [scene()])
     assert len(detections) > 0
     assert not list((tmp_path / "cache").glob(".*part"))
 
@@ -126,3 +127,18 @@ def test_a_failed_export_is_one_clear_line(tmp_path, checkpoints, photo):
     assert_one_line_error(result)
     assert "could not export v2 to ONNX" in result.stderr and "--backend torch" in result.stderr
     assert not list((tmp_path / "empty-cache").glob("*.onnx")) and not (tmp_path / "outputs" / "photo_v2.jpg").exists()
+
+
+def test_the_export_cache_can_be_listed_and_cleared(tmp_path, checkpoints):
+    env = {"FRCNN_CACHE": str(tmp_path / "cache")}
+    result = run_script("detect_image.py", "--input", str(ROOT / "input" / "coffee.jpg"), "--model", "v1",
+                        "--weights", str(checkpoints["v1"]), "--imgsz", "64", "--backend", "onnxruntime",
+                        cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    listing = run_script("export_cache.py", cwd=tmp_path, env=env)
+    assert listing.returncode == 0 and "1 cached export(s)" in listing.stderr, listing.stderr
+    (line,) = listing.stdout.splitlines()
+    assert line.startswith("v1-64-") and "v1 at 64 px, for onnxruntime" in line
+    cleared = run_script("export_cache.py", "--clear", cwd=tmp_path, env=env)
+    assert cleared.returncode == 0 and "removed 1 cached export(s)" in cleared.stdout
+    assert list((tmp_path / "cache").iterdir()) == []

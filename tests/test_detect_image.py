@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -31,10 +34,14 @@ def test_one_photo_gives_a_picture_of_its_size_and_json(tmp_path, checkpoints, p
     assert picture.shape == cv2.imread(str(photo)).shape
     assert "photo.jpg" in result.stdout and "detections" in result.stdout and "ms" in result.stdout
     record = json.loads((tmp_path / "outputs" / "photo_v2.json").read_text())
-    assert set(record) == {"file", "model", "width", "height", "inference_ms", "detections"}
-    assert (record["model"], record["width"], record["height"]) == ("v2", 320, 240)
-    assert record["inference_ms"] > 0 and record["detections"]
-    for detection in record["detections"]:
+    assert set(record) == {"file", "width", "height", "results"}
+    assert (record["file"], record["width"], record["height"]) == (str(photo), 320, 240)
+    (result,) = record["results"]
+    assert set(result) == {"model", "weights", "imgsz", "runtime", "threshold", "inference_ms", "detections"}
+    assert (result["model"], result["weights"], result["imgsz"]) == ("v2", str(checkpoints["v2"]), int(SMALL_IMGSZ))
+    assert (result["runtime"], result["threshold"]) == ("torch", 0.5)
+    assert result["inference_ms"] > 0 and result["detections"]
+    for detection in result["detections"]:
         assert set(detection) == {"label", "label_id", "score", "box"}
         assert detection["label"] == "person" and detection["label_id"] == 1
         assert 0.5 <= detection["score"] <= 1
@@ -53,15 +60,16 @@ def test_both_puts_v1_left_and_v2_right_with_titles(tmp_path, checkpoints, photo
     title_bars = picture[:bar].astype(int)
     assert abs(title_bars.mean(axis=2) - 32).max() > 100  # white title text on the dark bar
     assert (title_bars[:, :320] != title_bars[:, 320:]).any()  # each panel has its own title
-    for name in ("v1", "v2"):
-        assert json.loads((tmp_path / "outputs" / f"photo_{name}.json").read_text())["model"] == name
+    record = json.loads((tmp_path / "outputs" / "photo_both.json").read_text())
+    assert [result["model"] for result in record["results"]] == ["v1", "v2"]
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["photo_both.jpg", "photo_both.json"]
     assert "v1" in result.stdout and "v2" in result.stdout
 
 
 def test_classes_and_threshold_filter_what_is_drawn(tmp_path, checkpoints, photo):
     result = detect(tmp_path, checkpoints, "--input", str(photo), "--json", "--classes", "car")
     assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "outputs" / "photo_v2.json").read_text())["detections"] == []
+    assert json.loads((tmp_path / "outputs" / "photo_v2.json").read_text())["results"][0]["detections"] == []
     drawn = cv2.imread(str(tmp_path / "outputs" / "photo_v2.jpg")).astype(int)
     assert np.abs(drawn - cv2.imread(str(photo)).astype(int)).mean() < 3  # nothing drawn but JPEG noise
 
@@ -151,10 +159,10 @@ def test_any_picture_opencv_reads(tmp_path, checkpoints):
         assert picture.shape == (height, width, 3), stem
         record = json.loads((tmp_path / "outputs" / f"{stem}_v1.json").read_text())
         assert (record["height"], record["width"]) == (height, width)
-        for detection in record["detections"]:
+        for detection in record["results"][0]["detections"]:
             x1, y1, x2, y2 = detection["box"]
             assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
-    assert json.loads((tmp_path / "outputs" / "huge_v1.json").read_text())["detections"]
+    assert json.loads((tmp_path / "outputs" / "huge_v1.json").read_text())["results"][0]["detections"]
 
 
 def test_show_without_a_display_warns_and_still_writes(tmp_path, checkpoints, photo):
@@ -195,3 +203,95 @@ def test_show_waits_for_a_key_per_picture_and_q_stops_showing(tmp_path, checkpoi
     assert process.returncode == 0, stderr
     assert "cannot open a window" not in stderr
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["a_v2.jpg", "b_v2.jpg", "c_v2.jpg"]
+
+
+def test_same_names_in_two_folders_never_overwrite_each_other(tmp_path, checkpoints):
+    for folder, seed in (("dirA", 1), ("dirB", 2)):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "x.jpg"), scene(seed=seed))
+    result = detect(tmp_path, checkpoints, "--input", "dirA", "dirB", "--json")
+    assert result.returncode == 0, result.stderr
+    outputs = tmp_path / "outputs"
+    assert sorted(p.name for p in outputs.iterdir()) == ["dirA_x_jpg_v2.jpg", "dirA_x_jpg_v2.json",
+                                                         "dirB_x_jpg_v2.jpg", "dirB_x_jpg_v2.json"]
+    for folder in ("dirA", "dirB"):
+        assert json.loads((outputs / f"{folder}_x_jpg_v2.json").read_text())["file"] == str(Path(folder) / "x.jpg")
+    assert (cv2.imread(str(outputs / "dirA_x_jpg_v2.jpg")) != cv2.imread(str(outputs / "dirB_x_jpg_v2.jpg"))).any()
+
+
+def test_a_rerun_without_json_leaves_no_record_of_another_picture(tmp_path, checkpoints, photo):
+    assert detect(tmp_path, checkpoints, "--input", str(photo), "--json").returncode == 0
+    assert (tmp_path / "outputs" / "photo_v2.json").exists()
+    result = detect(tmp_path, checkpoints, "--input", str(photo), "--threshold", "0.9")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["photo_v2.jpg"]
+
+
+class _Pictures(http.server.BaseHTTPRequestHandler):
+    """Serves one JPEG at /photo.jpg, text at /page.html and 404 elsewhere."""
+
+    def do_GET(self):  # noqa: N802  (the name http.server calls)
+        if self.path == "/photo.jpg":
+            body, kind = cv2.imencode(".jpg", scene(seed=5))[1].tobytes(), "image/jpeg"
+        elif self.path == "/page.html":
+            body, kind = b"<html>not a picture</html>", "text/html"
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def picture_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Pictures)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_picture_urls_are_fetched_and_bad_ones_are_one_line(tmp_path, checkpoints, picture_server):
+    local = {"no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1"}
+    result = detect(tmp_path, checkpoints, "--input", f"{picture_server}/photo.jpg", f"{picture_server}/missing.jpg",
+                    f"{picture_server}/page.html", "--json", env=local)
+    assert_one_line_error(result)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "404" in errors[0] and "not a picture" in errors[1], errors
+    record = json.loads((tmp_path / "outputs" / "photo_v2.json").read_text())
+    assert record["file"] == f"{picture_server}/photo.jpg" and (record["width"], record["height"]) == (320, 240)
+    assert cv2.imread(str(tmp_path / "outputs" / "photo_v2.jpg")).shape == (240, 320, 3)
+
+
+def test_what_can_be_checked_is_checked_before_any_model_loads(tmp_path, checkpoints, photo):
+    for args, message in [(["--half", "--device", "cpu"], "--half needs a CUDA device"),
+                          (["--weights", "absent.pth"], "absent.pth")]:
+        result = run_script("detect_image.py", "--input", str(photo), "--imgsz", SMALL_IMGSZ, *args, cwd=tmp_path)
+        assert_one_line_error(result)
+        assert message in result.stderr and "Loading" not in result.stderr, result.stderr
+    result = run_script("detect_image.py", "--input", str(photo), "--model", "both", cwd=tmp_path)
+    assert_one_line_error(result)
+    assert "Loading" not in result.stderr  # offline: both missing files are named before anything loads
+    for name in ("fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth"):
+        assert name in result.stderr and "https://download.pytorch.org/models/" + name in result.stderr
+
+
+@pytest.mark.parametrize("script", ["detect_image.py", "detect_video.py", "evaluate.py"])
+def test_help_and_usage_errors_answer_without_loading_pytorch(script):
+    code = ("import runpy, sys\n"
+            f"sys.argv = [{script!r}, '--help']\n"
+            "try:\n"
+            f"    runpy.run_path({str(ROOT / script)!r}, run_name='__main__')\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print('torch' in sys.modules, 'openvino' in sys.modules, 'av' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "--slice" in result.stdout and result.stdout.strip().splitlines()[-1] == "False False False"

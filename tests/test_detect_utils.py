@@ -13,14 +13,19 @@ import torch
 from PIL import Image
 
 import detect_utils as du
+import drawing
+import options
+import predictor
 from checkpoints import BOOSTED_LABEL
 from coco_names import COCO_INSTANCE_CATEGORY_NAMES
 from conftest import ROOT, leftovers, scene
+from detections import Detections
+from specs import DrawOptions
 from model import DetectError, load_model
 
 
-def sample_detections() -> du.Detections:
-    return du.Detections(
+def sample_detections() -> Detections:
+    return Detections(
         boxes=np.array([[10, 10, 50, 60], [20, 30, 80, 90], [0, 0, 5, 5]], np.float32),
         scores=np.array([0.9, 0.4, 0.7], np.float32),
         labels=np.array([1, 3, 3], np.int64),
@@ -45,20 +50,20 @@ def test_records_schema():
 
 def test_resolve_classes_by_name_or_id():
     names = COCO_INSTANCE_CATEGORY_NAMES
-    assert du.resolve_classes(["person", "Car", "traffic_light", "18"], names) == {1, 3, 10, 18}
+    assert options.resolve_classes(["person", "Car", "traffic_light", "18"], names) == {1, 3, 10, 18}
     with pytest.raises(ValueError, match="unknown class 'dragon'; valid classes: person, bicycle"):
-        du.resolve_classes(["dragon"], names)
+        options.resolve_classes(["dragon"], names)
     for invalid in ("0", "12", "91", "N/A"):  # background, an unused id, out of range, a placeholder
         with pytest.raises(ValueError):
-            du.resolve_classes([invalid], names)
+            options.resolve_classes([invalid], names)
 
 
 def test_class_colours_are_stable_and_distinct():
-    colours = [du.class_colour(i) for i in range(len(COCO_INSTANCE_CATEGORY_NAMES))]
-    assert colours == [du.class_colour(i) for i in range(len(COCO_INSTANCE_CATEGORY_NAMES))]
+    colours = [drawing.class_colour(i) for i in range(len(COCO_INSTANCE_CATEGORY_NAMES))]
+    assert colours == [drawing.class_colour(i) for i in range(len(COCO_INSTANCE_CATEGORY_NAMES))]
     assert len(set(colours)) == len(colours)
     # Another interpreter (another hash seed) must give the same palette.
-    code = "import detect_utils as du; print([du.class_colour(i) for i in range(91)])"
+    code = "import drawing; print([drawing.class_colour(i) for i in range(91)])"
     other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": "123"},
                            capture_output=True, text=True, check=True)
     assert other.stdout.strip() == str(colours)
@@ -66,10 +71,10 @@ def test_class_colours_are_stable_and_distinct():
 
 def test_drawing_puts_boxes_where_the_detections_are():
     image = np.zeros((200, 300, 3), np.uint8)
-    detections = du.Detections(np.array([[100, 80, 250, 180]], np.float32), np.array([0.88], np.float32),
+    detections = Detections(np.array([[100, 80, 250, 180]], np.float32), np.array([0.88], np.float32),
                                np.array([3], np.int64))
-    du.draw_detections(image, detections, COCO_INSTANCE_CATEGORY_NAMES)
-    colour = du.class_colour(3)
+    drawing.draw_detections(image, detections, COCO_INSTANCE_CATEGORY_NAMES)
+    colour = drawing.class_colour(3)
     assert tuple(image[130, 100]) == colour and tuple(image[130, 250]) == colour  # left and right edges
     assert tuple(image[180, 175]) == colour  # bottom edge
     assert not image[130, 175].any() and not image[10, 10].any()  # inside and far outside stay untouched
@@ -80,7 +85,7 @@ def test_drawing_puts_boxes_where_the_detections_are():
 
 
 def test_text_and_lines_scale_with_the_picture():
-    thumb, photo = du.DrawStyle.for_picture(240, 320), du.DrawStyle.for_picture(3000, 4000)
+    thumb, photo = drawing.DrawStyle.for_picture(240, 320), drawing.DrawStyle.for_picture(3000, 4000)
     assert thumb.font_scale >= 0.4 and thumb.line >= 1
     assert photo.font_scale > 3 * thumb.font_scale and photo.line > 3 * thumb.line
     (_, text_h), _ = cv2.getTextSize("person 0.99", cv2.FONT_HERSHEY_SIMPLEX, photo.font_scale, photo.font_thickness)
@@ -94,7 +99,7 @@ def v1_model(checkpoints):
 
 def test_boosted_checkpoint_predicts_boxes_in_picture_pixels(v1_model):
     image = scene(240, 320)
-    (detections,), milliseconds = du.predict(v1_model, [image])
+    (detections,), milliseconds = predictor.predict(v1_model, [image])
     assert len(detections.filter(0.5)) > 10 and milliseconds > 0
     assert set(detections.filter(0.5).labels.tolist()) == {BOOSTED_LABEL}
     assert (detections.boxes >= 0).all()
@@ -103,9 +108,9 @@ def test_boosted_checkpoint_predicts_boxes_in_picture_pixels(v1_model):
 
 def test_batch_gives_the_same_detections_as_one_by_one(v1_model):
     images = [scene(240, 320, seed=1), scene(240, 320, seed=2)]
-    batched, _ = du.predict(v1_model, images)
+    batched, _ = predictor.predict(v1_model, images)
     for image, together in zip(images, batched):
-        (alone,), _ = du.predict(v1_model, [image])
+        (alone,), _ = predictor.predict(v1_model, [image])
         np.testing.assert_allclose(together.boxes, alone.boxes, atol=1e-2)
         np.testing.assert_allclose(together.scores, alone.scores, atol=1e-4)
 
@@ -113,9 +118,9 @@ def test_batch_gives_the_same_detections_as_one_by_one(v1_model):
 def test_large_picture_is_shrunk_first_and_boxes_map_back(v1_model):
     small = scene(240, 320, seed=3)
     large = cv2.resize(small, (3200, 2400), interpolation=cv2.INTER_NEAREST)
-    tensor, fx, fy = du.to_model_input(large, v1_model)
+    tensor, fx, fy = predictor.to_model_input(large, v1_model)
     assert tensor.shape[1:] == (96, 128) and fx == fy == 25.0
-    (big,), _ = du.predict(v1_model, [large])
+    (big,), _ = predictor.predict(v1_model, [large])
     assert len(big) > 0
     assert big.boxes[:, [0, 2]].max() <= 3200 and big.boxes[:, [1, 3]].max() <= 2400
     assert big.boxes.max() > 320  # mapped to full resolution, not left in model pixels
@@ -163,3 +168,41 @@ def test_atomic_output_leaves_nothing_when_writing_fails(tmp_path):
     assert target.read_bytes() == b"previous" and leftovers(tmp_path) == []
     du.write_bytes_atomically(target, b"new")
     assert target.read_bytes() == b"new" and leftovers(tmp_path) == []
+
+
+def test_output_names_are_distinct_and_predictable():
+    assert du.output_names(["a/x.jpg", "b/y.png"]) == {"a/x.jpg": "x", "b/y.png": "y"}
+    assert du.output_names(["a/x.jpg", "a/x.png"]) == {"a/x.jpg": "x_jpg", "a/x.png": "x_png"}
+    assert du.output_names(["dirA/x.jpg", "dirB/x.jpg", "dirB/y.jpg"]) == {
+        "dirA/x.jpg": "dirA_x_jpg", "dirB/x.jpg": "dirB_x_jpg", "dirB/y.jpg": "y"}
+    assert du.output_names(["p/a/x.jpg", "q/a/x.jpg"]) == {"p/a/x.jpg": "p_a_x_jpg", "q/a/x.jpg": "q_a_x_jpg"}
+    # Folder names that join to the same text still give distinct names.
+    names = du.output_names(["a_b/x.jpg", "a/b_x.jpg", "b_x_jpg.jpg"])
+    assert len(set(names.values())) == 3
+    assert du.output_names(["http://host/pics/cat.jpg?size=2", "cat.png"]) == {
+        "http://host/pics/cat.jpg?size=2": "cat_jpg", "cat.png": "cat_png"}
+
+
+def test_labels_avoid_each_other_and_the_options_hide_them():
+    boxes = np.array([[40, 60, 200, 180], [42, 62, 190, 170]], np.float32)  # nearly the same top-left corner
+    detections = Detections(boxes, np.array([0.9, 0.8], np.float32), np.array([1, 3], np.int64))
+    image = np.zeros((240, 320, 3), np.uint8)
+    drawing.draw_detections(image, detections, COCO_INSTANCE_CATEGORY_NAMES)
+    style = drawing.DrawStyle.for_picture(240, 320)
+    spots = []
+    for index in (0, 1):
+        text = drawing.label_text(COCO_INSTANCE_CATEGORY_NAMES[detections.labels[index]], 0.9, DrawOptions())
+        spots.append(drawing._place_label(text, boxes[index].astype(int), style, (240, 320), spots))
+    assert not drawing._overlaps(*spots)
+    for colour, (left, top, right, bottom) in zip((drawing.class_colour(1), drawing.class_colour(3)), spots):
+        assert (image[top:bottom, left:right] == colour).all(axis=2).mean() > 0.4  # each label is visible
+
+    plain = np.zeros((240, 320, 3), np.uint8)
+    drawing.draw_detections(plain, detections[:1], COCO_INSTANCE_CATEGORY_NAMES, DrawOptions(hide_labels=True))
+    assert not plain[:58].any()  # nothing above the box: no label
+    wide = np.zeros((240, 320, 3), np.uint8)
+    drawing.draw_detections(wide, detections[:1], COCO_INSTANCE_CATEGORY_NAMES,
+                            DrawOptions(hide_labels=True, line_width=7))
+    assert (wide[120, 37:44] > 0).all() and not wide[120, 50].any()  # a 7-px left edge around x=40
+    assert drawing.label_text("car", 0.876, DrawOptions(hide_conf=True)) == "car"
+    assert drawing.label_text("car", 0.876, DrawOptions()) == "car 0.88"

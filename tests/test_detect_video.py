@@ -48,10 +48,12 @@ def test_every_frame_is_written_as_browser_playable_h264(tmp_path, checkpoints):
     assert [r["frame"] for r in records] == list(range(6))
     assert [r["time"] for r in records] == pytest.approx([i / 10 for i in range(6)])
     for record in records:
-        assert set(record) == {"frame", "time", "model", "width", "height", "inference_ms", "detections"}
-        assert (record["model"], record["width"], record["height"]) == ("v1", 160, 120)
-        assert record["detections"] and all(set(d) == {"label", "label_id", "score", "box"} for d in record["detections"])
-    assert "6 frames ->" in result.stdout and "average FPS: inference" in result.stdout
+        assert set(record) == {"frame", "time", "width", "height", "results"}
+        assert (record["width"], record["height"]) == (160, 120)
+        (model,) = record["results"]
+        assert model["model"] == "v1" and model["inference_ms"] > 0
+        assert model["detections"] and all(set(d) == {"label", "label_id", "score", "box"} for d in model["detections"])
+    assert "6 frames ->" in result.stdout and "speed: inference v1 " in result.stdout
     assert leftovers(tmp_path) == []
 
 
@@ -85,8 +87,9 @@ def test_both_models_side_by_side(tmp_path, checkpoints):
     height, width = frames[0].shape[:2]
     # Two panels under title bars; H.264 needs even sizes, so an odd one gets a black row or column.
     assert width == 2 * 161 and height > 121 + 8 and height % 2 == 0
-    for name in ("v1", "v2"):
-        assert len(jsonl(tmp_path / "outputs" / f"clip_{name}.jsonl")) == 3
+    records = jsonl(tmp_path / "outputs" / "clip_both.jsonl")
+    assert [[r["model"] for r in record["results"]] for record in records] == [["v1", "v2"]] * 3
+    assert "speed: inference v1 " in result.stdout and ", v2 " in result.stdout
 
 
 def test_batched_frames_give_the_same_detections(tmp_path, checkpoints):
@@ -96,6 +99,7 @@ def test_batched_frames_give_the_same_detections(tmp_path, checkpoints):
     assert single.returncode == 0 and batched.returncode == 0, batched.stderr
     for a, b in zip(jsonl(tmp_path / "one" / "clip_v1.jsonl"), jsonl(tmp_path / "four" / "clip_v1.jsonl"),
                     strict=True):
+        a, b = a["results"][0] | {"frame": a["frame"]}, b["results"][0] | {"frame": b["frame"]}
         assert a["frame"] == b["frame"] and len(a["detections"]) == len(b["detections"])
         for da, db in zip(a["detections"], b["detections"]):
             assert da["label_id"] == db["label_id"]
@@ -172,6 +176,7 @@ def test_bad_sources_are_one_line_and_leave_no_file(tmp_path, checkpoints):
     cv2.imwrite(str(photo), scene())
     cases = [
         (str(photo), "a still picture, not a video; use detect_image.py"),
+        ("http://127.0.0.1:9/photo.jpg", "a still picture, not a video; use detect_image.py"),
         (str(tmp_path / "missing.mp4"), "file not found"),
         (str(text), "not a video"),
         (str(empty), "empty"),

@@ -1,0 +1,73 @@
+"""The cache of exported models that the ONNX Runtime and OpenVINO backends use (about 170 MB per model and size):
+where it is, and, run as a script, what is in it.
+
+    python export_cache.py            # what is there, and how much room it takes
+    python export_cache.py --clear    # remove every entry (each is made again the next time it is needed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Where exported models are kept: $FRCNN_CACHE, or the user's cache folder."""
+    if os.environ.get("FRCNN_CACHE"):
+        return Path(os.environ["FRCNN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "faster-rcnn-v1-v2"
+
+
+def entries(folder: Path) -> list[tuple[Path, list[Path]]]:
+    """Each exported model in the folder with the files that belong to it (the graph, its key, leftovers)."""
+    if not folder.is_dir():
+        return []
+    groups: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            stem = path.name.lstrip(".").split(".", 1)[0]  # an interrupted export's ".name.onnx.PID.part" too
+            groups.setdefault(stem, []).append(path)
+    return [(folder / f"{stem}.onnx", files) for stem, files in groups.items()]
+
+
+def describe(onnx: Path, files: list[Path]) -> str:
+    size = sum(f.stat().st_size for f in files)
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(max(f.stat().st_mtime for f in files)))
+    key = {}
+    meta = onnx.with_suffix(".json")
+    if meta.exists():
+        try:
+            key = json.loads(meta.read_text()).get("key", {})
+        except (OSError, ValueError):
+            pass
+    runtime = next((f"{name} {key[name]}" for name in ("openvino", "onnxruntime") if name in key), "unfinished export")
+    return (f"{onnx.stem:40} {size / 1e6:8.1f} MB  {when}  {key.get('model', '?')} at {key.get('imgsz', '?')} px, "
+            f"for {runtime}, torch {key.get('torch', '?')}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="List or clear the cache of exported models.")
+    parser.add_argument("--clear", action="store_true", help="remove every cached export")
+    args = parser.parse_args(argv)
+    folder = cache_dir()
+    found = entries(folder)
+    total = sum(f.stat().st_size for _, files in found for f in files)
+    if args.clear:
+        for _, files in found:
+            for path in files:
+                path.unlink(missing_ok=True)
+        print(f"removed {len(found)} cached export(s), {total / 1e6:.1f} MB, from {folder}")
+        return 0
+    for onnx, files in found:
+        print(describe(onnx, files))
+    print(f"{len(found)} cached export(s), {total / 1e6:.1f} MB in {folder}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
