@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image files, folders (every image inside), glob patterns or http(s) URLs of pictures "
                              "(default: the sample photo)")
     options.add_common_options(parser, window_keys="any key: next picture; q or Esc: stop showing")
+    parser.add_argument("--save-crops", action="store_true",
+                        help="also cut each detection out into crops/<model>/<class>/<name>_<n>.jpg")
+    parser.add_argument("--save-txt", action="store_true",
+                        help="also write YOLO label files, labels/<model>/<name>.txt, with labels/<model>/classes.txt")
     return parser
 
 
@@ -41,6 +45,8 @@ class ImageRun:
     json: bool
     draw: DrawOptions
     inputs: tuple[str, ...]  # every input of the run, none of which may be overwritten
+    save_crops: bool = False
+    save_txt: bool = False
 
 
 def expand_inputs(patterns: list[str]) -> tuple[list[str], list[str]]:
@@ -59,8 +65,11 @@ def expand_inputs(patterns: list[str]) -> tuple[list[str], list[str]]:
             found = sorted(p for p in glob.glob(pattern) if Path(p).is_file())
             if not found:
                 errors.append(f"{pattern}: no file matches")
+        elif not path.exists():
+            errors.append(f"{path}: file not found")  # said before any model loads
+            found = []
         else:
-            found = [pattern]  # a missing file is reported when it is read, in its turn
+            found = [pattern]
         sources.extend(found)
     return list(dict.fromkeys(sources)), errors
 
@@ -83,6 +92,15 @@ def process_image(source: str, name: str, predictors: list, run: ImageRun):
         if run.json:
             du.write_json(temporary[json_path], {"file": source, "width": width, "height": height,
                                                  "results": [p.record() for p in predictions]})
+    for prediction in predictions:
+        if run.save_crops:
+            du.write_crops(run.out_dir / "crops" / prediction.model, name, image, prediction.detections,
+                           prediction.class_names)
+        if run.save_txt:
+            labels = run.out_dir / "labels" / prediction.model
+            du.write_yolo_classes(labels, prediction.class_names)
+            du.write_bytes_atomically(labels / f"{name}.txt",
+                                      du.yolo_labels(prediction.detections, width, height).encode("utf-8"))
     return predictions, picture, picture_path
 
 
@@ -103,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         run = ImageRun(du.prepare_output_dir(args.output), args.model, args.json, options.draw_options(args),
-                       tuple(sources))
+                       tuple(sources), save_crops=args.save_crops, save_txt=args.save_txt)
         predictors = du.load_predictors(specs, detect)
     except DetectError as error:
         return du.fail(str(error))

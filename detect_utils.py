@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import secrets
@@ -194,6 +195,45 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 92) -
 
 def write_json(path: str | os.PathLike, record: dict) -> None:
     write_bytes_atomically(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+
+
+def write_crops(folder: Path, name: str, image: np.ndarray, detections, class_names: Sequence[str]) -> int:
+    """Each detection cut out of the picture into `folder/<class>/<name>_<n>.jpg`, replacing the name's older crops."""
+    from detections import class_name
+
+    for old in folder.glob(f"*/{glob.escape(name)}_*.jpg"):
+        if old.stem[len(name) + 1:].isdigit():
+            old.unlink()
+    height, width = image.shape[:2]
+    written = 0
+    for number, (box, label) in enumerate(zip(detections.boxes, detections.labels), start=1):
+        x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+        x2, y2 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
+        if x2 <= x1 or y2 <= y1:
+            continue
+        class_folder = folder / class_name(class_names, label).replace("/", "_")
+        class_folder.mkdir(parents=True, exist_ok=True)
+        write_image(class_folder / f"{name}_{number}.jpg", image[y1:y2, x1:x2])
+        written += 1
+    return written
+
+
+def yolo_labels(detections, width: int, height: int) -> str:
+    """YOLO label lines: class index (the model's label id - 1), then centre x, centre y, width, height as fractions
+    of the picture, then the score."""
+    lines = []
+    for (x1, y1, x2, y2), score, label in zip(detections.boxes, detections.scores, detections.labels):
+        x1, x2 = np.clip([x1, x2], 0, width)
+        y1, y2 = np.clip([y1, y2], 0, height)
+        lines.append(f"{int(label) - 1} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
+                     f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f} {float(score):.4f}")
+    return "".join(line + "\n" for line in lines)
+
+
+def write_yolo_classes(folder: Path, class_names: Sequence[str]) -> None:
+    """`classes.txt`: line i names class index i of the label files (placeholders kept so the indices match)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomically(folder / "classes.txt", "".join(f"{n}\n" for n in class_names[1:]).encode("utf-8"))
 
 
 def prepare_output_dir(path: str | os.PathLike) -> Path:

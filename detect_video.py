@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -36,7 +37,7 @@ import detect_utils as du
 import options
 from drawing import render
 from errors import DetectError
-from specs import DrawOptions
+from specs import DrawOptions, TrackOptions
 
 # PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
 
@@ -283,25 +284,81 @@ class VideoRun:
     show: bool = False
     model_option: str = "v2"  # v1, v2 or both: the suffix of the output's name
     draw: DrawOptions = DrawOptions()
+    threshold: float = 0.5  # what is drawn and recorded (the predictor keeps lower scores for the tracker)
+    tracking: TrackOptions | None = None
+
+    @property
+    def detect_every(self) -> int:
+        return self.tracking.detect_every if self.tracking else 1
 
 
 class FrameWriter:
-    """The last step: draw a frame's detections, encode it, and write its JSON Lines record."""
+    """The last steps, in frame order: track (when asked), draw, encode, and write the frame's JSON Lines record."""
 
-    def __init__(self, writer: H264Writer, records: TextIO | None, fps: float, draw: DrawOptions, stats: RunStats):
-        self.writer, self.records, self.fps, self.draw, self.stats = writer, records, fps, draw, stats
+    def __init__(self, writer: H264Writer, records: TextIO | None, fps: float, run: VideoRun, stats: RunStats,
+                 tracking: Tracking | None = None):
+        self.writer, self.records, self.fps, self.run, self.stats = writer, records, fps, run, stats
+        self.tracking = tracking
 
-    def __call__(self, index: int, frame: np.ndarray, predictions: list) -> np.ndarray:
-        picture = render(frame, predictions, self.draw, corner_text=self.stats.speed_badge())
+    def __call__(self, index: int, frame: np.ndarray, predictions: list | None) -> np.ndarray:
+        detected = predictions is not None
+        if self.tracking is not None:
+            predictions = self.tracking.step(index, index / self.fps, predictions)
+        decorate = self.tracking.decorate if self.tracking is not None else None
+        picture = render(frame, predictions, self.run.draw, corner_text=self.stats.speed_badge(), decorate=decorate)
         self.writer.write(picture)
-        if self.stats.written == 0 and predictions and "slice" in predictions[0].settings:
+        if self.stats.written == 0 and detected and "slice" in predictions[0].settings:
             tqdm.write(du.describe_slicing(predictions[0].settings["slice"]), file=sys.stderr)
         if self.records is not None:
             record = {"frame": index, "time": round(index / self.fps, 3), "width": frame.shape[1],
-                      "height": frame.shape[0], "results": [p.record() for p in predictions]}
+                      "height": frame.shape[0], "detected": detected, "results": [p.record() for p in predictions]}
             self.records.write(json.dumps(record) + "\n")
         self.stats.written += 1
         return picture
+
+
+class Tracking:
+    """One tracker per model of the run: IDs, carried boxes, trails and counts; finished tracks go to `tracks_file`."""
+
+    def __init__(self, predictors: list, options: TrackOptions, threshold: float, frame_rate: float,
+                 frame_size: tuple[int, int], tracks_file: TextIO | None):
+        from tracking import VideoTracking
+
+        self.options, self.threshold = options, threshold
+        self.tracks_file = tracks_file
+        self.models = {p.name: p for p in predictors}
+        self.per_model = {p.name: VideoTracking(p.name, p.class_names, options, frame_rate, threshold, frame_size,
+                                                self._write_track) for p in predictors}
+
+    def _write_track(self, track: dict) -> None:
+        if self.tracks_file is not None:
+            self.tracks_file.write(json.dumps(track) + "\n")
+
+    def step(self, index: int, time_s: float, predictions: list | None) -> list:
+        """Each model's tracked (or, on a frame not detected, carried) detections as Predictions to draw."""
+        from detections import Prediction
+
+        if predictions is None:  # not detected: the trackers carry the boxes
+            return [Prediction(name, p.class_names, self.per_model[name].step(index, time_s, None), 0.0,
+                               {**p.settings, "threshold": self.threshold}) for name, p in self.models.items()]
+        return [Prediction(p.model, p.class_names, self.per_model[p.model].step(index, time_s, p.detections),
+                           p.milliseconds, {**p.settings, "threshold": self.threshold}) for p in predictions]
+
+    def decorate(self, panel: np.ndarray, prediction) -> None:
+        from drawing import draw_count_line, draw_trails
+
+        tracking = self.per_model[prediction.model]
+        draw_trails(panel, tracking.trails())
+        if tracking.counter is not None:
+            line = tuple(int(round(v)) for v in (*tracking.counter.start, *tracking.counter.end))
+            draw_count_line(panel, line, tracking.counter.totals())
+
+    def close(self) -> list[dict]:
+        """Every model's summary, after its live tracks are written out."""
+        summaries = [tracking.close() for tracking in self.per_model.values()]
+        for summary in summaries:
+            self._write_track({"summary": summary})
+        return summaries
 
 
 class Window:
@@ -336,7 +393,7 @@ def _read_frames(source: VideoSource, run: VideoRun, decoded: queue.Queue, stop:
         for count, (index, frame) in enumerate(source.frames(run.frame_stride, stop)):
             if abort.is_set() or count >= limit:
                 break
-            _put(decoded, (index, frame), abort)
+            _put(decoded, (count, index, frame), abort)
     finally:
         _put(decoded, _END, abort)
 
@@ -380,12 +437,15 @@ def run_pipeline(source: VideoSource, predictors: list, run: VideoRun, write_fra
         ended = False
         while not ended and not abort.is_set():
             batch, ended = _next_batch(decoded, run.batch, abort)
-            if batch:
+            # With --detect-every N only every Nth processed frame meets the model; the trackers carry the rest.
+            wanted = [item for item in batch if item[0] % run.detect_every == 0]
+            if wanted:
                 start = time.perf_counter()
-                per_frame = predict_all(predictors, [frame for _, frame in batch])
+                per_frame = predict_all(predictors, [frame for _, _, frame in wanted])
                 stats.add_inference(time.perf_counter() - start, per_frame)
-                for (index, frame), predictions in zip(batch, per_frame):
-                    _put(detected, (index, frame, predictions), abort)
+                found = {count: predictions for (count, _, _), predictions in zip(wanted, per_frame)}
+            for count, index, frame in batch:
+                _put(detected, (index, frame, found.get(count) if wanted else None), abort)
             if window is not None:
                 window.refresh()
     except BaseException:
@@ -455,7 +515,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-frames", type=options.positive_int, metavar="N", help="stop after N processed frames")
     parser.add_argument("--batch", type=options.positive_int, default=1, metavar="N",
                         help="frames per inference call (default 1; larger helps on a GPU)")
+    tracks = parser.add_argument_group("tracking (IDs across frames, counting)")
+    tracks.add_argument("--track", action="store_true",
+                        help="follow objects across frames (ByteTrack): each box gets an ID, counted at the end")
+    tracks.add_argument("--trails", type=options.positive_int, metavar="N",
+                        help="draw the last N centre points of each track (implies --track)")
+    tracks.add_argument("--count-line", type=_count_line, metavar="X1,Y1,X2,Y2",
+                        help="count tracks crossing this line, per class and direction; pixels, or fractions of "
+                             "the width and height when all four are within 0..1 (implies --track)")
+    tracks.add_argument("--detect-every", type=options.positive_int, default=1, metavar="N",
+                        help="run the model on every Nth processed frame only; the tracker carries the boxes "
+                             "in between (implies --track; default 1)")
+    tracks.add_argument("--track-buffer", type=_seconds, default=1.0, metavar="SECONDS",
+                        help="how long an object that is not seen keeps its ID (default 1)")
     return parser
+
+
+def _count_line(text: str) -> tuple[float, float, float, float]:
+    from tracking import parse_count_line
+
+    try:
+        return parse_count_line(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 3600 seconds")
+    return value
+
+
+def track_options(args: argparse.Namespace) -> TrackOptions | None:
+    """Tracking as a value; --trails, --count-line and --detect-every each imply it."""
+    if not (args.track or args.trails or args.count_line or args.detect_every > 1):
+        return None
+    return TrackOptions(trails=args.trails or 0, count_line=args.count_line, detect_every=args.detect_every,
+                        lost_seconds=args.track_buffer)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -463,8 +563,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     specs = options.model_specs(args, parser)
     detect = options.detect_options(args, parser)
+    tracking = track_options(args)
     run = VideoRun(frame_stride=args.frame_stride, max_frames=args.max_frames, batch=args.batch, show=args.show,
-                   model_option=args.model, draw=options.draw_options(args))
+                   model_option=args.model, draw=options.draw_options(args), threshold=detect.threshold,
+                   tracking=tracking)
+    if tracking is not None:  # the tracker's second association needs the low-score boxes too
+        from tracking import LOW_SCORE_FLOOR
+
+        detect = dataclasses.replace(detect, threshold=min(detect.threshold, LOW_SCORE_FLOOR))
     # OpenCV's and its FFmpeg's messages while probing an input would bury our one-line error.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # quiet; set it to 32 or more to debug a stream
@@ -475,9 +581,11 @@ def main(argv: list[str] | None = None) -> int:
         name = du.output_names([args.input])[args.input] if source.is_file else source.name
         video_path = out_dir / f"{name}_{run.model_option}.mp4"
         json_path = video_path.with_suffix(".jsonl")
-        du.check_not_an_input([video_path, json_path], [args.input] if source.is_file else [])
+        tracks_path = video_path.with_name(f"{video_path.stem}_tracks.jsonl")
+        du.check_not_an_input([video_path, json_path, tracks_path], [args.input] if source.is_file else [])
         predictors = du.load_predictors(specs, detect)
-        return _detect_to_files(source, predictors, run, video_path, json_path if args.json else None)
+        return _detect_to_files(source, predictors, run, video_path, json_path if args.json else None,
+                                tracks_path if tracking else None)
     except DetectError as error:
         return du.fail(str(error))
     except KeyboardInterrupt:
@@ -489,30 +597,50 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _detect_to_files(source: VideoSource, predictors: list, run: VideoRun, video_path: Path,
-                     json_path: Path | None) -> int:
+                     json_path: Path | None, tracks_path: Path | None) -> int:
     print(f"{source.name}: {source.width}x{source.height} at {source.fps:.2f} fps"
           + (f", {source.total_frames} frames" if source.total_frames else ""), file=sys.stderr)
-    written = [video_path, json_path] if json_path else [video_path]
+    written = [p for p in (video_path, json_path, tracks_path) if p is not None]
     # The set is written together: records left from an earlier run would describe another video.
-    with StopOnSignal() as stopper, du.AtomicOutputs(written, stale=[video_path.with_suffix(".jsonl")]) as temporary:
+    stale = [video_path.with_suffix(".jsonl"), video_path.with_name(f"{video_path.stem}_tracks.jsonl")]
+    with StopOnSignal() as stopper, du.AtomicOutputs(written, stale=stale) as temporary:
         writer = H264Writer(temporary[video_path], source.fps / run.frame_stride)
         records = open(temporary[json_path], "w", encoding="utf-8") if json_path else None
+        tracks = open(temporary[tracks_path], "w", encoding="utf-8") if tracks_path else None
         window = Window(f"{source.name} ({run.model_option})", stopper.event) if run.show else None
         try:
-            frame_writer = FrameWriter(writer, records, source.fps, run.draw, RunStats())
+            tracking = None if run.tracking is None else Tracking(
+                predictors, run.tracking, run.threshold, source.fps / run.frame_stride,
+                (source.width, source.height), tracks)
+            frame_writer = FrameWriter(writer, records, source.fps, run, RunStats(), tracking)
             stats = run_pipeline(source, predictors, run, frame_writer, window, stopper.event)
+            summaries = tracking.close() if tracking is not None else []
         finally:
             writer.close()
-            if records is not None:
-                records.close()
+            for handle in (records, tracks):
+                if handle is not None:
+                    handle.close()
         if stats.written == 0:  # leaving the block by an exception keeps no file
             raise DetectError(f"{source.spec}: no frame could be read")
     if source.unreadable:
         print(f"warning: {source.unreadable} frame(s) of {source.spec} could not be read and were skipped",
               file=sys.stderr)
-    print(f"{stats.written} frames -> {video_path}" + (f", {json_path}" if json_path else ""))
+    print(f"{stats.written} frames -> {video_path}" + "".join(f", {p}" for p in (json_path, tracks_path) if p))
+    for summary in summaries:
+        print(tracking_summary(summary, several=len(summaries) > 1))
     print(stats.summary())
     return stopper.exit_code
+
+
+def tracking_summary(summary: dict, several: bool) -> str:
+    """`tracked: 31 car, 12 person` (with the model's name when there are several), and the line's counts."""
+    prefix = f"{summary['model']} " if several else ""
+    found = ", ".join(f"{n} {name}" for name, n in summary["distinct"].items()) or "nothing"
+    text = f"{prefix}tracked: {found}"
+    for direction, counts in summary.get("crossings", {}).items():
+        crossed = ", ".join(f"{n} {name}" for name, n in counts.items()) or "none"
+        text += f"\n{prefix}crossed {direction.replace('_', ' ')}: {crossed}"
+    return text
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ class Detections:
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
+    track_ids: np.ndarray | None = None  # N, once tracked: -1 where a detection is not (yet) part of a track
 
     @classmethod
     def empty(cls) -> "Detections":
@@ -26,15 +27,21 @@ class Detections:
     def concatenate(cls, parts: Sequence["Detections"]) -> "Detections":
         if not parts:
             return cls.empty()
+        tracked = all(p.track_ids is not None for p in parts)
         return cls(np.concatenate([p.boxes for p in parts]).reshape(-1, 4),
-                   np.concatenate([p.scores for p in parts]), np.concatenate([p.labels for p in parts]))
+                   np.concatenate([p.scores for p in parts]), np.concatenate([p.labels for p in parts]),
+                   np.concatenate([p.track_ids for p in parts]) if tracked else None)
 
     def __len__(self) -> int:
         return len(self.scores)
 
     def __getitem__(self, selection) -> "Detections":
         """The detections picked by a boolean mask or an array of indices."""
-        return Detections(self.boxes[selection].reshape(-1, 4), self.scores[selection], self.labels[selection])
+        return Detections(self.boxes[selection].reshape(-1, 4), self.scores[selection], self.labels[selection],
+                          None if self.track_ids is None else self.track_ids[selection])
+
+    def with_track_ids(self, track_ids: np.ndarray) -> "Detections":
+        return Detections(self.boxes, self.scores, self.labels, np.asarray(track_ids, np.int64))
 
     def filter(self, threshold: float = 0.0, classes: set[int] | frozenset[int] | None = None) -> "Detections":
         """Keep detections scoring at least `threshold` whose label is in `classes` (all if None)."""
@@ -45,11 +52,12 @@ class Detections:
 
     def shifted(self, dx: float, dy: float) -> "Detections":
         """The same detections moved by (dx, dy) pixels."""
-        return Detections(self.boxes + np.array([dx, dy, dx, dy], dtype=self.boxes.dtype), self.scores, self.labels)
+        return Detections(self.boxes + np.array([dx, dy, dx, dy], dtype=self.boxes.dtype), self.scores, self.labels,
+                          self.track_ids)
 
     def to_records(self, class_names: Sequence[str]) -> list[dict]:
-        """One JSON-ready dict per detection: label, label_id, score, box [x1, y1, x2, y2]."""
-        return [
+        """One JSON-ready dict per detection: label, label_id, score, box [x1, y1, x2, y2] (and track_id once tracked)."""
+        records = [
             {
                 "label": class_name(class_names, label),
                 "label_id": int(label),
@@ -58,6 +66,10 @@ class Detections:
             }
             for box, score, label in zip(self.boxes, self.scores, self.labels)
         ]
+        if self.track_ids is not None:
+            for record, track_id in zip(records, self.track_ids):
+                record["track_id"] = int(track_id) if track_id >= 0 else None
+        return records
 
 
 def class_name(class_names: Sequence[str], label: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import colorsys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -82,11 +82,24 @@ def _place_label(text: str, box: np.ndarray, style: DrawStyle, size: tuple[int, 
     return next((c for c in inside if not any(_overlaps(c, p) for p in placed)), (inside or candidates)[0])
 
 
-def label_text(name: str, score: float, options: DrawOptions) -> str | None:
-    """What a box's label says under `options` (None: no label)."""
+def label_text(name: str, score: float, options: DrawOptions, track_id: int = -1) -> str | None:
+    """What a box's label says under `options` (None: no label): `car #12 0.91`."""
     if options.hide_labels:
         return None
+    if track_id >= 0:
+        name = f"{name} #{track_id}"
     return name if options.hide_conf else f"{name} {score:.2f}"
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """A colour per track, the same for its whole life (its trail too)."""
+    return class_colour(track_id * 7 + 3)
+
+
+def _colour(detections: Detections, index: int) -> tuple[int, int, int]:
+    if detections.track_ids is not None and detections.track_ids[index] >= 0:
+        return track_colour(int(detections.track_ids[index]))
+    return class_colour(int(detections.labels[index]))
 
 
 def draw_detections(image: np.ndarray, detections: Detections, class_names: Sequence[str],
@@ -98,25 +111,54 @@ def draw_detections(image: np.ndarray, detections: Detections, class_names: Sequ
     boxes = np.clip(detections.boxes, 0, [width - 1, height - 1, width - 1, height - 1]).round().astype(int)
     for index in order:
         x1, y1, x2, y2 = boxes[index]
-        cv2.rectangle(image, (x1, y1), (x2, y2), class_colour(int(detections.labels[index])), style.line)
+        cv2.rectangle(image, (x1, y1), (x2, y2), _colour(detections, index), style.line)
     # Labels: the best scores choose their spot first and are drawn last, so they stay readable on top.
     placed: dict[int, tuple[str, tuple[int, int, int, int]]] = {}
     for index in order[::-1]:
-        text = label_text(class_name(class_names, detections.labels[index]), float(detections.scores[index]), options)
+        track_id = -1 if detections.track_ids is None else int(detections.track_ids[index])
+        text = label_text(class_name(class_names, detections.labels[index]), float(detections.scores[index]),
+                          options, track_id)
         if text is not None:
             placed[index] = text, _place_label(text, boxes[index], style, (height, width),
                                                [spot for _, spot in placed.values()])
     for index in order:
         if index in placed:
             text, spot = placed[index]
-            _draw_label_at(image, text, spot, class_colour(int(detections.labels[index])), style)
+            _draw_label_at(image, text, spot, _colour(detections, index), style)
     return image
+
+
+def draw_trails(image: np.ndarray, trails: dict[int, list[tuple[float, float]]]) -> None:
+    """Each track's recent centre points as a line in the track's colour, in place."""
+    style = DrawStyle.for_picture(*image.shape[:2])
+    for track_id, points in trails.items():
+        if len(points) > 1:
+            polyline = np.round(np.array(points)).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(image, [polyline], False, track_colour(track_id), style.line, cv2.LINE_AA)
+
+
+def draw_count_line(image: np.ndarray, line: tuple[int, int, int, int], totals: dict[str, dict[str, int]]) -> None:
+    """The counting line and its running counts per direction, in place."""
+    style = DrawStyle.for_picture(*image.shape[:2])
+    cv2.line(image, line[:2], line[2:], (255, 255, 255), style.line + 2, cv2.LINE_AA)
+    cv2.line(image, line[:2], line[2:], (40, 40, 220), style.line, cv2.LINE_AA)
+    texts = []
+    for direction, arrow in zip(totals, ("->", "<-") if "left_to_right" in totals else ("v", "^")):
+        counts = totals.get(direction, {})
+        texts.append(f"{arrow} {sum(counts.values())}" + (f" ({', '.join(f'{n} {c}' for c, n in counts.items())})"
+                                                          if counts else ""))
+    x, y = min(line[0], line[2]), min(line[1], line[3])
+    for number, text in enumerate(texts):
+        box = _label_box(text, x, y, style, image.shape[1], above=False)
+        height = box[3] - box[1]
+        box = (box[0], box[1] + number * height, box[2], box[3] + number * height)
+        _draw_label_at(image, text, box, (32, 32, 32), style)
 
 
 def draw_corner_text(image: np.ndarray, text: str) -> np.ndarray:
     """Write `text` small and half-transparent in the bottom-left corner, in place, where it hides little."""
     style = DrawStyle.for_picture(*image.shape[:2])
-    style = DrawStyle(style.line, style.font_scale * 0.7, max(1, style.font_thickness - 1), style.pad)
+    style = DrawStyle(style.line, max(0.4, style.font_scale * 0.7), max(1, style.font_thickness - 1), style.pad)
     left, top, right, bottom = _label_box(text, 0, image.shape[0], style, image.shape[1], above=True)
     region = image[top:bottom, left:right]
     region[:] = region // 2  # darken behind the text rather than hide what is there
@@ -131,7 +173,7 @@ def titled_panel(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     style = DrawStyle.for_picture(*image.shape[:2])
     rows = []
     for number, line in enumerate(lines):
-        scale = style.font_scale if number == 0 else style.font_scale * 0.7
+        scale = style.font_scale if number == 0 else max(0.4, style.font_scale * 0.7)
         thickness = style.font_thickness if number == 0 else max(1, style.font_thickness - 1)
         (_, text_h), baseline = cv2.getTextSize(line, _FONT, scale, thickness)
         row = np.full((text_h + baseline + 2 * style.pad, image.shape[1], 3), 32, dtype=np.uint8)
@@ -154,11 +196,15 @@ def panel_title(prediction: Prediction) -> list[str]:
 
 
 def render(image: np.ndarray, predictions: Sequence[Prediction], options: DrawOptions = DrawOptions(),
-           corner_text: str | None = None) -> np.ndarray:
-    """The picture with each model's boxes; several models side by side, each panel titled."""
+           corner_text: str | None = None,
+           decorate: Callable[[np.ndarray, Prediction], None] | None = None) -> np.ndarray:
+    """The picture with each model's boxes; several models side by side, each panel titled. `decorate` adds
+    what a panel shows besides boxes (trails, a counting line and its counts), over them."""
     panels = []
     for prediction in predictions:
         panel = draw_detections(image.copy(), prediction.detections, prediction.class_names, options)
+        if decorate is not None:
+            decorate(panel, prediction)
         if corner_text:
             draw_corner_text(panel, corner_text)
         if len(predictions) > 1:

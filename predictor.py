@@ -1,7 +1,6 @@
 """One way into inference: pictures in, each model's `Detections` (with timings) out.
 
-    model = load(ModelSpec("v2", weights="v2.pth", device="cpu"))
-    predictor = make_predictor(model, DetectOptions(threshold=0.5))
+    predictor = make_predictor(load(ModelSpec("v2")), DetectOptions(threshold=0.5))
     (prediction,) = predictor([cv2.imread("photo.jpg")])
 """
 
@@ -16,7 +15,7 @@ import torch
 
 from detections import Detections, Prediction
 from model import LoadedModel
-from specs import DetectOptions
+from specs import DetectOptions, SliceOptions  # noqa: F401  (SliceOptions: part of the API, with make_predictor)
 
 # Pictures far larger than the model's input are shrunk with area averaging before inference:
 # it bounds memory (no full-size float tensor) and avoids the aliasing of a large bilinear step.

@@ -54,3 +54,13 @@ class DrawOptions:
     hide_labels: bool = False
     hide_conf: bool = False
     line_width: int | None = None
+
+
+@dataclass(frozen=True)
+class TrackOptions:
+    """Tracking in video: IDs across frames, trails, a counting line, and detection on every Nth frame only."""
+
+    trails: int = 0  # centre points drawn per track (0: none)
+    count_line: tuple[float, float, float, float] | None = None  # pixels, or fractions when all are within [0, 1]
+    detect_every: int = 1
+    lost_seconds: float = 1.0  # how long a track that is not seen keeps its ID

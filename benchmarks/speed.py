@@ -303,6 +303,7 @@ def main() -> int:
               "matching_rule": " ".join(equivalent.__doc__.split()),
               "results": []}
     try:
+        report["help_seconds"] = help_seconds(1 if args.quick else 5)
         measure(args, backends, scratch, env, report)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -357,11 +358,42 @@ def measure(args: argparse.Namespace, backends: list[str], scratch: Path, env: d
             print(format_row(row), file=sys.stderr, flush=True)
 
 
+CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_description() -> dict:
+    """The CPU's model name and the vector extensions that decide fp32 / bf16 / int8 speed."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_flags": [f for f in CPU_FLAGS_OF_INTEREST if f in flags]}
+
+
 def machine() -> dict:
     import torch
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__}
+    return {**cpu_description(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__}
+
+
+def help_seconds(runs: int = 5) -> dict:
+    """How long `--help` takes in each script: what a user waits before any answer."""
+    timings = {}
+    for script in ("detect_image.py", "detect_video.py", "evaluate.py"):
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, check=True)
+            times.append(time.perf_counter() - start)
+        timings[script] = {"min_s": round(min(times), 3), "median_s": round(statistics.median(times), 3)}
+    return timings
 
 
 def format_row(row: dict) -> str:
@@ -387,7 +419,11 @@ def format_table(report: dict) -> str:
     table = "\n".join(" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines)
     models = ", ".join(f"{m}: {report[m + '_gflop']} GFLOP, {report[m + '_weights']} weights"
                        for m in ("v1", "v2") if m + "_gflop" in report)
-    return f"imgsz {report['imgsz']}, {report['runs']} runs after 1 warm-up; {models}\n{table}"
+    cpu = report["machine"]
+    helps = ", ".join(f"{name} {t['median_s']:.2f} s" for name, t in report.get("help_seconds", {}).items())
+    return (f"CPU: {cpu['cpu']}, {cpu['cores']} cores, flags: {' '.join(cpu['cpu_flags']) or 'none of interest'}\n"
+            f"imgsz {report['imgsz']}, {report['runs']} runs after 1 warm-up; {models}\n{table}"
+            + (f"\n--help answers in (median): {helps}" if helps else ""))
 
 
 if __name__ == "__main__":

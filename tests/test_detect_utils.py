@@ -206,3 +206,16 @@ def test_labels_avoid_each_other_and_the_options_hide_them():
     assert (wide[120, 37:44] > 0).all() and not wide[120, 50].any()  # a 7-px left edge around x=40
     assert drawing.label_text("car", 0.876, DrawOptions(hide_conf=True)) == "car"
     assert drawing.label_text("car", 0.876, DrawOptions()) == "car 0.88"
+
+
+def test_the_readme_python_example_runs(checkpoints, tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("## From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    # The same code, with a local checkpoint in place of the COCO weights this machine cannot download.
+    assert 'ModelSpec("v2", device="auto")' in example
+    code = example.replace('ModelSpec("v2", device="auto")',
+                           f'ModelSpec("v2", weights={str(checkpoints["v2"])!r}, imgsz=96, backend="torch")')
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines and all(line.startswith("person 0.") for line in lines)
