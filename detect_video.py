@@ -38,6 +38,7 @@ import options
 from drawing import render
 from errors import DetectError
 from specs import DrawOptions, TrackOptions
+from tracking import LOW_SCORE_FLOOR, RunTracking, parse_count_line
 
 # PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
 
@@ -296,7 +297,7 @@ class FrameWriter:
     """The last steps, in frame order: track (when asked), draw, encode, and write the frame's JSON Lines record."""
 
     def __init__(self, writer: H264Writer, records: TextIO | None, fps: float, run: VideoRun, stats: RunStats,
-                 tracking: Tracking | None = None):
+                 tracking: RunTracking | None = None):
         self.writer, self.records, self.fps, self.run, self.stats = writer, records, fps, run, stats
         self.tracking = tracking
 
@@ -315,50 +316,6 @@ class FrameWriter:
             self.records.write(json.dumps(record) + "\n")
         self.stats.written += 1
         return picture
-
-
-class Tracking:
-    """One tracker per model of the run: IDs, carried boxes, trails and counts; finished tracks go to `tracks_file`."""
-
-    def __init__(self, predictors: list, options: TrackOptions, threshold: float, frame_rate: float,
-                 frame_size: tuple[int, int], tracks_file: TextIO | None):
-        from tracking import VideoTracking
-
-        self.options, self.threshold = options, threshold
-        self.tracks_file = tracks_file
-        self.models = {p.name: p for p in predictors}
-        self.per_model = {p.name: VideoTracking(p.name, p.class_names, options, frame_rate, threshold, frame_size,
-                                                self._write_track) for p in predictors}
-
-    def _write_track(self, track: dict) -> None:
-        if self.tracks_file is not None:
-            self.tracks_file.write(json.dumps(track) + "\n")
-
-    def step(self, index: int, time_s: float, predictions: list | None) -> list:
-        """Each model's tracked (or, on a frame not detected, carried) detections as Predictions to draw."""
-        from detections import Prediction
-
-        if predictions is None:  # not detected: the trackers carry the boxes
-            return [Prediction(name, p.class_names, self.per_model[name].step(index, time_s, None), 0.0,
-                               {**p.settings, "threshold": self.threshold}) for name, p in self.models.items()]
-        return [Prediction(p.model, p.class_names, self.per_model[p.model].step(index, time_s, p.detections),
-                           p.milliseconds, {**p.settings, "threshold": self.threshold}) for p in predictions]
-
-    def decorate(self, panel: np.ndarray, prediction) -> None:
-        from drawing import draw_count_line, draw_trails
-
-        tracking = self.per_model[prediction.model]
-        draw_trails(panel, tracking.trails())
-        if tracking.counter is not None:
-            line = tuple(int(round(v)) for v in (*tracking.counter.start, *tracking.counter.end))
-            draw_count_line(panel, line, tracking.counter.totals())
-
-    def close(self) -> list[dict]:
-        """Every model's summary, after its live tracks are written out."""
-        summaries = [tracking.close() for tracking in self.per_model.values()]
-        for summary in summaries:
-            self._write_track({"summary": summary})
-        return summaries
 
 
 class Window:
@@ -532,8 +489,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _count_line(text: str) -> tuple[float, float, float, float]:
-    from tracking import parse_count_line
-
     try:
         return parse_count_line(text)
     except ValueError as error:
@@ -568,8 +523,6 @@ def main(argv: list[str] | None = None) -> int:
                    model_option=args.model, draw=options.draw_options(args), threshold=detect.threshold,
                    tracking=tracking)
     if tracking is not None:  # the tracker's second association needs the low-score boxes too
-        from tracking import LOW_SCORE_FLOOR
-
         detect = dataclasses.replace(detect, threshold=min(detect.threshold, LOW_SCORE_FLOOR))
     # OpenCV's and its FFmpeg's messages while probing an input would bury our one-line error.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -609,7 +562,7 @@ def _detect_to_files(source: VideoSource, predictors: list, run: VideoRun, video
         tracks = open(temporary[tracks_path], "w", encoding="utf-8") if tracks_path else None
         window = Window(f"{source.name} ({run.model_option})", stopper.event) if run.show else None
         try:
-            tracking = None if run.tracking is None else Tracking(
+            tracking = None if run.tracking is None else RunTracking(
                 predictors, run.tracking, run.threshold, source.fps / run.frame_stride,
                 (source.width, source.height), tracks)
             frame_writer = FrameWriter(writer, records, source.fps, run, RunStats(), tracking)

@@ -9,14 +9,16 @@ stays flat however long the video.
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, TextIO
 
 import numpy as np
 
-from detections import Detections
+from detections import Detections, Prediction, class_name
+from drawing import draw_count_line, draw_trails
 from specs import TrackOptions
 
 # ByteTrack's second association uses boxes below the drawing threshold, down to this score.
@@ -87,8 +89,6 @@ class TrackRecord:
         return self.labels.most_common(1)[0][0]
 
     def to_json(self, model: str, class_names) -> dict:
-        from detections import class_name
-
         return {"model": model, "track_id": self.track_id, "label": class_name(class_names, self.label),
                 "label_id": int(self.label), "first_frame": self.first_frame, "last_frame": self.last_frame,
                 "boxes": [[int(b[0]), *(round(float(v), 1) for v in b[1:5]), round(float(b[5]), 4)]
@@ -221,13 +221,9 @@ class VideoTracking:
         centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float64)
         record.trail.append((float(centre[0]), float(centre[1])))
         if self.counter is not None:
-            from detections import class_name
-
             self.counter.update(track_id, centre, class_name(self.class_names, record.label))
 
     def _finish(self, track_ids) -> None:
-        from detections import class_name
-
         for track_id in track_ids:
             record = self.records.pop(track_id)
             self.distinct[class_name(self.class_names, record.label)] += 1
@@ -245,3 +241,41 @@ class VideoTracking:
 
     def trails(self) -> dict[int, list[tuple[float, float]]]:
         return {i: list(r.trail) for i, r in self.records.items()} if self.options.trails else {}
+
+
+class RunTracking:
+    """One tracker per model of the run: IDs, carried boxes, trails and counts; finished tracks go to `tracks_file`."""
+
+    def __init__(self, predictors: list, options: TrackOptions, threshold: float, frame_rate: float,
+                 frame_size: tuple[int, int], tracks_file: TextIO | None):
+        self.options, self.threshold = options, threshold
+        self.tracks_file = tracks_file
+        self.models = {p.name: p for p in predictors}
+        self.per_model = {p.name: VideoTracking(p.name, p.class_names, options, frame_rate, threshold, frame_size,
+                                                self._write_track) for p in predictors}
+
+    def _write_track(self, track: dict) -> None:
+        if self.tracks_file is not None:
+            self.tracks_file.write(json.dumps(track) + "\n")
+
+    def step(self, index: int, time_s: float, predictions: list | None) -> list:
+        """Each model's tracked (or, on a frame not detected, carried) detections as Predictions to draw."""
+        if predictions is None:  # not detected: the trackers carry the boxes
+            return [Prediction(name, p.class_names, self.per_model[name].step(index, time_s, None), 0.0,
+                               {**p.settings, "threshold": self.threshold}) for name, p in self.models.items()]
+        return [Prediction(p.model, p.class_names, self.per_model[p.model].step(index, time_s, p.detections),
+                           p.milliseconds, {**p.settings, "threshold": self.threshold}) for p in predictions]
+
+    def decorate(self, panel: np.ndarray, prediction) -> None:
+        tracking = self.per_model[prediction.model]
+        draw_trails(panel, tracking.trails())
+        if tracking.counter is not None:
+            line = tuple(int(round(v)) for v in (*tracking.counter.start, *tracking.counter.end))
+            draw_count_line(panel, line, tracking.counter.totals())
+
+    def close(self) -> list[dict]:
+        """Every model's summary, after its live tracks are written out."""
+        summaries = [tracking.close() for tracking in self.per_model.values()]
+        for summary in summaries:
+            self._write_track({"summary": summary})
+        return summaries

@@ -1,7 +1,7 @@
 """What sliced inference (--slice) costs against one pass over the whole picture, on the default CPU runtime.
 
     python benchmarks/slicing.py            # the two aerial photos of ../shared/media/seed (or generated ones)
-    python benchmarks/slicing.py --quick    # generated pictures, --imgsz 64, one run, v1: a check that it works
+    python benchmarks/slicing.py --quick    # one generated picture, --imgsz 64, one run, v1: a check that it works
 
 For v1 and v2 and each picture it times predictor.make_predictor (the scripts' own path) without slicing, with
 --slice 640 and with --slice auto, on the runtime the scripts pick for the CPU (--backend auto). For a sliced run
@@ -41,6 +41,12 @@ PICTURES = [("faster-rcnn-small-object-detection.jpg", 1000, 751),
             ("faster-rcnn-small-object-detection-2.jpg", 1280, 720)]
 MODES = ("none", "640", "auto")  # "640" stands for --slice-size
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+ASYNC_NOTE = ("asynchronous requests are a pool of InferRequests started in turn (start_async, wait_for), each "
+              "warmed alone on the tile shape first: with OpenVINO 2026.4 here, an AsyncInferQueue with a Python "
+              "callback aborted the process at exit ('terminate called without an active exception') and "
+              "deadlocked once when destroyed; requests meeting a new input shape at the same time are reported "
+              "to hang on few cores (ultralytics/ultralytics#25923)")
+OTHERS_WARNING = 0.25  # cores kept busy by other processes above which the timings are flagged
 
 
 # ---------------------------------------------------------------- one configuration (a child process)
@@ -63,6 +69,24 @@ class CallRecorder:
         whole = len(images) == 1 and images[0].shape == self.whole_shape
         self.calls.append((whole, len(images), time.perf_counter() - start))
         return predictions
+
+
+def machine_busy() -> tuple[float, float]:
+    """Seconds of CPU time the whole machine has spent busy, and stolen by the hypervisor, so far."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return (float("nan"), float("nan"))
+    user, nice, system, _, _, irq, softirq, steal = ticks
+    hertz = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / hertz, steal / hertz
+
+
+def others_load(before: tuple[float, float], own_cpu: float, seconds: float) -> dict:
+    """Cores kept busy by other processes (and stolen by the hypervisor) while this one was timed."""
+    busy, steal = machine_busy()
+    return {"cores": max(0.0, (busy - before[0] - own_cpu) / seconds), "steal": (steal - before[1]) / seconds}
 
 
 def load_model(config: dict):
@@ -109,10 +133,10 @@ def run_picture(config: dict) -> dict:
     for _ in range(config["runs"]):
         if recorder:
             recorder.calls.clear()
-        cpu, start = time.process_time(), time.perf_counter()
+        load, cpu, start = machine_busy(), time.process_time(), time.perf_counter()
         (prediction,) = predictor([image])
-        seconds = time.perf_counter() - start
-        run = {"seconds": seconds, "cpu_seconds": time.process_time() - cpu,
+        seconds, own = time.perf_counter() - start, time.process_time() - cpu
+        run = {"seconds": seconds, "cpu_seconds": own, "others": others_load(load, own, seconds),
                "reported_ms": prediction.milliseconds, "detections": len(prediction.detections)}
         if recorder:
             settings = prediction.settings["slice"]
@@ -171,17 +195,35 @@ def run_async(config: dict) -> dict:
             return results
         return infer
 
-    def asynchronous(hint, requests):
-        queue = openvino.AsyncInferQueue(compiled[hint], requests)
-        results: dict[int, list] = {}
-        queue.set_callback(lambda request, index: results.__setitem__(index, outputs_of(request)))
+    timeout_ms = int(config["request_timeout_s"] * 1000)
+
+    def wait(request) -> None:
+        if not request.wait_for(timeout_ms):
+            raise TimeoutError(f"an infer request did not finish in {config['request_timeout_s']} s")
+
+    def asynchronous(hint, count):
+        # A pool of requests started in turn, without Python callbacks: OpenVINO's AsyncInferQueue with a Python
+        # callback deadlocked or aborted here when it was destroyed (see ASYNC_NOTE). A request is reused once
+        # its previous tile is done; every tile costs about the same, so the turn is also the first free one.
+        pool = [compiled[hint].create_infer_request() for _ in range(count)]
+        for request in pool:  # each request meets the tile shape alone, never two at once (see ASYNC_NOTE)
+            request.infer({0: inputs[0]})
 
         def infer(batch):
-            results.clear()
+            results: list = [None] * len(batch)
+            pending: list = [None] * count
             for index, array in enumerate(batch):
-                queue.start_async({0: array}, userdata=index)
-            queue.wait_all()
-            return [results[i] for i in range(len(batch))]
+                slot = index % count
+                if pending[slot] is not None:
+                    wait(pool[slot])
+                    results[pending[slot]] = outputs_of(pool[slot])
+                pool[slot].start_async({0: array})
+                pending[slot] = index
+            for slot, index in enumerate(pending):
+                if index is not None:
+                    wait(pool[slot])
+                    results[index] = outputs_of(pool[slot])
+            return results
         return infer
 
     optimal = compiled["THROUGHPUT"].get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
@@ -198,16 +240,18 @@ def run_async(config: dict) -> dict:
     outputs = {}
     for _ in range(config["runs"]):  # the variants take turns, so that a slower minute of the machine hits all
         for name, (_, _, infer) in variants.items():
-            cpu, start = time.process_time(), time.perf_counter()
+            load, cpu, start = machine_busy(), time.process_time(), time.perf_counter()
             outputs[name] = infer(inputs)
-            times[name].append((time.perf_counter() - start, time.process_time() - cpu))
+            seconds, own = time.perf_counter() - start, time.process_time() - cpu
+            times[name].append((seconds, own, others_load(load, own, seconds)))
     reference = outputs[next(iter(variants))]
     rows = []
     for name, (hint, requests, _) in variants.items():
         rows.append({"variant": name, "hint": hint, "requests": requests,
                      "streams": int(compiled[hint].get_property("NUM_STREAMS")),
                      "threads": int(compiled[hint].get_property("INFERENCE_NUM_THREADS")),
-                     "seconds": [t for t, _ in times[name]], "cpu_seconds": [c for _, c in times[name]],
+                     "seconds": [t for t, _, _ in times[name]], "cpu_seconds": [c for _, c, _ in times[name]],
+                     "others": [o for _, _, o in times[name]],
                      "check": compare(reference, outputs[name])})
     return {"tiles": len(grid), "tile_shape": list(inputs[0].shape), "openvino": openvino.__version__,
             "variants": rows}
@@ -234,9 +278,9 @@ def child_main(config: dict) -> None:
 # ---------------------------------------------------------------- the parent: orchestration and summary
 
 
-def run_child(config: dict, env: dict) -> dict:
+def run_child(config: dict, env: dict, timeout: float | None = None) -> dict:
     completed = subprocess.run([sys.executable, __file__, "--child", json.dumps(config)], capture_output=True,
-                               text=True, env=env)
+                               text=True, env=env, timeout=timeout)
     if completed.returncode != 0:
         raise RuntimeError(f"{config['kind']} {config['model']} {config.get('mode', '')} failed:\n"
                            f"{completed.stderr[-3000:]}")
@@ -263,8 +307,9 @@ def generated_picture(path: Path, width: int, height: int, seed: int) -> Path:
 
 
 def pictures(quick: bool, scratch: Path) -> list[dict]:
+    """The aerial photos, or pictures of their sizes made here (--quick: the first one only, made here)."""
     found = []
-    for index, (name, width, height) in enumerate(PICTURES):
+    for index, (name, width, height) in enumerate(PICTURES[:1] if quick else PICTURES):
         path = SEED_MEDIA / name
         generated = quick or not path.exists()
         if generated:
@@ -307,6 +352,8 @@ def summarize(picture_rows: list[dict]) -> None:
         seconds = [r["seconds"] for r in runs]
         row.update(min_s=min(seconds), median_s=statistics.median(seconds), runs_s=seconds,
                    cores_busy=statistics.median(r["cpu_seconds"] / r["seconds"] for r in runs),
+                   others_cores=max(r["others"]["cores"] for r in runs),
+                   steal_cores=max(r["others"]["steal"] for r in runs),
                    reported_ms=statistics.median(r["reported_ms"] for r in runs),
                    detections=runs[-1]["detections"])
         if row["mode"] == "none":
@@ -334,8 +381,10 @@ def summarize_async(result: dict) -> list[dict]:
     for variant in result["variants"]:
         seconds = variant.pop("seconds")
         cpu = variant.pop("cpu_seconds")
+        others = variant.pop("others")
         median = statistics.median(seconds)
         rows.append({**variant, "min_s": min(seconds), "median_s": median, "runs_s": seconds,
+                     "others_cores": max(o["cores"] for o in others), "steal_cores": max(o["steal"] for o in others),
                      "tile_s": median / result["tiles"], "speedup": base / median,
                      "cores_busy": statistics.median(c / s for c, s in zip(cpu, seconds))})
     return rows
@@ -344,7 +393,7 @@ def summarize_async(result: dict) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="generated pictures, imgsz 64, one run, v1 unless --models is given")
+                        help="one generated picture, imgsz 64, one run, v1 unless --models is given")
     parser.add_argument("--imgsz", type=int, default=800)
     parser.add_argument("--runs", type=int, default=3, help="timed runs per configuration")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up passes over each input shape")
@@ -371,7 +420,8 @@ def main() -> int:
     env = {**os.environ, "FRCNN_CACHE": str(scratch / "cache")}  # a fresh export cache, made by the first child
     report = {"machine": machine(), "backend": backend, "imgsz": args.imgsz, "runs": args.runs,
               "warmup": args.warmup, "threshold": args.threshold, "slice_size": args.slice_size,
-              "pictures": pictures(args.quick, scratch), "results": [], "async": []}
+              "pictures": pictures(args.quick, scratch), "results": [], "async": [], "async_errors": [],
+              "async_note": ASYNC_NOTE}
     started = time.perf_counter()
     try:
         for name in models:
@@ -390,7 +440,21 @@ def main() -> int:
                           f"{statistics.median(r['seconds'] for r in row['runs']):.2f} s", file=sys.stderr, flush=True)
             if backend == "openvino" and not args.skip_async:
                 picture = report["pictures"][0]
-                result = run_child({**base, "kind": "async", "image": picture["path"]}, env)
+                # A limit, in case requests hang (see ASYNC_NOTE): far above what the run should take.
+                sliced = next(r["runs"] for r in report["results"] if r["model"] == name
+                              and r["picture"] == picture["name"] and r["mode"] == "640")
+                per_pass = statistics.median(r["seconds"] / (r.get("tile_pictures", 0) + 1) for r in sliced)
+                tiles = sliced[0].get("tile_pictures", 1)
+                limit = 300 + 3 * 4 * (args.runs * tiles + 2 * args.warmup + 2) * per_pass
+                try:
+                    result = run_child({**base, "kind": "async", "image": picture["path"],
+                                        "request_timeout_s": limit / 2}, env, timeout=limit)
+                except (subprocess.TimeoutExpired, RuntimeError) as error:
+                    message = (f"no result after {limit:.0f} s (hung?)" if isinstance(error, subprocess.TimeoutExpired)
+                               else str(error).strip().splitlines()[-1])
+                    report["async_errors"].append(f"{name}: {message}")
+                    print(f"{name} async FAILED: {message}", file=sys.stderr, flush=True)
+                    continue
                 for row in summarize_async(result):
                     report["async"].append({"model": name, "picture": picture["name"], "tiles": result["tiles"],
                                             "tile_shape": result["tile_shape"],
@@ -404,7 +468,7 @@ def main() -> int:
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten to {args.json_out}")
-    return 0
+    return 1 if report["async_errors"] else 0
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -430,7 +494,7 @@ def format_report(report: dict) -> str:
            f"pictures: {pictures}", ""]
     header = ["model", "picture", "slice", "tiles (px)", "passes", "min s", "median s", "x no slice",
               "full pass s", "per tile s", "tile/full", "sliced/(full x passes)", "merge etc ms", "cores busy",
-              "reported ms", "boxes", "peak MB"]
+              "others", "reported ms", "boxes", "peak MB"]
     rows = []
     for r in report["results"]:
         rows.append([r["model"], r["size"], r["mode"],
@@ -438,19 +502,20 @@ def format_report(report: dict) -> str:
                      f"{r['min_s']:.2f}", f"{r['median_s']:.2f}", number(r, "vs_no_slice", ".2f", "x"),
                      number(r, "full_pass_s", ".2f"), number(r, "tile_s", ".2f"), number(r, "tile_vs_full", ".2f"),
                      number(r, "rule_ratio", ".2f"), number(r, "other_ms", ".0f"), f"{r['cores_busy']:.2f}",
+                     f"{r['others_cores']:.2f}",
                      f"{r['reported_ms']:.0f}", str(r["detections"]), str(r["peak_rss_mb"])])
     out.append(table(header, rows))
     out.append("full pass s, per tile s and the ratios are medians over runs of values taken within one sliced run; "
                "x no slice: median against the unsliced run's (another process); merge etc: the sliced time spent "
-               "outside the model's calls; cores busy: process CPU time / wall time; reported ms: "
-               "Prediction.milliseconds")
+               "outside the model's calls; cores busy: this process's CPU time / wall time (median); others: the most "
+               "cores other processes kept busy during a run; reported ms: Prediction.milliseconds (median)")
     if report["async"]:
         first = report["async"][0]
         out += ["", f"OpenVINO requests on one batch of {first['tiles']} tiles of {first['picture']} "
                     f"(--slice {report['slice_size']}; input {'x'.join(map(str, first['tile_shape']))}), "
                     f"variants taking turns in one process per model:"]
         header = ["model", "variant", "streams", "threads", "min s", "median s", "per tile s", "speed-up",
-                  "cores busy", "outputs vs the project's runner"]
+                  "cores busy", "others", "outputs vs the project's runner"]
         rows = []
         for r in report["async"]:
             check = r["check"]
@@ -459,8 +524,15 @@ def format_report(report: dict) -> str:
                        f" px, score <={check['max_score_diff']:.1e}")
             rows.append([r["model"], r["variant"], str(r["streams"]), str(r["threads"]), f"{r['min_s']:.2f}",
                          f"{r['median_s']:.2f}", f"{r['tile_s']:.2f}", f"{r['speedup']:.2f}x",
-                         f"{r['cores_busy']:.2f}", verdict])
+                         f"{r['cores_busy']:.2f}", f"{r['others_cores']:.2f}", verdict])
         out.append(table(header, rows))
+        out.append("speed-up: median against the project's runner's; " + ASYNC_NOTE)
+    for error in report["async_errors"]:
+        out.append(f"OpenVINO requests FAILED: {error}")
+    busiest = max([r["others_cores"] for r in report["results"] + report["async"]], default=0.0)
+    if busiest > OTHERS_WARNING:
+        out.append(f"WARNING: other processes kept up to {busiest:.2f} of the {info['cores']} cores busy during "
+                   f"some runs: those timings are disturbed (see the others column)")
     out.append(f"\ntotal {report['total_seconds']:.0f} s")
     return "\n".join(out)
 

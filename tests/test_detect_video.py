@@ -48,7 +48,7 @@ def test_every_frame_is_written_as_browser_playable_h264(tmp_path, checkpoints):
     assert [r["frame"] for r in records] == list(range(6))
     assert [r["time"] for r in records] == pytest.approx([i / 10 for i in range(6)])
     for record in records:
-        assert set(record) == {"frame", "time", "width", "height", "results"}
+        assert set(record) == {"frame", "time", "width", "height", "detected", "results"} and record["detected"]
         assert (record["width"], record["height"]) == (160, 120)
         (model,) = record["results"]
         assert model["model"] == "v1" and model["inference_ms"] > 0
@@ -109,7 +109,7 @@ def test_batched_frames_give_the_same_detections(tmp_path, checkpoints):
 
 def processed_frames(folder) -> int:
     """Lines in the JSON Lines file a running detect_video.py is still writing."""
-    partial = [p for p in leftovers(folder) if p.suffix == ".jsonl"] if folder.exists() else []
+    partial = [p for p in leftovers(folder) if p.suffix == ".jsonl" and "_tracks" not in p.name] if folder.exists() else []
     return len(partial[0].read_text().splitlines()) if partial else 0
 
 
@@ -119,7 +119,7 @@ def test_interrupt_keeps_a_playable_video_of_what_was_processed(tmp_path, checkp
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch-home"), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "detect_video.py"), "--input", str(clip), "--weights", str(checkpoints["v1"]),
-         "--model", "v1", "--imgsz", SMALL_IMGSZ, "--json", "--backend", "torch"],
+         "--model", "v1", "--imgsz", SMALL_IMGSZ, "--json", "--backend", "torch", "--track"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and processed_frames(tmp_path / "outputs") < 3:
@@ -132,6 +132,10 @@ def test_interrupt_keeps_a_playable_video_of_what_was_processed(tmp_path, checkp
     records = jsonl(tmp_path / "outputs" / "long_v1.jsonl")
     assert 0 < len(frames) < 400 and len(records) == len(frames)
     assert f"{len(frames)} frames ->" in stdout
+    # The tracks of the frames processed are written out too, with the summary that stdout gives.
+    tracks = jsonl(tmp_path / "outputs" / "long_v1_tracks.jsonl")
+    assert "summary" in tracks[-1] and all(t["last_frame"] < len(frames) for t in tracks[:-1])
+    assert "tracked: " in stdout
     assert leftovers(tmp_path) == []
 
 

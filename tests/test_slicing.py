@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SMALL_IMGSZ, run_script, scene
+from test_evaluate import make_set
 from detections import Detections
 from slicing import SlicedPredictor, auto_tile_size, box_overlap, merge_detections, tile_grid, tile_starts
 from specs import SliceOptions
@@ -128,7 +129,9 @@ def test_a_box_and_its_half_merge_over_ios_not_over_iou_at_05(method):
 @pytest.mark.parametrize("method", ["nms", "greedy-nmm"])
 @pytest.mark.parametrize("match", ["iou", "ios"])
 def test_boxes_of_two_classes_never_merge(method, match):
-    pair = detections([[*A, 0.9, 1], [*A, 0.8, 3], [*HALF_A, 0.7, 3]])
+    pair = detections([[*A, 0.9, 1], [*HALF_A, 0.8, 3]])  # IoS 1: would merge, were they of one class
+    assert_same(by_score(merge_detections(pair, method, match, 0.5)), pair)
+    pair = detections([[*A, 0.9, 1], [*A, 0.8, 3], [*HALF_A, 0.7, 3]])  # and A itself, at any threshold
     merged = merge_detections(pair, method, match, 0.0)
     assert sorted(merged.labels.tolist()) == [1, 3]
     assert_same(merged[merged.labels == 1], detections([[*A, 0.9, 1]]))
@@ -139,7 +142,8 @@ def test_greedy_nmm_gives_the_union_with_the_best_score_and_nms_the_best_box():
     boxes = detections([[0, 0, 10, 10, 0.6, 1], [2, 2, 14, 8, 0.9, 1], [40, 40, 50, 50, 0.7, 1]])
     assert_same(merge_detections(boxes, "greedy-nmm", "ios", 0.5),
                 detections([[0, 0, 14, 10, 0.9, 1], [40, 40, 50, 50, 0.7, 1]]))
-    assert_same(merge_detections(boxes, "nms", "ios", 0.5), detections([[2, 2, 14, 8, 0.9, 1], [40, 40, 50, 50, 0.7, 1]]))
+    assert_same(merge_detections(boxes, "nms", "ios", 0.5),
+                detections([[2, 2, 14, 8, 0.9, 1], [40, 40, 50, 50, 0.7, 1]]))
     assert len(merge_detections(boxes, "greedy-nmm", "iou", 0.5)) == 3
 
 
@@ -148,7 +152,8 @@ def test_greedy_nmm_compares_with_the_best_box_only():
     boxes = detections([[0, 0, 10, 10, 0.9, 1], [0, 0, 10, 15, 0.8, 1], [0, 5, 10, 20, 0.7, 1]])
     assert_same(merge_detections(boxes, "greedy-nmm", "iou", 0.5),
                 detections([[0, 0, 10, 15, 0.9, 1], [0, 5, 10, 20, 0.7, 1]]))
-    assert_same(merge_detections(boxes, "nms", "iou", 0.5), detections([[0, 0, 10, 10, 0.9, 1], [0, 5, 10, 20, 0.7, 1]]))
+    assert_same(merge_detections(boxes, "nms", "iou", 0.5),
+                detections([[0, 0, 10, 10, 0.9, 1], [0, 5, 10, 20, 0.7, 1]]))
 
 
 def test_merge_of_nothing_or_one_and_unknown_names():
@@ -183,8 +188,8 @@ def random_boxes(seed: int, count: int, classes: int = 3, spread: float = 120.0)
 @pytest.fixture
 def sahi_numpy():
     """sahi's postprocess functions on its numpy backend (the one it picks on a CPU-only machine)."""
-    pytest.importorskip("sahi")
-    from sahi.postprocess import backends, combine
+    backends = pytest.importorskip("sahi.postprocess.backends")  # sahi 0.12 and later
+    from sahi.postprocess import combine
 
     backends.set_postprocess_backend("numpy")
     yield combine
@@ -281,9 +286,10 @@ def v1_predictor(checkpoints):
 def test_tiles_without_overlap_are_the_model_on_each_crop_shifted(v1_predictor):
     """A 2T×T picture in T tiles, no overlap, no whole-picture pass: the model on each crop, shifted and merged.
 
-    Exactly equal: the crops go to the model in the same batches as the tiles (a batch of two is not bit for bit
-    each picture alone), and the shifted boxes are merged by the same NMS (which leaves them as they are, bar any
-    box of one crop that overlaps one of the other above the threshold; the order is by score either way).
+    Exactly equal, bit for bit: the crops go to the model in the same batches as the tiles (on the CPU a batch of
+    two is not bit for bit each picture alone: scores differ by 1e-7), and the shifted boxes go through the same NMS.
+    That NMS puts them in score order; it should remove nothing (boxes of the two crops cannot overlap, and the model
+    has already applied the same NMS within each crop), but only up to float rounding, so it is not left out.
     """
     size = int(SMALL_IMGSZ)
     image = scene(size, 2 * size, seed=3)
@@ -321,30 +327,51 @@ def test_a_picture_inside_one_tile_is_the_plain_run(v1_predictor):
 
 # ---------------------------------------------------------------- the scripts
 
-# Runs a command and prints its exit status and peak resident memory (with that of its own children), measured in
-# a process of its own: the test process's children include every earlier subprocess of the session.
+# One picture through the plain or the sliced predictor, in a fresh process that reports its peak resident memory
+# (MiB): over the whole process, and over the inference alone. For the latter, the peak is reset once the picture is
+# read (Linux: /proc/self/clear_refs), since decoding a JPEG briefly needs twice the picture and would hide the rest.
 _PEAK_RSS = """
-import json, resource, subprocess, sys
-result = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-print(json.dumps({"rc": result.returncode, "stderr": result.stderr[-3000:],
-                  "peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+import json, os, resource, sys
+sys.path.insert(0, sys.argv[1])
+import detect_utils
+from model import load
+from predictor import make_predictor
+from specs import DetectOptions, ModelSpec, SliceOptions
+
+def resident(key):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith(key + ":"))
+
+picture, weights, imgsz, tile = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+model = load(ModelSpec("v1", weights=weights, imgsz=imgsz, device="cpu", backend="torch"))
+predictor = make_predictor(model, DetectOptions(threshold=0.5, slicing=SliceOptions(size=tile) if tile else None))
+image = detect_utils.read_image(picture)
+report = {"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "inference": None}
+try:
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # the peak becomes what is resident now
+    before = resident("VmRSS")
+except OSError:
+    before = None
+(prediction,) = predictor([image])
+report["peak"] = max(report["peak"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+if before is not None:
+    report["inference"] = resident("VmHWM") - before
+report.update(tiles=prediction.settings.get("slice", {}).get("tiles"), detections=len(prediction.detections))
+print(json.dumps(report))
 """
 
 
-def peak_rss(tmp_path, script, *args) -> tuple[float, str]:
-    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch-home"), "https_proxy": "http://127.0.0.1:9",
-           "http_proxy": "http://127.0.0.1:9", "no_proxy": ""}
-    env.pop("DISPLAY", None)
-    helper = subprocess.run([sys.executable, "-c", _PEAK_RSS, sys.executable, str(ROOT / script), *args],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert helper.returncode == 0, helper.stderr
-    report = json.loads(helper.stdout)
-    assert report["rc"] == 0, report["stderr"]
-    return report["peak_mib"], report["stderr"]
+def peak_rss(tmp_path, picture, weights, tile) -> dict:
+    result = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(ROOT), str(picture), str(weights), TINY_IMGSZ,
+                             str(tile)], cwd=tmp_path, env={**os.environ, "TORCH_HOME": str(tmp_path / "torch-home")},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
 
 
-# A 12000×8000 picture is 275 MiB decoded; had the tiles been copied all at once, they would hold 1.2 to 1.5
-# times that. Tiles in flight (two at a time on the CPU) are 2 × 16.5 MiB here.
+# A 12000×8000 picture is 275 MiB decoded. Had the tiles been copied all at once, they would take 396 MiB more
+# here; one more copy of the picture, 275 MiB. Tiles in flight (two at a time on the CPU) are 2 × 16.5 MiB.
 HUGE = (12000, 8000)
 HUGE_TILE = 2400
 MEMORY_MARGIN_MIB = 64
@@ -353,18 +380,14 @@ MEMORY_MARGIN_MIB = 64
 def test_a_huge_picture_in_many_tiles_takes_no_more_memory_than_the_plain_run(tmp_path, checkpoints):
     picture = tmp_path / "huge.jpg"
     cv2.imwrite(str(picture), cv2.resize(scene(), HUGE, interpolation=cv2.INTER_NEAREST))
-    common = ["--input", str(picture), "--model", "v1", "--weights", str(checkpoints["v1"]), "--imgsz", TINY_IMGSZ,
-              "--backend", "torch", "--device", "cpu", "--json"]
-    plain, _ = peak_rss(tmp_path, "detect_image.py", *common, "--output", "plain")
-    sliced, stderr = peak_rss(tmp_path, "detect_image.py", *common, "--output", "sliced", "--slice", str(HUGE_TILE))
-    record = json.loads((tmp_path / "sliced" / "huge_v1.json").read_text())
-    tiles = record["results"][0]["slice"]["tiles"]
-    assert tiles == len(tile_grid(*HUGE, HUGE_TILE, 0.2)) == 6 * 4 and f"sliced: {tiles} tiles" in stderr
-    tiles_bytes_mib = tiles * HUGE_TILE * HUGE_TILE * 3 / 2 ** 20
-    print(f"peak RSS: plain {plain:.0f} MiB, sliced into {tiles} tiles {sliced:.0f} MiB "
-          f"(the tiles as copies: {tiles_bytes_mib:.0f} MiB)")
-    assert plain > HUGE[0] * HUGE[1] * 3 / 2 ** 20  # the measure sees the decoded picture
-    assert sliced <= plain + MEMORY_MARGIN_MIB, (plain, sliced, tiles_bytes_mib)
+    plain = peak_rss(tmp_path, picture, checkpoints["v1"], 0)
+    sliced = peak_rss(tmp_path, picture, checkpoints["v1"], HUGE_TILE)
+    print(f"peak RSS, MiB: plain {plain}, sliced {sliced}")
+    assert plain["tiles"] is None and sliced["tiles"] == len(tile_grid(*HUGE, HUGE_TILE, 0.2)) == 6 * 4
+    assert plain["peak"] > HUGE[0] * HUGE[1] * 3 / 2 ** 20  # the measure sees the decoded picture
+    assert sliced["peak"] <= plain["peak"] + MEMORY_MARGIN_MIB, (plain, sliced)
+    if plain["inference"] is not None:  # where the peak can be reset: the inference alone, above the picture
+        assert sliced["inference"] <= plain["inference"] + MEMORY_MARGIN_MIB, (plain, sliced)
 
 
 def detect(tmp_path, checkpoints, *args):
@@ -395,12 +418,12 @@ def test_detect_image_slice_json_records_the_tiles_and_says_so_once(tmp_path, ch
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--slice", "0"], "--slice"),
-    (["--slice", "-5"], "--slice"),
+    (["--slice", "0"], "argument --slice: 0 is not a tile size"),
+    (["--slice", "-5"], "argument --slice: -5 is not a tile size"),  # a value, not taken for an option
     (["--slice", "31"], "at least 32"),
-    (["--slice", "big"], "--slice"),
-    (["--slice", "640", "--slice-overlap", "1"], "--slice-overlap"),
-    (["--slice", "640", "--slice-overlap", "-0.1"], "--slice-overlap"),
+    (["--slice", "big"], "argument --slice: 'big' is not a tile size"),
+    (["--slice", "640", "--slice-overlap", "1"], "argument --slice-overlap: 1 must be below 1"),
+    (["--slice", "640", "--slice-overlap", "-0.1"], "argument --slice-overlap: -0.1 is not between 0 and 1"),
     (["--slice-overlap", "0.2"], "--slice-overlap needs --slice"),
     (["--no-full-pass"], "--no-full-pass needs --slice"),
     (["--slice", "640", "--slice-merge", "wbf"], "invalid choice"),
@@ -414,23 +437,6 @@ def test_slice_usage_errors_exit_2_with_one_line(tmp_path, args, message):
 
 
 # ---------------------------------------------------------------- evaluate.py --slice
-
-
-def make_set(folder, images):
-    """`images` pictures of 160×120 with a person and a car each, in COCO format."""
-    (folder / "pics").mkdir(parents=True)
-    entries, annotations = [], []
-    for index in range(images):
-        name = f"{index:03d}.jpg"
-        cv2.imwrite(str(folder / "pics" / name), scene(120, 160, seed=index))
-        entries.append({"id": index + 1, "file_name": name, "width": 160, "height": 120})
-        for number, (category, bbox) in enumerate([(1, [10, 10, 100, 100]), (3, [40, 5, 110, 105])]):
-            annotations.append({"id": 10 * index + number + 1, "image_id": index + 1, "category_id": category,
-                                "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})
-    path = folder / "labels.json"
-    path.write_text(json.dumps({"images": entries, "annotations": annotations,
-                                "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}]}))
-    return folder / "pics", path
 
 
 def test_evaluate_slice_runs_and_an_interrupted_run_resumes_to_the_same_metrics(tmp_path, checkpoints):
