@@ -112,9 +112,10 @@ def result_line(source: str, predictions: list, picture_path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    specs = options.model_specs(args, parser)
-    detect = options.detect_options(args, parser)
     sources, errors = expand_inputs(args.input)
+    local = [source for source in sources if not du.is_url(source)]
+    specs = options.model_specs(args, parser, local if len(local) >= options.MIN_DEFAULT_CALIBRATION else ())
+    detect = options.detect_options(args, parser)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     if not sources:

@@ -516,7 +516,7 @@ def track_options(args: argparse.Namespace) -> TrackOptions | None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    specs = options.model_specs(args, parser)
+    specs = options.model_specs(args, parser, [args.input] if Path(args.input).is_file() else [])
     detect = options.detect_options(args, parser)
     tracking = track_options(args)
     run = VideoRun(frame_stride=args.frame_stride, max_frames=args.max_frames, batch=args.batch, show=args.show,

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from detections import Detections, Prediction, class_name
-from specs import DrawOptions
+from specs import DEFAULT_PROPOSALS, DrawOptions
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -189,6 +189,10 @@ def panel_title(prediction: Prediction) -> list[str]:
     count = len(prediction.detections)
     settings = prediction.settings
     details = [f"threshold {settings['threshold']:g}", f"size {settings['imgsz']}", f"{settings['weights']}"]
+    if settings.get("precision", "fp32") != "fp32":
+        details.insert(2, settings["precision"])
+    if settings.get("proposals", DEFAULT_PROPOSALS) != DEFAULT_PROPOSALS:
+        details.insert(2, f"{settings['proposals']} proposals")
     if "slice" in settings:
         details.insert(2, f"{settings['slice']['tiles']} tiles of {settings['slice']['size']} px")
     return [f"{prediction.model}: {count} detection{'s' if count != 1 else ''}, {prediction.milliseconds:.0f} ms",

@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --data DIR, or --annotations FILE (with --images DIR unless --predictions is given)")
     if not args.data and not args.images and not args.predictions:
         parser.error("--images DIR is needed to run a model on the set")
-    specs = options.model_specs(args, parser)
+    images = args.images or (os.path.join(args.data, "val2017") if args.data else None)
+    specs = options.model_specs(args, parser, [images] if images else [])
     detect = options.detect_options(args, parser)
     try:
         images_dir, annotations = locate(args.data, args.images, args.annotations)

@@ -38,16 +38,22 @@ def entries(folder: Path) -> list[tuple[Path, list[Path]]]:
 def describe(onnx: Path, files: list[Path]) -> str:
     size = sum(f.stat().st_size for f in files)
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(max(f.stat().st_mtime for f in files)))
-    key = {}
-    meta = onnx.with_suffix(".json")
-    if meta.exists():
-        try:
-            key = json.loads(meta.read_text()).get("key", {})
-        except (OSError, ValueError):
-            pass
+    int8 = onnx.with_suffix(".key.json")
+    if int8.exists():  # a quantized model, keyed by the export it came from and its calibration
+        key = _read_key(int8)
+        return (f"{onnx.stem:40} {size / 1e6:8.1f} MB  {when}  int8 of {key.get('export', '?')}, calibrated on "
+                f"{key.get('pictures', '?')} picture(s), NNCF {key.get('nncf', '?')}")
+    key = _read_key(onnx.with_suffix(".json"))
     runtime = next((f"{name} {key[name]}" for name in ("openvino", "onnxruntime") if name in key), "unfinished export")
     return (f"{onnx.stem:40} {size / 1e6:8.1f} MB  {when}  {key.get('model', '?')} at {key.get('imgsz', '?')} px, "
             f"for {runtime}, torch {key.get('torch', '?')}")
+
+
+def _read_key(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()).get("key", {})
+    except (OSError, ValueError):
+        return {}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from torchvision.models.detection import (
 from coco_names import COCO_INSTANCE_CATEGORY_NAMES, read_labels
 from errors import DetectError
 from export_cache import cache_dir
-from specs import BACKENDS, DEFAULT_IMGSZ, MODEL_NAMES, ModelSpec
+from specs import BACKENDS, DEFAULT_IMGSZ, DEFAULT_PROPOSALS, MODEL_NAMES, PRECISIONS, ModelSpec
 
 # torchvision resizes the shorter side to 800 and caps the longer side at 1333; keep that ratio.
 _MAX_SIZE_RATIO = 1333 / 800
@@ -60,6 +60,8 @@ class LoadedModel:
     min_size: int  # the shorter side the model resizes pictures to
     max_size: int  # the cap on the longer side
     run: Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
+    proposals: int = DEFAULT_PROPOSALS
+    precision: str = "fp32"
     backend: str = "torch"
     half: bool = False  # run under CUDA float16 autocast
     module: FasterRCNN | None = None  # the PyTorch model; not kept when an exported runtime runs it
@@ -100,8 +102,10 @@ def _mps_available() -> bool:
     return bool(backend and backend.is_available())
 
 
-def build_detector(name: str, num_classes: int = 91, imgsz: int = DEFAULT_IMGSZ) -> FasterRCNN:
-    """Build the v1 or v2 architecture with untrained weights, in eval mode."""
+def build_detector(name: str, num_classes: int = 91, imgsz: int = DEFAULT_IMGSZ,
+                   proposals: int = DEFAULT_PROPOSALS) -> FasterRCNN:
+    """Build the v1 or v2 architecture with untrained weights, in eval mode, keeping `proposals` region proposals
+    per picture for the box head."""
     if name not in _BUILDERS:
         raise DetectError(f"unknown model '{name}' (choose from {', '.join(MODEL_NAMES)})")
     # weights_backbone=None: nothing may be downloaded here; the whole state is loaded afterwards.
@@ -111,6 +115,7 @@ def build_detector(name: str, num_classes: int = 91, imgsz: int = DEFAULT_IMGSZ)
         num_classes=num_classes,
         min_size=imgsz,
         max_size=max_size_for(imgsz),
+        rpn_post_nms_top_n_test=proposals,
     )
     return module.eval()
 
@@ -211,6 +216,7 @@ def prepare_specs(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
         if spec.half and device.type != "cuda":
             raise DetectError(f"--half needs a CUDA device, and the device is {device}")
         backend = choose_backend(spec.backend, device)
+        check_precision(spec.precision, device, backend)
         if backend != "torch" and not _cache_writable():
             print(f"warning: the export cache {cache_dir()} cannot be written (set FRCNN_CACHE to another folder); "
                   f"running {spec.name} with PyTorch instead of {backend}", file=sys.stderr)
@@ -235,7 +241,8 @@ def _cache_writable() -> bool:
 def load(spec: ModelSpec) -> LoadedModel:
     """The model a ModelSpec describes, loaded and ready: the way in for scripts, workers and Python users."""
     return load_model(spec.name, resolve_device(spec.device), imgsz=spec.imgsz, weights=spec.weights,
-                      labels=spec.labels, half=spec.half, backend=spec.backend)
+                      labels=spec.labels, half=spec.half, backend=spec.backend, proposals=spec.proposals,
+                      precision=spec.precision, calibration=spec.calibration)
 
 
 def load_model(
@@ -246,11 +253,16 @@ def load_model(
     labels: str | os.PathLike | None = None,
     half: bool = False,
     backend: str = "torch",
+    proposals: int = DEFAULT_PROPOSALS,
+    precision: str = "fp32",
+    calibration: tuple[str, ...] = (),
 ) -> LoadedModel:
-    """Build v1 or v2 with the official COCO weights or a local checkpoint, on `device`, run by `backend`."""
+    """Build v1 or v2 with the official COCO weights or a local checkpoint, on `device`, run by `backend` at
+    `precision` (int8: quantized with the `calibration` pictures or videos)."""
     if half and device.type != "cuda":
         raise DetectError(f"--half needs a CUDA device, and the device is {device}")
     backend = choose_backend(backend, device)
+    check_precision(precision, device, backend)
     if weights is None:
         state_dict = _official_state_dict(name)
         source = f"COCO weights ({official_weights_path(name).name})"
@@ -277,21 +289,48 @@ def load_model(
             f"{weights} predicts {num_classes} classes, not COCO's {len(COCO_INSTANCE_CATEGORY_NAMES)}: "
             f"pass --labels FILE with their names, one per line"
         )
-    build = functools.partial(_build_with_state, name, num_classes, imgsz, state_dict, source)
-    sizes = dict(min_size=imgsz, max_size=max_size_for(imgsz))
+    build = functools.partial(_build_with_state, name, num_classes, imgsz, proposals, state_dict, source)
+    sizes = dict(min_size=imgsz, max_size=max_size_for(imgsz), proposals=proposals, precision=precision)
     if backend == "torch":
         module = build().to(device)
         return LoadedModel(name, device, class_names, source, **sizes, run=module, half=half, module=module)
     weights_file = Path(weights) if weights is not None else official_weights_path(name)
-    onnx_path = cached_export(build, name, imgsz, weights_file, backend)
+    graph = cached_export(build, name, imgsz, proposals, weights_file, backend)
     # No PyTorch copy is kept (nor built, when the export is cached): the runtime holds its own.
     del build, state_dict
-    return LoadedModel(name, device, class_names, source, **sizes, run=_RUNNERS[backend](onnx_path), backend=backend)
+    if precision == "int8":
+        from quantize import cached_int8
+
+        graph = cached_int8(graph, calibration, imgsz)
+    return LoadedModel(name, device, class_names, source, **sizes, run=_RUNNERS[backend](graph, precision),
+                       backend=backend)
 
 
-def _build_with_state(name: str, num_classes: int, imgsz: int, state_dict: Mapping[str, torch.Tensor],
+def check_precision(precision: str, device: torch.device, backend: str) -> None:
+    """Lower precisions are OpenVINO's on the CPU (CUDA has --half); bf16 needs a CPU that computes it."""
+    if precision == "fp32":
+        return
+    if precision not in PRECISIONS:
+        raise DetectError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    if device.type != "cpu":
+        raise DetectError(f"--precision {precision} is for the CPU; on {device}, use --half for lower precision")
+    if backend != "openvino":
+        raise DetectError(f"--precision {precision} runs with OpenVINO (--backend openvino or auto), not {backend}")
+    if precision == "bf16" and not cpu_has_bf16():
+        raise DetectError("--precision bf16: this CPU does not compute in bf16 (it needs AVX512_BF16 or AMX); "
+                          "use --precision int8 or fp32")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin can run in bf16 here."""
+    import openvino
+
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def _build_with_state(name: str, num_classes: int, imgsz: int, proposals: int, state_dict: Mapping[str, torch.Tensor],
                       source: str) -> FasterRCNN:
-    module = build_detector(name, num_classes, imgsz)
+    module = build_detector(name, num_classes, imgsz, proposals)
     _load_state(module, state_dict, source)
     return module
 
@@ -354,12 +393,14 @@ def _runtime_version(backend: str) -> str:
     return importlib.metadata.version(_PACKAGES[backend])
 
 
-def cached_export(build: Callable[[], FasterRCNN], name: str, imgsz: int, weights_file: Path, backend: str) -> Path:
+def cached_export(build: Callable[[], FasterRCNN], name: str, imgsz: int, proposals: int, weights_file: Path,
+                  backend: str) -> Path:
     """The ONNX export of the model `build` makes, from the cache when an intact entry for the same inputs exists."""
     key_fields = {
         "model": name,
         "weights_sha256": _file_sha256(weights_file),
         "imgsz": imgsz,
+        "proposals": proposals,
         "max_size": max_size_for(imgsz),
         "input": "one CHW float picture of any size, resized and padded to /32 inside the graph",
         "opset": _ONNX_OPSET,
@@ -417,7 +458,7 @@ def _as_output(arrays) -> dict[str, torch.Tensor]:
 class OnnxRuntimeRunner:
     """Runs the exported graph with ONNX Runtime, one picture per call (the export has no batch axis)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, precision: str = "fp32"):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -431,13 +472,15 @@ class OnnxRuntimeRunner:
 class OpenVinoRunner:
     """Runs the exported graph with OpenVINO on the CPU, one picture per call, tuned for latency."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, precision: str = "fp32"):
         import openvino
 
         core = openvino.Core()
-        # fp32 inference precision keeps detections equal to PyTorch's (the CPU plugin may pick bf16 otherwise).
+        # An explicit fp32 keeps detections equal to PyTorch's (the CPU plugin may pick bf16 otherwise); an int8
+        # model computes its quantized layers in int8 and the rest in fp32.
+        hint = "bf16" if precision == "bf16" else "f32"
         self.compiled = core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY",
-                                                              "INFERENCE_PRECISION_HINT": "f32"})
+                                                              "INFERENCE_PRECISION_HINT": hint})
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:

@@ -10,10 +10,12 @@ from typing import Sequence
 
 from coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class, read_labels
 from errors import DetectError
-from specs import (BACKENDS, DEFAULT_IMGSZ, DEFAULT_THRESHOLD, MODEL_NAMES, DetectOptions, DrawOptions, ModelSpec,
-                   SliceOptions)
+from specs import (BACKENDS, DEFAULT_IMGSZ, DEFAULT_PROPOSALS, DEFAULT_THRESHOLD, MODEL_NAMES, PRECISIONS,
+                   DetectOptions, DrawOptions, ModelSpec, SliceOptions)
 
 SLICE_MERGES = ("greedy-nmm", "nms")
+# A run's own pictures calibrate int8 only when there are at least this many; else --calibration is asked for.
+MIN_DEFAULT_CALIBRATION = 8
 SLICE_MATCHES = ("ios", "iou")
 
 
@@ -84,6 +86,14 @@ def add_model_options(parser: argparse.ArgumentParser, both_means: str = "both s
     parser.add_argument("--half", action="store_true", help="half precision on CUDA (faster, same detections within rounding)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto (default: the fastest installed runtime for the device), torch, onnxruntime, openvino")
+    parser.add_argument("--proposals", type=positive_int, default=DEFAULT_PROPOSALS, metavar="N",
+                        help=f"region proposals per picture that reach the box head (default {DEFAULT_PROPOSALS}); "
+                             f"fewer is faster, and may miss objects in crowded pictures")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (default), int8 (quantized with NNCF, calibrated on your pictures) or bf16 "
+                             "(CPUs with AVX512_BF16 or AMX); the CPU with OpenVINO; on CUDA use --half")
+    parser.add_argument("--calibration", metavar="DIR",
+                        help="pictures like yours for --precision int8 (default: the run's own inputs)")
 
 
 def add_slice_options(parser: argparse.ArgumentParser) -> None:
@@ -138,14 +148,27 @@ def model_names(model: str) -> list[str]:
     return list(MODEL_NAMES) if model == "both" else [model]
 
 
-def model_specs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[ModelSpec]:
-    """One ModelSpec per model the options ask for; a usage error where they do not fit together."""
+def model_specs(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                default_calibration: Sequence[str] = ()) -> list[ModelSpec]:
+    """One ModelSpec per model the options ask for; a usage error where they do not fit together.
+    `default_calibration`: what int8 is calibrated on without --calibration (the run's own inputs)."""
     names = model_names(args.model)
     if args.weights is not None and len(args.weights) != len(names):
         parser.error(f"--model {args.model} takes {len(names)} --weights path(s), got {len(args.weights)}")
+    if args.calibration and args.precision != "int8":
+        parser.error("--calibration is for --precision int8")
+    if args.precision != "fp32" and args.half:
+        parser.error(f"--precision {args.precision} is for the CPU and --half for CUDA: choose one")
+    calibration: tuple[str, ...] = ()
+    if args.precision == "int8":
+        calibration = (args.calibration,) if args.calibration else tuple(default_calibration)
+        if not calibration:
+            parser.error(f"--precision int8 needs pictures like yours to calibrate on: give --calibration DIR "
+                         f"(a folder of at least {MIN_DEFAULT_CALIBRATION} pictures)")
     weights = args.weights or [None] * len(names)
     return [ModelSpec(name, weights=path, labels=args.labels, imgsz=args.imgsz, device=args.device,
-                      backend=args.backend, half=args.half) for name, path in zip(names, weights)]
+                      backend=args.backend, half=args.half, proposals=args.proposals, precision=args.precision,
+                      calibration=calibration) for name, path in zip(names, weights)]
 
 
 def detect_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> DetectOptions:

@@ -38,18 +38,24 @@ def _input_scale(height: int, width: int, min_size: int, max_size: int) -> float
 
 def to_model_input(image: np.ndarray, model: LoadedModel) -> tuple[torch.Tensor, float, float]:
     """A BGR picture as the model's RGB float tensor, plus the x and y factors back to the picture."""
+    return input_tensor(image, model.min_size, model.max_size, model.device)
+
+
+def input_tensor(image: np.ndarray, min_size: int, max_size: int,
+                 device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, float, float]:
+    """What `to_model_input` gives, for a model of these sizes on `device`."""
     height, width = image.shape[:2]
-    scale = _input_scale(height, width, model.min_size, model.max_size)
+    scale = _input_scale(height, width, min_size, max_size)
     fx = fy = 1.0
     if scale < _PRESHRINK_BELOW_SCALE:
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
         fx, fy = width / new_w, height / new_h
     tensor = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1]))
-    if model.device.type == "cuda":
+    if device.type == "cuda":
         tensor = tensor.pin_memory()  # lets the copy below overlap with work already queued on the GPU
     # Move uint8 to the device first: a quarter of the bytes of float32.
-    tensor = tensor.to(model.device, non_blocking=True).permute(2, 0, 1)
+    tensor = tensor.to(device, non_blocking=True).permute(2, 0, 1)
     return tensor.float().div_(255.0), fx, fy
 
 
@@ -85,7 +91,7 @@ class Predictor:
         self.name = model.name
         self.class_names = model.class_names
         self.settings = {"weights": model.weights_source, "imgsz": model.min_size, "runtime": model.backend,
-                         "threshold": threshold}
+                         "precision": model.precision, "proposals": model.proposals, "threshold": threshold}
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         if not images:

@@ -11,6 +11,8 @@ MODEL_NAMES = ("v1", "v2")
 DEFAULT_IMGSZ = 800
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 DEFAULT_THRESHOLD = 0.5
+DEFAULT_PROPOSALS = 1000  # torchvision's rpn_post_nms_top_n_test
+PRECISIONS = ("fp32", "int8", "bf16")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class ModelSpec:
     device: str = "auto"
     backend: str = "auto"
     half: bool = False
+    proposals: int = DEFAULT_PROPOSALS  # region proposals per picture that reach the box head
+    precision: str = "fp32"  # fp32, int8 or bf16 (the CPU with OpenVINO)
+    calibration: tuple[str, ...] = ()  # pictures or videos an int8 model is calibrated on
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,7 @@ def run_async(config: dict) -> dict:
     import torch
 
     from model import cached_export
+    from specs import DEFAULT_PROPOSALS
     from predictor import to_model_input
     from slicing import tile_grid
 
@@ -171,7 +172,8 @@ def run_async(config: dict) -> dict:
     def no_export():
         raise RuntimeError("the model's load should have left its export in the cache")
 
-    onnx_path = cached_export(no_export, config["model"], config["imgsz"], Path(config["weights"]), "openvino")
+    onnx_path = cached_export(no_export, config["model"], config["imgsz"], DEFAULT_PROPOSALS, Path(config["weights"]),
+                              "openvino")
     core = openvino.Core()
     compiled = {hint: core.compile_model(str(onnx_path), "CPU", {"PERFORMANCE_HINT": hint,
                                                                  "INFERENCE_PRECISION_HINT": "f32"})

@@ -37,7 +37,9 @@ def test_one_photo_gives_a_picture_of_its_size_and_json(tmp_path, checkpoints, p
     assert set(record) == {"file", "width", "height", "results"}
     assert (record["file"], record["width"], record["height"]) == (str(photo), 320, 240)
     (result,) = record["results"]
-    assert set(result) == {"model", "weights", "imgsz", "runtime", "threshold", "inference_ms", "detections"}
+    assert set(result) == {"model", "weights", "imgsz", "runtime", "precision", "proposals", "threshold",
+                           "inference_ms", "detections"}
+    assert (result["precision"], result["proposals"]) == ("fp32", 1000)
     assert (result["model"], result["weights"], result["imgsz"]) == ("v2", str(checkpoints["v2"]), int(SMALL_IMGSZ))
     assert (result["runtime"], result["threshold"]) == ("torch", 0.5)
     assert result["inference_ms"] > 0 and result["detections"]

@@ -1,0 +1,119 @@
+"""Fewer proposals and lower precisions: exact where they must be, working and cached where they are approximate."""
+
+from __future__ import annotations
+
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+import model as model_module
+from conftest import ROOT, SMALL_IMGSZ, assert_one_line_error, run_script, scene
+from model import DetectError, load_model
+from predictor import predict
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from speed import equivalent  # noqa: E402  the benchmark's matching rule
+
+CPU = torch.device("cpu")
+
+
+def as_dict(detections) -> dict:
+    return {"boxes": detections.boxes.tolist(), "scores": detections.scores.tolist(),
+            "labels": detections.labels.tolist()}
+
+
+def test_fewer_proposals_equal_torchvisions_own_setting_exactly(checkpoints):
+    ours = load_model("v2", CPU, imgsz=int(SMALL_IMGSZ), weights=checkpoints["v2"], backend="torch", proposals=300)
+    assert ours.module.rpn.post_nms_top_n() == 300 and ours.proposals == 300
+    reference = torchvision.models.detection.fasterrcnn_resnet50_fpn_v2(
+        weights=None, weights_backbone=None, min_size=int(SMALL_IMGSZ), max_size=160, rpn_post_nms_top_n_test=300)
+    reference.load_state_dict(torch.load(checkpoints["v2"], weights_only=True))
+    picture = scene(120, 160, seed=4)  # the model sees it at 0.8: no pre-shrink on our side
+    (found,), _ = predict(ours, [picture])
+    with torch.no_grad():
+        expected = reference.eval()([torch.from_numpy(picture[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255])[0]
+    assert np.array_equal(found.boxes, expected["boxes"].numpy()) and np.array_equal(found.scores,
+                                                                                      expected["scores"].numpy())
+    default = load_model("v2", CPU, imgsz=int(SMALL_IMGSZ), weights=checkpoints["v2"], backend="torch")
+    (more,), _ = predict(default, [picture])
+    assert as_dict(more) != as_dict(found)  # the setting reaches the model
+
+
+def test_fewer_proposals_through_openvino_match_eager_within_the_benchmark_rule(checkpoints):
+    picture = scene(240, 320, seed=5)
+    results = []
+    for backend in ("torch", "openvino"):
+        loaded = load_model("v1", CPU, imgsz=int(SMALL_IMGSZ), weights=checkpoints["v1"], backend=backend,
+                            proposals=300)
+        (found,), _ = predict(loaded, [picture])
+        results.append(as_dict(found))
+    assert equivalent(*results)["equivalent"]
+
+
+def test_bf16_on_a_cpu_without_it_is_one_clear_line(monkeypatch, checkpoints):
+    monkeypatch.setattr(model_module, "cpu_has_bf16", lambda: False)
+    with pytest.raises(DetectError, match="does not compute in bf16.*AVX512_BF16 or AMX"):
+        load_model("v1", CPU, imgsz=64, weights=checkpoints["v1"], backend="openvino", precision="bf16")
+    with pytest.raises(DetectError, match="runs with OpenVINO"):
+        load_model("v1", CPU, imgsz=64, weights=checkpoints["v1"], backend="torch", precision="int8")
+
+
+@pytest.mark.skipif(not model_module.cpu_has_bf16(), reason="this CPU does not compute in bf16")
+def test_bf16_runs_where_the_cpu_has_it(checkpoints):
+    loaded = load_model("v1", CPU, imgsz=int(SMALL_IMGSZ), weights=checkpoints["v1"], backend="openvino",
+                        precision="bf16")
+    (found,), _ = predict(loaded, [scene()])
+    assert len(found) > 0 and found.boxes.shape == (len(found), 4) and (found.scores <= 1).all()
+
+
+def pictures(folder, seeds):
+    folder.mkdir()
+    for seed in seeds:
+        cv2.imwrite(str(folder / f"{seed}.jpg"), scene(120, 160, seed=seed))
+    return folder
+
+
+def test_int8_runs_is_cached_and_keyed_by_its_calibration(tmp_path, checkpoints, photo):
+    cache = {"FRCNN_CACHE": str(tmp_path / "cache")}
+    first, second = pictures(tmp_path / "first", [1, 2, 3]), pictures(tmp_path / "second", [4, 5, 6])
+
+    def detect(calibration, output):
+        return run_script("detect_image.py", "--input", str(photo), "--model", "v1", "--weights", str(checkpoints["v1"]),
+                          "--imgsz", "64", "--precision", "int8", "--calibration", str(calibration), "--json",
+                          "--output", output, cwd=tmp_path, env=cache)
+
+    made = detect(first, "a")
+    assert made.returncode == 0, made.stderr
+    assert "Quantizing" in made.stderr and "3 calibration picture(s)" in made.stderr
+    record = (tmp_path / "a" / "photo_v1.json").read_text()
+    assert '"precision": "int8"' in record and '"runtime": "openvino"' in record
+    picture = cv2.imread(str(tmp_path / "a" / "photo_v1.jpg"))
+    assert picture.shape == (240, 320, 3)
+    again = detect(first, "b")
+    assert again.returncode == 0 and "Quantizing" not in again.stderr, again.stderr
+    other = detect(second, "c")
+    assert other.returncode == 0 and "Quantizing" in other.stderr, other.stderr
+    assert len(list((tmp_path / "cache").glob("*-int8-*.xml"))) == 2
+
+
+def test_precision_usage_and_calibration_errors(tmp_path, checkpoints, photo):
+    base = ["--input", str(photo), "--model", "v1", "--weights", str(checkpoints["v1"]), "--imgsz", "64"]
+    for args, message in [(["--precision", "int8"], "give --calibration DIR"),
+                          (["--calibration", str(tmp_path)], "--calibration is for --precision int8"),
+                          (["--precision", "bf16", "--half"], "choose one"),
+                          (["--precision", "fp16"], "invalid choice")]:
+        result = run_script("detect_image.py", *base, *args, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+    (tmp_path / "empty").mkdir()
+    result = run_script("detect_image.py", *base, "--precision", "int8", "--calibration", str(tmp_path / "empty"),
+                        cwd=tmp_path)
+    assert_one_line_error(result)
+    assert "no pictures in this folder" in result.stderr
+    result = run_script("detect_image.py", *base, "--precision", "int8", "--calibration", str(tmp_path),
+                        "--backend", "torch", cwd=tmp_path)
+    assert_one_line_error(result)
+    assert "runs with OpenVINO" in result.stderr and "Loading" not in result.stderr
