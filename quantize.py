@@ -76,19 +76,8 @@ def video_frames(path: Path, count: int) -> list[np.ndarray]:
 
 def cached_int8(onnx_path: Path, calibration: Sequence[str], imgsz: int) -> Path:
     """The int8 OpenVINO model of an fp32 export, from the cache when the same export and pictures made one."""
-    from predictor import input_tensor
-
-    tensors = [input_tensor(picture, imgsz, max_size_for(imgsz))[0].numpy() for picture in
-               calibration_pictures(calibration)]
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        digest.update(str(tensor.shape).encode())
-        digest.update(tensor.tobytes())
-    key_fields = {"export": onnx_path.name, "calibration_sha256": digest.hexdigest(), "pictures": len(tensors),
-                  "nncf": importlib.metadata.version("nncf"), "openvino": importlib.metadata.version("openvino"),
-                  "kept_in_float": _KEPT_IN_FLOAT}
-    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:12]
-    xml_path = onnx_path.with_name(f"{onnx_path.stem}-int8-{key}.xml")
+    tensors = calibration_tensors(calibration, imgsz)
+    xml_path, key_fields = int8_cache_entry(onnx_path, tensors)
     meta_path = xml_path.with_suffix(".key.json")
     if xml_path.exists() and xml_path.with_suffix(".bin").exists() and meta_path.exists():
         try:
@@ -104,6 +93,27 @@ def cached_int8(onnx_path: Path, calibration: Sequence[str], imgsz: int) -> Path
     meta_path.write_text(json.dumps({"key": key_fields}, indent=2))
     print(f"Quantized in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return xml_path
+
+
+def calibration_tensors(calibration: Sequence[str], imgsz: int) -> list[np.ndarray]:
+    """The calibration pictures as the exported graph's inputs."""
+    from predictor import input_tensor
+
+    return [input_tensor(picture, imgsz, max_size_for(imgsz))[0].numpy() for picture in
+            calibration_pictures(calibration)]
+
+
+def int8_cache_entry(onnx_path: Path, tensors: list[np.ndarray]) -> tuple[Path, dict]:
+    """Where the int8 model of this export and these calibration inputs is cached, and what keys it."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(str(tensor.shape).encode())
+        digest.update(tensor.tobytes())
+    key_fields = {"export": onnx_path.name, "calibration_sha256": digest.hexdigest(), "pictures": len(tensors),
+                  "nncf": importlib.metadata.version("nncf"), "openvino": importlib.metadata.version("openvino"),
+                  "kept_in_float": _KEPT_IN_FLOAT}
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:12]
+    return onnx_path.with_name(f"{onnx_path.stem}-int8-{key}.xml"), key_fields
 
 
 def _quantize(onnx_path: Path, tensors: list[np.ndarray]):

@@ -104,7 +104,9 @@ def run_image(config: dict) -> dict:
         predict = lambda: reference_predict(module, image)  # noqa: E731
     else:
         predictor = Predictor(load(ModelSpec(config["model"], weights=str(weights), imgsz=config["imgsz"], device="cpu",
-                                             backend=config["path"])), threshold=0.0)
+                                             backend=config["path"], precision=config.get("precision", "fp32"),
+                                             proposals=config.get("proposals", 1000),
+                                             calibration=tuple(config.get("calibration", ())))), threshold=0.0)
 
         def predict():
             (prediction,) = predictor([image])
@@ -164,7 +166,10 @@ def run_video_project(config: dict) -> dict:
     """detect_video.py as a user runs it; its own report gives the pipeline FPS (model loading excluded)."""
     command = [sys.executable, str(ROOT / "detect_video.py"), "--input", config["video"], "--model", config["model"],
                "--weights", config["weights"], "--imgsz", str(config["imgsz"]), "--backend", config["path"],
-               "--max-frames", str(config["frames"]), "--output", config["scratch"], "--device", "cpu"]
+               "--max-frames", str(config["frames"]), "--output", config["scratch"], "--device", "cpu",
+               "--precision", config.get("precision", "fp32"), "--proposals", str(config.get("proposals", 1000))]
+    if config.get("precision") == "int8":
+        command += ["--calibration", config["calibration"][0]]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     line = next(line for line in result.stdout.splitlines() if line.startswith("speed:"))
     fps = pipeline_fps(line)
@@ -264,6 +269,37 @@ def equivalent(reference: dict, candidate: dict) -> dict:
             "equivalent": not unexcused}
 
 
+def agreement(reference: dict, candidate: dict, score: float = 0.5, iou: float = 0.5) -> dict:
+    """How far a lower-precision path agrees with fp32 on what a user sees (scores >= 0.5): the share of the
+    reference's boxes that find a partner of the same label at IoU >= 0.5 (best first, each used once), and
+    the mean IoU of the partners."""
+    import numpy as np
+
+    from slicing import box_overlap
+
+    def shown(d):
+        keep = [i for i, s in enumerate(d["scores"]) if s >= score]
+        return (np.array([d["boxes"][i] for i in keep], np.float64).reshape(-1, 4),
+                [d["labels"][i] for i in keep])
+
+    ref_boxes, ref_labels = shown(reference)
+    cand_boxes, cand_labels = shown(candidate)
+    free = np.ones(len(cand_boxes), bool)
+    matched = []
+    for box, label in zip(ref_boxes, ref_labels):
+        same = free & np.array([c == label for c in cand_labels], bool)
+        if not same.any():
+            continue
+        overlaps = np.where(same, box_overlap(box, cand_boxes, "iou"), -1.0)
+        best = int(np.argmax(overlaps))
+        if overlaps[best] >= iou:
+            free[best] = False
+            matched.append(float(overlaps[best]))
+    return {"reference_shown": len(ref_boxes), "shown": len(cand_boxes), "matched": len(matched),
+            "matched_share": round(len(matched) / len(ref_boxes), 3) if len(ref_boxes) else None,
+            "mean_iou": round(float(np.mean(matched)), 3) if matched else None}
+
+
 def installed_backends() -> list[str]:
     from model import backend_installed
 
@@ -286,6 +322,12 @@ def main() -> int:
     parser.add_argument("--image", type=Path, default=default_media("traffic.jpg", ROOT / "input" / "coffee.jpg"))
     parser.add_argument("--video", type=Path, default=default_media("scooters.mp4", ROOT / "input" / "sample.mp4"))
     parser.add_argument("--skip-video", action="store_true")
+    parser.add_argument("--precisions", nargs="+", default=["int8", "bf16"], choices=["int8", "bf16"],
+                        help="lower precisions to measure with OpenVINO (bf16 only where the CPU has it)")
+    parser.add_argument("--proposals", nargs="+", type=int, default=[1000, 300],
+                        help="region proposals per picture to measure with each precision")
+    parser.add_argument("--calibration", default=str(SHARED_MEDIA / "seed"),
+                        help="the folder of pictures int8 is calibrated on (default: the write-up's photos)")
     parser.add_argument("--json-out", type=Path, default=ROOT / "outputs" / "benchmarks" / "speed.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -356,6 +398,44 @@ def measure(args: argparse.Namespace, backends: list[str], scratch: Path, env: d
                            video_peak_rss_mb=round(video["peak_rss_mb"]))
             report["results"].append(row)
             print(format_row(row), file=sys.stderr, flush=True)
+            if path == "openvino":
+                fp32 = image
+                for variant in precision_rows(args, base, env, reference, fp32, report[f"{name}_gflop"]):
+                    report["results"].append(variant)
+                    print(format_row(variant), file=sys.stderr, flush=True)
+
+
+def precision_rows(args, base: dict, env: dict, reference: dict, fp32: dict, gflop: float) -> list[dict]:
+    """OpenVINO at each lower precision and number of proposals, against the reference and fp32 OpenVINO."""
+    from model import cpu_has_bf16
+
+    calibration = [args.calibration if Path(args.calibration).is_dir() else str(ROOT / "input")]
+    rows = []
+    for precision in ["fp32", *args.precisions]:
+        if precision == "bf16" and not cpu_has_bf16():
+            print("bf16: this CPU does not compute in bf16; left out", file=sys.stderr)
+            continue
+        for proposals in args.proposals:
+            if (precision, proposals) == ("fp32", 1000):
+                continue  # the openvino row itself
+            config = {**base, "path": "openvino", "precision": precision, "proposals": proposals,
+                      "calibration": calibration}
+            label = f"openvino {precision}" + (f" p{proposals}" if proposals != 1000 else "")
+            row = {"model": base["model"], "path": label, "export_s": None}
+            if precision == "int8":  # quantize first, in a process of its own, so the timed runs find it cached
+                run_child({**config, "kind": "image", "runs": 1, "warmup": 0}, env)
+            image = run_child({**config, "kind": "image"}, env)
+            row.update(min_s=min(image["times"]), median_s=statistics.median(image["times"]),
+                       peak_rss_mb=round(image["peak_rss_mb"]),
+                       speedup=round(statistics.median(reference["times"]) / statistics.median(image["times"]), 2),
+                       gflop_per_s=round(gflop / statistics.median(image["times"]), 1),
+                       agreement=agreement(fp32["detections"], image["detections"]))
+            if not args.skip_video:
+                video = run_child({**config, "kind": "video"}, env)
+                row.update(video_fps=round(video["fps"], 3), video_frames=video["frames"],
+                           video_peak_rss_mb=round(video["peak_rss_mb"]))
+            rows.append(row)
+    return rows
 
 
 CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -410,6 +490,10 @@ def format_table(report: dict) -> str:
         verdict = "-" if check is None else (
             f"{'same' if check['equivalent'] else 'DIFFERENT'} ({check['paired']} of {check['reference_count']} paired, "
             f"box ≤{check['max_box_diff_px']:.3g} px, score ≤{check['max_score_diff']:.1e})")
+        if "agreement" in r:
+            a = r["agreement"]
+            verdict = (f"vs fp32 openvino: {a['matched']} of {a['reference_shown']} shown boxes matched"
+                       + (f", mean IoU {a['mean_iou']:.3f}" if a["mean_iou"] is not None else ""))
         lines.append([r["model"], r["path"], f"{r['min_s']:.3f}", f"{r['median_s']:.3f}", f"{r['speedup']:.2f}x",
                       f"{r['gflop_per_s']:.0f}", str(r["peak_rss_mb"]), f"{r['export_s']:.0f} ({r['export_peak_rss_mb']})" if r["export_s"] else "-",
                       f"{r['video_fps']:.3f}" if "video_fps" in r else "-",
