@@ -16,7 +16,7 @@ from detections import Detections
 from model import DetectError, choose_backend, load_model
 from predictor import predict
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.append(str(ROOT / "benchmarks"))  # last: its file names must not hide the project's modules
 from speed import equivalent  # noqa: E402  the benchmark's matching rule, so both check the same thing
 
 CPU = torch.device("cpu")

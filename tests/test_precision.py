@@ -16,7 +16,7 @@ from conftest import ROOT, SMALL_IMGSZ, assert_one_line_error, run_script, scene
 from model import DetectError, load_model
 from predictor import predict
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.append(str(ROOT / "benchmarks"))  # last: its file names must not hide the project's modules
 from speed import equivalent  # noqa: E402  the benchmark's matching rule
 
 CPU = torch.device("cpu")
