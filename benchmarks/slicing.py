@@ -371,6 +371,7 @@ def summarize(picture_rows: list[dict]) -> None:
                    tile_vs_full=statistics.median(r["tiles_seconds"] / tiles / r["full_pass_seconds"] for r in runs),
                    # The rule of thumb, checked within each run: sliced time / (its full pass x passes).
                    rule_ratio=statistics.median(r["seconds"] / (r["full_pass_seconds"] * (tiles + 1)) for r in runs),
+                   tiles_ratio=statistics.median(r["seconds"] / (r["full_pass_seconds"] * tiles) for r in runs),
                    other_ms=statistics.median(r["other_seconds"] for r in runs) * 1000.0)
         base = plain.get((row["model"], row["picture"]))
         if base:
@@ -498,7 +499,7 @@ def format_report(report: dict) -> str:
            f"{report['runs']} runs after a warm-up of each input shape; {weights}",
            f"pictures: {pictures}", ""]
     header = ["model", "picture", "slice", "tiles (px)", "passes", "min s", "median s", "x no slice",
-              "full pass s", "per tile s", "tile/full", "sliced/(full x passes)", "merge etc ms", "cores busy",
+              "full pass s", "per tile s", "tile/full", "sliced/(full x passes)", "sliced/(full x tiles)", "merge etc ms", "cores busy",
               "others", "reported ms", "boxes", "peak MB"]
     rows = []
     for r in report["results"]:
@@ -506,7 +507,7 @@ def format_report(report: dict) -> str:
                      f"{r['tiles']} ({r['tile_size']})" if r["mode"] != "none" else "-", str(r["passes"]),
                      f"{r['min_s']:.2f}", f"{r['median_s']:.2f}", number(r, "vs_no_slice", ".2f", "x"),
                      number(r, "full_pass_s", ".2f"), number(r, "tile_s", ".2f"), number(r, "tile_vs_full", ".2f"),
-                     number(r, "rule_ratio", ".2f"), number(r, "other_ms", ".0f"), f"{r['cores_busy']:.2f}",
+                     number(r, "rule_ratio", ".2f"), number(r, "tiles_ratio", ".2f"), number(r, "other_ms", ".0f"), f"{r['cores_busy']:.2f}",
                      f"{r['others_cores']:.2f}",
                      f"{r['reported_ms']:.0f}", str(r["detections"]), str(r["peak_rss_mb"])])
     out.append(table(header, rows))
