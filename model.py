@@ -222,6 +222,9 @@ def prepare_specs(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
                   f"running {spec.name} with PyTorch instead of {backend}", file=sys.stderr)
             backend = "torch"
         resolved.append(dataclasses.replace(spec, device=str(device), backend=backend))
+    absent = sorted({c for spec in resolved for c in spec.calibration if not Path(c).exists()})
+    if absent:
+        raise DetectError(f"--calibration: not found: {', '.join(absent)}")
     missing = [spec.weights for spec in resolved if spec.weights is not None and not Path(spec.weights).is_file()]
     if missing:
         raise DetectError(f"weights file{'s' if len(missing) > 1 else ''} not found: {', '.join(map(str, missing))}")

@@ -112,6 +112,10 @@ def test_precision_usage_and_calibration_errors(tmp_path, checkpoints, photo):
                           (["--precision", "fp16"], "invalid choice")]:
         result = run_script("detect_image.py", *base, *args, cwd=tmp_path)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+    result = run_script("detect_image.py", *base, "--precision", "int8", "--calibration", str(tmp_path / "absent"),
+                        cwd=tmp_path)
+    assert_one_line_error(result)
+    assert "--calibration: not found" in result.stderr and "Loading" not in result.stderr
     (tmp_path / "empty").mkdir()
     result = run_script("detect_image.py", *base, "--precision", "int8", "--calibration", str(tmp_path / "empty"),
                         cwd=tmp_path)
