@@ -17,7 +17,7 @@ import torch
 def test_quick_slicing_benchmark_times_every_mode_and_checks_the_requests(tmp_path):
     report_path = tmp_path / "slicing.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "slicing.py"), "--quick", "--json-out", str(report_path)],
+        [sys.executable, str(ROOT / "benchmarks" / "slicing_cost.py"), "--quick", "--json-out", str(report_path)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(report_path.read_text())

@@ -1,7 +1,7 @@
 """What tracking costs and what --detect-every buys, on a real video, in one run.
 
-    python benchmarks/tracking.py            # ../shared/media/scooters.mp4 (or the sample clip), v1 and v2
-    python benchmarks/tracking.py --quick    # imgsz 64, 6 frames, v1: a check that it still works
+    python benchmarks/tracking_cost.py            # ../shared/media/scooters.mp4 (or the sample clip), v1 and v2
+    python benchmarks/tracking_cost.py --quick    # imgsz 64, 6 frames, v1: a check that it still works
 
 For v1 and v2 on the default CPU runtime it measures:
   - end-to-end frames per second of detect_video.py with --track and --detect-every 1, 2 and 4, against the

@@ -1,7 +1,7 @@
 """What sliced inference (--slice) costs against one pass over the whole picture, on the default CPU runtime.
 
-    python benchmarks/slicing.py            # the two aerial photos of ../shared/media/seed (or generated ones)
-    python benchmarks/slicing.py --quick    # one generated picture, --imgsz 64, one run, v1: a check that it works
+    python benchmarks/slicing_cost.py            # the two aerial photos of ../shared/media/seed (or generated ones)
+    python benchmarks/slicing_cost.py --quick    # one generated picture, --imgsz 64, one run, v1: a check that it works
 
 For v1 and v2 and each picture it times predictor.make_predictor (the scripts' own path) without slicing, with
 --slice 640 and with --slice auto, on the runtime the scripts pick for the CPU (--backend auto). For a sliced run
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The project's root first: this file's name is also the project's slicing module, which predictor imports.
+# The project's root first, so that its modules are found before anything beside this file.
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
@@ -440,6 +440,7 @@ def main() -> int:
                     row = {"model": name, "picture": picture["name"], "size": picture["size"], "mode": mode,
                            "peak_rss_mb": round(result["peak_rss_mb"]), "runs": result["runs"]}
                     report["results"].append(row)
+                    save_partial(report, args.json_out)
                     print(f"{name} {picture['name']} {mode}: "
                           f"{statistics.median(r['seconds'] for r in row['runs']):.2f} s", file=sys.stderr, flush=True)
             if backend == "openvino" and not args.skip_async:
@@ -465,16 +466,24 @@ def main() -> int:
                     report["async"].append({"model": name, "picture": picture["name"], "tiles": result["tiles"],
                                             "tile_shape": result["tile_shape"],
                                             "peak_rss_mb": round(result["peak_rss_mb"]), **row})
+                save_partial(report, args.json_out)
                 print(f"{name} async: done", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report["total_seconds"] = round(time.perf_counter() - started, 1)
+    report["complete"] = True
     summarize(report["results"])
     print(format_report(report))
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten to {args.json_out}")
     return 1 if report["async_errors"] else 0
+
+
+def save_partial(report: dict, path: Path) -> None:
+    """The raw runs so far, so that a run cut short still leaves its measurements."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**report, "complete": False}, indent=2) + "\n")
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
