@@ -8,6 +8,7 @@ objects that tiles cut apart). Tiles are views of the decoded picture: only the 
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Sequence
 
@@ -28,7 +29,8 @@ _AUTO_MIN_TILE = 256
 def auto_tile_size(width: int, height: int, overlap: float) -> int:
     """A tile side for `--slice auto`: two overlapping tiles across the shorter side, at least 256 px, a multiple of 32."""
     side = min(width, height) / (2.0 - overlap)
-    return max(_AUTO_MIN_TILE, int(round(side / 32.0)) * 32)
+    # Rounded up: rounding down can leave the shorter side one tile short, and a third row of tiles.
+    return max(_AUTO_MIN_TILE, math.ceil(side / 32.0) * 32)
 
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:

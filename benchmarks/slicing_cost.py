@@ -508,7 +508,8 @@ def format_report(report: dict) -> str:
            f"{report['runs']} runs after a warm-up of each input shape; {weights}",
            f"pictures: {pictures}", ""]
     header = ["model", "picture", "slice", "tiles (px)", "passes", "min s", "median s", "x no slice",
-              "full pass s", "per tile s", "tile/full", "sliced/(full x passes)", "sliced/(full x tiles)", "merge etc ms", "cores busy",
+              "full pass s", "per tile s", "tile/full", "sliced/(full x passes)", "sliced/(full x tiles)",
+              "merge etc ms", "cores busy",
               "others", "reported ms", "boxes", "peak MB"]
     rows = []
     for r in report["results"]:
@@ -516,7 +517,8 @@ def format_report(report: dict) -> str:
                      f"{r['tiles']} ({r['tile_size']})" if r["mode"] != "none" else "-", str(r["passes"]),
                      f"{r['min_s']:.2f}", f"{r['median_s']:.2f}", number(r, "vs_no_slice", ".2f", "x"),
                      number(r, "full_pass_s", ".2f"), number(r, "tile_s", ".2f"), number(r, "tile_vs_full", ".2f"),
-                     number(r, "rule_ratio", ".2f"), number(r, "tiles_ratio", ".2f"), number(r, "other_ms", ".0f"), f"{r['cores_busy']:.2f}",
+                     number(r, "rule_ratio", ".2f"), number(r, "tiles_ratio", ".2f"), number(r, "other_ms", ".0f"),
+                     f"{r['cores_busy']:.2f}",
                      f"{r['others_cores']:.2f}",
                      f"{r['reported_ms']:.0f}", str(r["detections"]), str(r["peak_rss_mb"])])
     out.append(table(header, rows))
@@ -534,9 +536,9 @@ def format_report(report: dict) -> str:
         rows = []
         for r in report["async"]:
             check = r["check"]
+            labels = "labels same" if check.get("same_labels") else "LABELS DIFFER"
             verdict = ("counts differ" if not check["same_counts"] else
-                       f"{'labels same' if check['same_labels'] else 'LABELS DIFFER'}, box <={check['max_box_diff_px']:.2g}"
-                       f" px, score <={check['max_score_diff']:.1e}")
+                       f"{labels}, box <={check['max_box_diff_px']:.2g} px, score <={check['max_score_diff']:.1e}")
             rows.append([r["model"], r["variant"], str(r["streams"]), str(r["threads"]), f"{r['min_s']:.2f}",
                          f"{r['median_s']:.2f}", f"{r['tile_s']:.2f}", f"{r['speedup']:.2f}x",
                          f"{r['cores_busy']:.2f}", f"{r['others_cores']:.2f}", verdict])

@@ -96,9 +96,12 @@ def test_auto_tile_size_is_a_multiple_of_32_and_at_least_256():
             size = auto_tile_size(width, height, overlap)
             assert size % 32 == 0 and size >= 256, (width, height, overlap, size)
     assert auto_tile_size(320, 240, 0.2) == 256  # small pictures: the floor
-    assert auto_tile_size(1920, 1080, 0.2) == 608  # 1080 / 1.8 = 600, to the nearest multiple of 32
-    # About two tiles across the shorter side of a large picture.
-    assert len(tile_starts(8000, auto_tile_size(12000, 8000, 0.2), 0.2)) in (2, 3)
+    assert auto_tile_size(1920, 1080, 0.2) == 608  # 1080 / 1.8 = 600, up to a multiple of 32
+    # Exactly two tiles across the shorter side wherever the floor does not decide, the write-up's photos included.
+    for width, height in [(1000, 751), (1280, 720), (1920, 1080), (12000, 8000), (3000, 4000)]:
+        for overlap in (0.0, 0.2, 0.5):
+            tile = auto_tile_size(width, height, overlap)
+            assert len(tile_starts(min(width, height), tile, overlap)) == 2, (width, height, overlap, tile)
 
 
 # ---------------------------------------------------------------- the merge
