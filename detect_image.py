@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import argparse
-import glob
+import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 import detect_utils as du
 import options
-from drawing import render
 from errors import DetectError
+from jobs import PictureResult, detect_picture, open_pool
 from specs import DrawOptions
 
 # PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image files, folders (every image inside), glob patterns or http(s) URLs of pictures "
                              "(default: the sample photo)")
     options.add_common_options(parser, window_keys="any key: next picture; q or Esc: stop showing")
+    options.add_ray_options(parser)
     parser.add_argument("--save-crops", action="store_true",
                         help="also cut each detection out into crops/<model>/<class>/<name>_<n>.jpg")
     parser.add_argument("--save-txt", action="store_true",
@@ -49,62 +50,37 @@ class ImageRun:
     save_txt: bool = False
 
 
-def expand_inputs(patterns: list[str]) -> tuple[list[str], list[str]]:
-    """Sources to process, in order and without repeats, and one error line per input that names nothing."""
-    sources: list[str] = []
-    errors: list[str] = []
-    for pattern in patterns:
-        path = Path(pattern)
-        if pattern.lower().startswith(("http://", "https://")):
-            found = [pattern]
-        elif path.is_dir():
-            found = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in du.IMAGE_SUFFIXES)
-            if not found:
-                errors.append(f"{path}: no images in this folder")
-        elif not path.exists() and glob.has_magic(pattern):
-            found = sorted(p for p in glob.glob(pattern) if Path(p).is_file())
-            if not found:
-                errors.append(f"{pattern}: no file matches")
-        elif not path.exists():
-            errors.append(f"{path}: file not found")  # said before any model loads
-            found = []
-        else:
-            found = [pattern]
-        sources.extend(found)
-    return list(dict.fromkeys(sources)), errors
-
-
-def process_image(source: str, name: str, predictors: list, run: ImageRun):
-    """Detect, draw and write one picture (and its JSON); return its predictions, the picture and where it went."""
-    from predictor import predict_all
-
+def output_paths(name: str, run: ImageRun) -> tuple[Path, Path]:
+    """Where an input's picture and its JSON record go."""
     picture_path = run.out_dir / f"{name}_{run.model_option}.jpg"
-    json_path = picture_path.with_suffix(".json")
-    du.check_not_an_input([picture_path, json_path], run.inputs)
-    image = du.read_picture(source)
-    height, width = image.shape[:2]
-    (predictions,) = predict_all(predictors, [image])
-    picture = render(image, predictions, run.draw)
+    return picture_path, picture_path.with_suffix(".json")
+
+
+def write_outputs(source: str, name: str, data: bytes, result: PictureResult, run: ImageRun) -> Path:
+    """Write one picture's outputs (the drawn picture, its JSON, crops, label files); return the picture's path."""
+    picture_path, json_path = output_paths(name, run)
     written = [picture_path, json_path] if run.json else [picture_path]
     # The set is written together: a record left from an earlier run would describe another picture.
     with du.AtomicOutputs(written, stale=[json_path]) as temporary:
-        du.write_image(temporary[picture_path], picture)
+        temporary[picture_path].write_bytes(result.jpeg)
         if run.json:
-            du.write_json(temporary[json_path], {"file": source, "width": width, "height": height,
-                                                 "results": [p.record() for p in predictions]})
-    for prediction in predictions:
+            du.write_json(temporary[json_path], {"file": source, "width": result.width, "height": result.height,
+                                                 "results": [p.record() for p in result.predictions]})
+    image = du.decode_picture(data, source) if run.save_crops else None
+    for prediction in result.predictions:
         if run.save_crops:
             du.write_crops(run.out_dir / "crops" / prediction.model, name, image, prediction.detections,
                            prediction.class_names)
         if run.save_txt:
             labels = run.out_dir / "labels" / prediction.model
             du.write_yolo_classes(labels, prediction.class_names)
-            du.write_bytes_atomically(labels / f"{name}.txt",
-                                      du.yolo_labels(prediction.detections, width, height).encode("utf-8"))
-    return predictions, picture, picture_path
+            du.write_bytes_atomically(labels / f"{name}.txt", du.yolo_labels(
+                prediction.detections, result.width, result.height).encode("utf-8"))
+    return picture_path
 
 
 def result_line(source: str, predictions: list, picture_path: Path) -> str:
+    """What a processed picture gives, on stdout."""
     summaries = [f"{p.model} {len(p.detections)} detections {p.milliseconds:.0f} ms" for p in predictions]
     return f"{source}: {', '.join(summaries)} -> {picture_path}"
 
@@ -112,10 +88,11 @@ def result_line(source: str, predictions: list, picture_path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    sources, errors = expand_inputs(args.input)
+    sources, errors = du.expand_inputs(args.input, du.IMAGE_SUFFIXES, "images")
     local = [source for source in sources if not du.is_url(source)]
     specs = options.model_specs(args, parser, local if len(local) >= options.MIN_DEFAULT_CALIBRATION else ())
     detect = options.detect_options(args, parser)
+    ray = options.ray_options(args, parser)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     if not sources:
@@ -123,28 +100,48 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = ImageRun(du.prepare_output_dir(args.output), args.model, args.json, options.draw_options(args),
                        tuple(sources), save_crops=args.save_crops, save_txt=args.save_txt)
-        predictors = du.load_predictors(specs, detect)
+        with contextlib.ExitStack() as stack:
+            pool = open_pool(stack, ray, specs, detect, len(sources))
+            failed = process_all(pool, sources, run, args.show, detect.slicing is not None)
     except DetectError as error:
         return du.fail(str(error))
+    except KeyboardInterrupt:
+        print("interrupted: the pictures written so far are kept", file=sys.stderr)
+        return 130
+    failed += len(errors)
+    if failed:
+        print(f"{failed} of {len(sources) + len(errors)} inputs failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def process_all(pool, sources: list[str], run: ImageRun, show: bool, sliced: bool) -> int:
+    """Detect, draw and write every picture, here or on the workers; return how many failed."""
     names = du.output_names(sources)
-    failed, showing, described = len(errors), args.show, False
-    with tqdm(sources, desc="images", unit="img", disable=len(sources) < 2, file=sys.stderr) as bar:
-        for source in bar:
+
+    def prepare(source: str) -> tuple:
+        du.check_not_an_input(output_paths(names[source], run), run.inputs)
+        return du.source_bytes(source), source, run.draw
+
+    failed, showing, described = 0, show, not sliced
+    with tqdm(total=len(sources), desc="images", unit="img", disable=len(sources) < 2, file=sys.stderr) as bar:
+        for source, arguments, outcome in pool.imap(detect_picture, sources, prepare):
+            bar.update(1)
             try:
-                predictions, picture, picture_path = process_image(source, names[source], predictors, run)
+                if isinstance(outcome, DetectError):
+                    raise outcome
+                picture_path = write_outputs(source, names[source], arguments[0], outcome, run)
             except DetectError as error:
                 tqdm.write(f"error: {error}", file=sys.stderr)
                 failed += 1
                 continue
-            if not described and detect.slicing is not None:
-                tqdm.write(du.describe_slicing(predictions[0].settings["slice"]), file=sys.stderr)
+            if not described:
+                tqdm.write(du.describe_slicing(outcome.predictions[0].settings["slice"]), file=sys.stderr)
                 described = True
-            tqdm.write(result_line(source, predictions, picture_path), file=sys.stdout)
+            tqdm.write(result_line(source, outcome.predictions, picture_path), file=sys.stdout)
             if showing:  # q, Esc or a closed window: no more windows, the files are still written
+                picture = du.decode_picture(outcome.jpeg, picture_path)
                 showing = du.show_window(picture_path.name, picture) == "shown"
-    if failed:
-        print(f"{failed} of {len(sources) + len(errors)} inputs failed", file=sys.stderr)
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":

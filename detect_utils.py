@@ -25,6 +25,11 @@ IMAGE_SUFFIXES = {
     ".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2",
     ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic", ".avif",
 }
+# Video files a folder is searched for (any file given by name is tried, whatever its suffix).
+VIDEO_SUFFIXES = {
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv", ".flv",
+    ".3gp", ".ogv",
+}
 URL_TIMEOUT_S = 20
 URL_MAX_BYTES = 100 * 1024 * 1024
 
@@ -32,33 +37,45 @@ URL_MAX_BYTES = 100 * 1024 * 1024
 # ---------------------------------------------------------------- reading
 
 
-def read_image(path: str | os.PathLike, apply_orientation: bool = True) -> np.ndarray:
-    """Read any picture OpenCV decodes as 8-bit BGR, turned the way its EXIF orientation says (if asked)."""
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """A local file's bytes, or DetectError naming what is wrong with it."""
     path = Path(path)
     if not path.exists():
         raise DetectError(f"{path}: file not found")
     if path.is_dir():
         raise DetectError(f"{path}: is a folder, not an image")
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        data = path.read_bytes()
     except OSError as error:
         raise DetectError(f"{path}: cannot read ({error.strerror or error})") from error
-    if data.size == 0:
+    if not data:
         raise DetectError(f"{path}: file is empty")
+    return data
+
+
+def decode_picture(data: bytes, origin: str | os.PathLike, apply_orientation: bool = True) -> np.ndarray:
+    """A picture file's bytes as 8-bit BGR, turned the way its EXIF orientation says (if asked)."""
     # IMREAD_COLOR gives 3-channel 8-bit from grayscale, 16-bit or alpha pictures and applies EXIF orientation.
     flags = cv2.IMREAD_COLOR if apply_orientation else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    image = cv2.imdecode(data, flags)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None:
-        raise DetectError(f"{path}: not an image OpenCV can decode (corrupt, or not a picture)")
+        if is_url(str(origin)):
+            raise DetectError(f"{origin}: not a picture OpenCV can decode")
+        raise DetectError(f"{origin}: not an image OpenCV can decode (corrupt, or not a picture)")
     return image
+
+
+def read_image(path: str | os.PathLike, apply_orientation: bool = True) -> np.ndarray:
+    """Read any picture OpenCV decodes as 8-bit BGR, turned the way its EXIF orientation says (if asked)."""
+    return decode_picture(read_bytes(path), path, apply_orientation)
 
 
 def is_url(text: str) -> bool:
     return urlparse(text).scheme in ("http", "https")
 
 
-def read_url_image(url: str) -> np.ndarray:
-    """Fetch a picture over HTTP(S), with a time limit and a size limit, and decode it like a file."""
+def fetch_url(url: str) -> bytes:
+    """Fetch a picture's bytes over HTTP(S), with a time limit and a size limit."""
     try:
         with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:
             data = response.read(URL_MAX_BYTES + 1)
@@ -70,15 +87,47 @@ def read_url_image(url: str) -> np.ndarray:
         raise DetectError(f"{url}: larger than {URL_MAX_BYTES // (1024 * 1024)} MB; download it first")
     if not data:
         raise DetectError(f"{url}: the server sent nothing")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DetectError(f"{url}: not a picture OpenCV can decode")
-    return image
+    return data
+
+
+def source_bytes(source: str | os.PathLike) -> bytes:
+    """The bytes of a picture named by a local path or an http(s) URL."""
+    return fetch_url(str(source)) if is_url(str(source)) else read_bytes(source)
 
 
 def read_picture(source: str | os.PathLike) -> np.ndarray:
     """A picture from a local path or an http(s) URL."""
-    return read_url_image(str(source)) if is_url(str(source)) else read_image(source)
+    return decode_picture(source_bytes(source), source)
+
+
+def expand_inputs(patterns: Sequence[str], suffixes: set[str], kind: str = "images",
+                  passthrough=is_url) -> tuple[list[str], list[str]]:
+    """Sources to process, in order and without repeats, and one error line per input that names nothing.
+
+    Folders give every file inside with one of `suffixes`; glob patterns the files they match; sources for
+    which `passthrough` is true (URLs, cameras) are kept as they are.
+    """
+    sources: list[str] = []
+    errors: list[str] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if passthrough(pattern):
+            found = [pattern]
+        elif path.is_dir():
+            found = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                errors.append(f"{path}: no {kind} in this folder")
+        elif not path.exists() and glob.has_magic(pattern):
+            found = sorted(p for p in glob.glob(pattern) if Path(p).is_file())
+            if not found:
+                errors.append(f"{pattern}: no file matches")
+        elif not path.exists():
+            errors.append(f"{path}: file not found")  # said before any model loads
+            found = []
+        else:
+            found = [pattern]
+        sources.extend(found)
+    return list(dict.fromkeys(sources)), errors
 
 
 # ---------------------------------------------------------------- naming outputs
@@ -185,12 +234,16 @@ def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
         temporary.write_bytes(data)
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 92) -> None:
-    """Encode as JPEG and write atomically."""
+def encode_jpeg(image: np.ndarray, quality: int = 92) -> bytes:
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
-        raise DetectError(f"could not encode {path} as JPEG")
-    write_bytes_atomically(path, encoded.tobytes())
+        raise DetectError(f"could not encode a {image.shape[1]}x{image.shape[0]} picture as JPEG")
+    return encoded.tobytes()
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 92) -> None:
+    """Encode as JPEG and write atomically."""
+    write_bytes_atomically(path, encode_jpeg(image, quality))
 
 
 def write_json(path: str | os.PathLike, record: dict) -> None:

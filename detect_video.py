@@ -1,10 +1,10 @@
-"""Detect objects in a video, a webcam or a stream with Faster R-CNN v1, v2, or both side by side.
+"""Detect objects in videos, a webcam or a stream with Faster R-CNN v1, v2, or both side by side.
 
     python detect_video.py --input clip.mp4 --model v2
+    python detect_video.py --input videos/ --ray          # every video of a folder, shared out over Ray workers
 
-Decoding, inference and drawing + encoding run in three threads joined by bounded queues, so memory stays
-flat however long the video is and, on a GPU, the model never waits for I/O. The output is H.264 MP4
-(plays in browsers); Ctrl-C keeps what was processed as a playable video.
+Each video becomes an H.264 MP4 (plays in browsers) drawn by the pipeline in video.py; Ctrl-C keeps what was
+processed as a playable video.
 """
 
 from __future__ import annotations
@@ -12,419 +12,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
-import math
 import os
-import queue
 import signal
 import sys
 import threading
-import time
-from dataclasses import dataclass, field
-from fractions import Fraction
-from pathlib import Path, PurePosixPath
-from typing import Iterator, TextIO
-from urllib.parse import urlparse
+from dataclasses import dataclass
+from pathlib import Path
 
-# cv2 before av (imported where the video is written): PyAV's wheel bundles its own libxcb, and when that
-# copy loads first OpenCV's Qt window (--show) hangs at its first frame.
 import cv2
 import cv2.utils.logging
-import numpy as np
 from tqdm import tqdm
 
 import detect_utils as du
 import options
-from drawing import render
 from errors import DetectError
-from specs import DrawOptions, TrackOptions
-from tracking import LOW_SCORE_FLOOR, RunTracking, parse_count_line
+from jobs import open_pool
+from specs import TrackOptions
+from tracking import LOW_SCORE_FLOOR, parse_count_line
+from video import (EncodedVideo, VideoResult, VideoRun, VideoSource, Window, describe_source, detect_video_bytes,
+                   open_source, process_video)
 
 # PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
 
 DEFAULT_INPUT = Path(__file__).resolve().parent / "input" / "sample.mp4"
-STREAM_TIMEOUT_MS = 10_000
-FALLBACK_FPS = 25.0  # for cameras and streams that do not report a usable frame rate
-_UNREADABLE_RUN_LIMIT = 50  # consecutive failed reads that end a file (the rest is treated as missing)
-_END = object()
-
-
-# ---------------------------------------------------------------- reading
-
-
-@dataclass
-class VideoSource:
-    """An opened video file, webcam or stream, read frame by frame with OpenCV."""
-
-    capture: cv2.VideoCapture
-    name: str
-    fps: float
-    width: int
-    height: int
-    total_frames: int | None  # None for cameras and streams
-    is_file: bool
-    unreadable: int = 0
-    spec: str = ""  # what the user gave: a path, a camera index or a URL
-
-    def frames(self, stride: int, stop: threading.Event) -> Iterator[tuple[int, np.ndarray]]:
-        """(index, BGR frame) for every `stride`-th frame that decodes, until the end or `stop`."""
-        index, failed_in_a_row = 0, 0
-        while not stop.is_set():
-            wanted = index % stride == 0
-            ok = self.capture.grab()
-            frame = self.capture.retrieve()[1] if ok and wanted else None
-            if not ok or (wanted and frame is None):
-                # A damaged stretch of a file: keep going while frames are known to remain.
-                if not self.is_file or self.total_frames is None or index >= self.total_frames:
-                    return
-                failed_in_a_row += 1
-                self.unreadable += 1
-                if failed_in_a_row >= _UNREADABLE_RUN_LIMIT:
-                    self.unreadable += max(0, self.total_frames - index - 1)
-                    return
-                index += 1
-                continue
-            failed_in_a_row = 0
-            if wanted:
-                yield index, frame
-            index += 1
-
-    def close(self) -> None:
-        self.capture.release()
-
-
-def open_source(spec: str) -> VideoSource:
-    """Open a file path, a webcam index ('0') or a stream URL; raise DetectError if it gives no video."""
-    source = _open_capture(spec)
-    source.spec = spec
-    return source
-
-
-def _open_capture(spec: str) -> VideoSource:
-    if spec.isdigit():
-        capture = cv2.VideoCapture(int(spec))
-        if not capture.isOpened():
-            raise DetectError(f"no camera at index {spec}")
-        return _describe(capture, f"webcam{spec}", is_file=False)
-    if urlparse(spec).scheme in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"):
-        if PurePosixPath(urlparse(spec).path).suffix.lower() in du.IMAGE_SUFFIXES:
-            raise DetectError(f"{spec}: a still picture, not a video; use detect_image.py for pictures")
-        capture = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
-                                                          cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
-        if not capture.isOpened():
-            raise DetectError(f"cannot open stream {spec} (unreachable, or no video within "
-                              f"{STREAM_TIMEOUT_MS // 1000} s)")
-        stem = Path(urlparse(spec).path).stem or "stream"
-        return _describe(capture, stem, is_file=False)
-    path = Path(spec)
-    if not path.exists():
-        raise DetectError(f"{path}: file not found")
-    if not path.is_file():
-        raise DetectError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise DetectError(f"{path}: file is empty")
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    if not capture.isOpened():
-        raise DetectError(f"{path}: not a video OpenCV can decode, or a video with no frames")
-    if capture.get(cv2.CAP_PROP_FRAME_COUNT) == 1 and cv2.haveImageReader(str(path)):
-        capture.release()  # FFmpeg would play a photo as a one-frame video
-        raise DetectError(f"{path}: a still picture, not a video; use detect_image.py for pictures")
-    return _describe(capture, path.stem, is_file=True)
-
-
-def _describe(capture: cv2.VideoCapture, name: str, is_file: bool) -> VideoSource:
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    if not (0 < fps <= 1000):
-        fps = FALLBACK_FPS
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    return VideoSource(capture, name, fps, int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                       int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), count if is_file and count > 0 else None, is_file)
-
-
-# ---------------------------------------------------------------- writing
-
-
-class H264Writer:
-    """Writes BGR frames as H.264 (yuv420p) in MP4 with the index up front: plays in browsers and players."""
-
-    def __init__(self, path: Path, fps: float):
-        self.path = path
-        self.rate = Fraction(fps).limit_denominator(1001)
-        self.container = None
-        self.stream = None
-        self.frames = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        # yuv420p needs even sizes: pad one black row / column where needed.
-        pad_bottom, pad_right = frame.shape[0] % 2, frame.shape[1] % 2
-        if pad_bottom or pad_right:
-            frame = cv2.copyMakeBorder(frame, 0, pad_bottom, 0, pad_right, cv2.BORDER_CONSTANT, value=0)
-        if self.container is None:
-            self._open(frame.shape[1], frame.shape[0])
-        picture = self._frame_type.from_ndarray(frame, format="bgr24")
-        picture.pts = self.frames
-        for packet in self.stream.encode(picture):
-            self.container.mux(packet)
-        self.frames += 1
-
-    def _open(self, width: int, height: int) -> None:
-        import av
-
-        try:
-            self.container = av.open(str(self.path), mode="w", format="mp4",
-                                     container_options={"movflags": "+faststart"})
-            self.stream = self.container.add_stream("libx264", rate=self.rate)
-        except (av.error.FFmpegError, ValueError) as error:
-            raise DetectError(f"cannot write H.264 video {self.path}: {error}") from error
-        self.stream.width, self.stream.height = width, height
-        self.stream.pix_fmt = "yuv420p"
-        self.stream.codec_context.time_base = 1 / self.rate
-        self.stream.options = {"preset": "veryfast", "crf": "20"}
-        self._frame_type = av.VideoFrame
-
-    def close(self) -> None:
-        if self.container is None:
-            return
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
-        self.container = None
-
-
-# ---------------------------------------------------------------- the pipeline
-
-
-@dataclass
-class RunStats:
-    written: int = 0
-    inference_seconds: float = 0.0
-    model_milliseconds: dict[str, float] = field(default_factory=dict)  # each model's inference time, summed
-    started: float = field(default_factory=time.perf_counter)
-
-    def add_inference(self, seconds: float, per_frame: list[list]) -> None:
-        self.inference_seconds += seconds
-        for predictions in per_frame:
-            for prediction in predictions:
-                self.model_milliseconds[prediction.model] = (self.model_milliseconds.get(prediction.model, 0.0)
-                                                             + prediction.milliseconds)
-
-    def pipeline_fps(self) -> float:
-        elapsed = time.perf_counter() - self.started
-        return self.written / elapsed if elapsed > 0 else 0.0
-
-    def speed_badge(self) -> str:
-        fps = self.pipeline_fps()
-        return f"FPS {fps:.1f}" if fps >= 1 or fps == 0 else f"{1 / fps:.1f} s/frame"
-
-    def summary(self) -> str:
-        """Each model's inference time per frame and the whole pipeline's rate, in the unit that reads best."""
-        def rate(seconds_per_frame: float) -> str:
-            if seconds_per_frame <= 0:
-                return "-"
-            if seconds_per_frame > 1:
-                return f"{seconds_per_frame:.2f} s/frame"
-            return f"{1 / seconds_per_frame:.2f} frames/s"
-
-        frames = max(1, self.written)
-        models = ", ".join(f"{name} {rate(ms / 1000 / frames)}" for name, ms in self.model_milliseconds.items())
-        elapsed = time.perf_counter() - self.started
-        return f"speed: inference {models}; whole pipeline {rate(elapsed / frames)}"
-
-
-class _Worker(threading.Thread):
-    """A daemon thread that keeps its exception for the main thread to re-raise, and sets `abort` on one."""
-
-    def __init__(self, target, name: str, abort: threading.Event):
-        super().__init__(name=name, daemon=True)
-        self._work = target
-        self._abort = abort
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._work()
-        except BaseException as error:  # handed to the main thread
-            self.error = error
-            self._abort.set()
-
-
-def _put(q: queue.Queue, item, abort: threading.Event) -> None:
-    """Put, unless the pipeline is aborted (the consumer may be gone)."""
-    while not abort.is_set():
-        try:
-            q.put(item, timeout=0.2)
-            return
-        except queue.Full:
-            continue
-
-
-def _replace_latest(q: queue.Queue, item) -> None:
-    """Keep only the newest item in a one-place queue (its only producer calls this)."""
-    with contextlib.suppress(queue.Empty):
-        q.get_nowait()
-    q.put_nowait(item)
-
-
-def _get(q: queue.Queue, abort: threading.Event):
-    """Get the next item, or the end marker once the pipeline is aborted (the producer may be gone)."""
-    while not abort.is_set():
-        try:
-            return q.get(timeout=0.2)
-        except queue.Empty:
-            continue
-    return _END
-
-
-@dataclass(frozen=True)
-class VideoRun:
-    """The run's own options, as plain values made once in main."""
-
-    frame_stride: int = 1
-    max_frames: int | None = None
-    batch: int = 1
-    show: bool = False
-    model_option: str = "v2"  # v1, v2 or both: the suffix of the output's name
-    draw: DrawOptions = DrawOptions()
-    threshold: float = 0.5  # what is drawn and recorded (the predictor keeps lower scores for the tracker)
-    tracking: TrackOptions | None = None
-
-    @property
-    def detect_every(self) -> int:
-        return self.tracking.detect_every if self.tracking else 1
-
-
-class FrameWriter:
-    """The last steps, in frame order: track (when asked), draw, encode, and write the frame's JSON Lines record."""
-
-    def __init__(self, writer: H264Writer, records: TextIO | None, fps: float, run: VideoRun, stats: RunStats,
-                 tracking: RunTracking | None = None):
-        self.writer, self.records, self.fps, self.run, self.stats = writer, records, fps, run, stats
-        self.tracking = tracking
-
-    def __call__(self, index: int, frame: np.ndarray, predictions: list | None) -> np.ndarray:
-        detected = predictions is not None
-        if self.tracking is not None:
-            predictions = self.tracking.step(index, index / self.fps, predictions)
-        decorate = self.tracking.decorate if self.tracking is not None else None
-        picture = render(frame, predictions, self.run.draw, corner_text=self.stats.speed_badge(), decorate=decorate)
-        self.writer.write(picture)
-        if self.stats.written == 0 and detected and "slice" in predictions[0].settings:
-            tqdm.write(du.describe_slicing(predictions[0].settings["slice"]), file=sys.stderr)
-        if self.records is not None:
-            record = {"frame": index, "time": round(index / self.fps, 3), "width": frame.shape[1],
-                      "height": frame.shape[0], "detected": detected, "results": [p.record() for p in predictions]}
-            self.records.write(json.dumps(record) + "\n")
-        self.stats.written += 1
-        return picture
-
-
-class Window:
-    """The --show window: frames are offered from the drawing thread and shown from the main one (Qt needs that)."""
-
-    def __init__(self, title: str, stop: threading.Event):
-        self.title, self.stop = title, stop
-        self.showing = True
-        self._latest: queue.Queue = queue.Queue(maxsize=1)  # the newest drawn frame is enough
-
-    def offer(self, picture: np.ndarray) -> None:
-        if self.showing:
-            _replace_latest(self._latest, picture)
-
-    def refresh(self) -> None:
-        if not self.showing or self._latest.empty():
-            return
-        state = du.show_window(self.title, self._latest.get_nowait(), wait_ms=1)
-        if state == "quit" and not self.stop.is_set():
-            print("\nq pressed: finishing the frames in flight", file=sys.stderr, flush=True)
-            self.stop.set()  # like the end of the input: what was processed is kept
-        elif state == "closed":
-            print("\nwindow closed: going on without it (Ctrl-C stops)", file=sys.stderr, flush=True)
-        self.showing = state == "shown"
-
-
-def _read_frames(source: VideoSource, run: VideoRun, decoded: queue.Queue, stop: threading.Event,
-                 abort: threading.Event) -> None:
-    """The first step: decode every `frame_stride`-th frame, up to `max_frames`, into the queue."""
-    try:
-        limit = run.max_frames or math.inf
-        for count, (index, frame) in enumerate(source.frames(run.frame_stride, stop)):
-            if abort.is_set() or count >= limit:
-                break
-            _put(decoded, (count, index, frame), abort)
-    finally:
-        _put(decoded, _END, abort)
-
-
-def _next_batch(decoded: queue.Queue, size: int, abort: threading.Event) -> tuple[list, bool]:
-    """Up to `size` decoded frames (what is ready; never waiting to fill), and whether the input has ended."""
-    batch = [_get(decoded, abort)]
-    while len(batch) < size and batch[-1] is not _END:
-        try:
-            batch.append(decoded.get_nowait())
-        except queue.Empty:
-            break
-    ended = batch[-1] is _END
-    return (batch[:-1] if ended else batch), ended
-
-
-def run_pipeline(source: VideoSource, predictors: list, run: VideoRun, write_frame: FrameWriter,
-                 window: Window | None, stop: threading.Event) -> RunStats:
-    """Decode → detect → draw + encode, overlapped in three threads; returns the counts and timings."""
-    from predictor import predict_all
-
-    decoded: queue.Queue = queue.Queue(maxsize=2 * run.batch)
-    detected: queue.Queue = queue.Queue(maxsize=2 * run.batch)
-    abort = threading.Event()  # set when any stage fails, so the others stop too
-    stats = write_frame.stats
-    progress = tqdm(total=_expected_frames(source, run), desc=source.name, unit="frame", file=sys.stderr,
-                    dynamic_ncols=True)
-
-    def draw_and_write() -> None:
-        while (item := _get(detected, abort)) is not _END:
-            picture = write_frame(*item)
-            progress.update(1)
-            if window is not None:
-                window.offer(picture)
-
-    reader = _Worker(lambda: _read_frames(source, run, decoded, stop, abort), "decode", abort)
-    drawer = _Worker(draw_and_write, "encode", abort)
-    reader.start()
-    drawer.start()
-    try:
-        ended = False
-        while not ended and not abort.is_set():
-            batch, ended = _next_batch(decoded, run.batch, abort)
-            # With --detect-every N only every Nth processed frame meets the model; the trackers carry the rest.
-            wanted = [item for item in batch if item[0] % run.detect_every == 0]
-            if wanted:
-                start = time.perf_counter()
-                per_frame = predict_all(predictors, [frame for _, _, frame in wanted])
-                stats.add_inference(time.perf_counter() - start, per_frame)
-                found = {count: predictions for (count, _, _), predictions in zip(wanted, per_frame)}
-            for count, index, frame in batch:
-                _put(detected, (index, frame, found.get(count) if wanted else None), abort)
-            if window is not None:
-                window.refresh()
-    except BaseException:
-        abort.set()
-        raise
-    finally:
-        _put(detected, _END, abort)
-        drawer.join()  # every detected frame is drawn and encoded before the file is closed
-        reader.join(timeout=5)
-        progress.close()
-    for worker in (reader, drawer):
-        if worker.error:
-            raise worker.error
-    return stats
-
-
-def _expected_frames(source: VideoSource, run: VideoRun) -> int | None:
-    total = math.ceil(source.total_frames / run.frame_stride) if source.total_frames else None
-    if run.max_frames:
-        total = min(total, run.max_frames) if total else run.max_frames
-    return total
-
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 # ---------------------------------------------------------------- interrupts
 
@@ -464,9 +75,11 @@ class StopOnSignal:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Detect objects in a video with Faster R-CNN v1 / v2.")
-    parser.add_argument("--input", default=str(DEFAULT_INPUT), metavar="SOURCE",
-                        help="video file, webcam index (0) or stream URL (rtsp://, http://); default: the sample clip")
+    parser.add_argument("--input", nargs="+", default=[str(DEFAULT_INPUT)], metavar="SOURCE",
+                        help="video files, folders (every video inside), glob patterns, a webcam index (0) or stream "
+                             "URLs (rtsp://, http://); default: the sample clip")
     options.add_common_options(parser, window_keys="q or Esc: stop, keeping the video so far")
+    options.add_ray_options(parser)
     parser.add_argument("--frame-stride", type=options.positive_int, default=1, metavar="N",
                         help="process every Nth frame (default 1: all); the output plays at the input rate / N")
     parser.add_argument("--max-frames", type=options.positive_int, metavar="N", help="stop after N processed frames")
@@ -513,11 +126,44 @@ def track_options(args: argparse.Namespace) -> TrackOptions | None:
                         lost_seconds=args.track_buffer)
 
 
+def is_live(spec: str) -> bool:
+    """A webcam index or a stream URL: read where it is, never listed or sent."""
+    return spec.isdigit() or spec.lower().startswith(LIVE_SCHEMES)
+
+
+@dataclass(frozen=True)
+class VideoOutputs:
+    """Where one video's outputs go: the drawn video, and its records when asked for."""
+
+    video: Path
+    records: Path | None
+    tracks: Path | None
+
+    @classmethod
+    def named(cls, out_dir: Path, name: str, run: VideoRun, records: bool) -> "VideoOutputs":
+        video = out_dir / f"{name}_{run.model_option}.mp4"
+        return cls(video, video.with_suffix(".jsonl") if records else None,
+                   video.with_name(f"{video.stem}_tracks.jsonl") if run.tracking else None)
+
+    def written(self) -> list[Path]:
+        return [p for p in (self.video, self.records, self.tracks) if p is not None]
+
+    def stale(self) -> list[Path]:
+        """Records an earlier run left beside the video: they would describe another video."""
+        return [self.video.with_suffix(".jsonl"), self.video.with_name(f"{self.video.stem}_tracks.jsonl")]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    specs = options.model_specs(args, parser, [args.input] if Path(args.input).is_file() else [])
+    sources, errors = du.expand_inputs(args.input, du.VIDEO_SUFFIXES, "videos", passthrough=is_live)
+    files = [source for source in sources if not is_live(source)]
+    total = len(sources) + len(errors)
+    specs = options.model_specs(args, parser, files)
     detect = options.detect_options(args, parser)
+    ray = options.ray_options(args, parser)
+    if ray is not None and args.show:
+        parser.error("--show is not available with --ray: the videos are drawn on the workers")
     tracking = track_options(args)
     run = VideoRun(frame_stride=args.frame_stride, max_frames=args.max_frames, batch=args.batch, show=args.show,
                    model_option=args.model, draw=options.draw_options(args), threshold=detect.threshold,
@@ -527,62 +173,137 @@ def main(argv: list[str] | None = None) -> int:
     # OpenCV's and its FFmpeg's messages while probing an input would bury our one-line error.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # quiet; set it to 32 or more to debug a stream
-    source = None
+    if ray is not None:
+        errors += [f"{source}: a camera or stream is read on this machine; run it without --ray"
+                   for source in sources if is_live(source)]
+        sources = files
+    # What is no video, or cannot be opened, is said before any model loads. Streams and cameras stay open
+    # for their turn (opening them again could wait again); files are opened again when their turn comes.
+    good, opened = [], {}
+    for source in sources:
+        try:
+            capture = open_source(source)
+        except DetectError as error:
+            errors.append(str(error))
+            continue
+        good.append(source)
+        if is_live(source):
+            opened[source] = capture
+        else:
+            capture.close()
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    if not good:
+        return 1
     try:
         out_dir = du.prepare_output_dir(args.output)
-        source = open_source(args.input)
-        name = du.output_names([args.input])[args.input] if source.is_file else source.name
-        video_path = out_dir / f"{name}_{run.model_option}.mp4"
-        json_path = video_path.with_suffix(".jsonl")
-        tracks_path = video_path.with_name(f"{video_path.stem}_tracks.jsonl")
-        du.check_not_an_input([video_path, json_path, tracks_path], [args.input] if source.is_file else [])
-        predictors = du.load_predictors(specs, detect)
-        return _detect_to_files(source, predictors, run, video_path, json_path if args.json else None,
-                                tracks_path if tracking else None)
+        names = du.output_names(files)
+        with contextlib.ExitStack() as stack:
+            pool = open_pool(stack, ray, specs, detect, len(good))
+            if ray is None:
+                failed, code = process_here(good, opened, names, pool.predictors, run, out_dir, args.json)
+            else:
+                failed, code = process_on_workers(pool, good, names, run, out_dir, args.json), 0
     except DetectError as error:
         return du.fail(str(error))
     except KeyboardInterrupt:
-        print("aborted: nothing was written", file=sys.stderr)
+        print("aborted: the videos finished before are kept; the one in progress was not written", file=sys.stderr)
         return 130
     finally:
-        if source is not None:
-            source.close()
+        for capture in opened.values():
+            capture.close()
+    failed += len(errors)
+    if failed and total > 1:
+        print(f"{failed} of {total} inputs failed", file=sys.stderr)
+    return code or (1 if failed else 0)
 
 
-def _detect_to_files(source: VideoSource, predictors: list, run: VideoRun, video_path: Path,
-                     json_path: Path | None, tracks_path: Path | None) -> int:
-    print(f"{source.name}: {source.width}x{source.height} at {source.fps:.2f} fps"
-          + (f", {source.total_frames} frames" if source.total_frames else ""), file=sys.stderr)
-    written = [p for p in (video_path, json_path, tracks_path) if p is not None]
-    # The set is written together: records left from an earlier run would describe another video.
-    stale = [video_path.with_suffix(".jsonl"), video_path.with_name(f"{video_path.stem}_tracks.jsonl")]
-    with StopOnSignal() as stopper, du.AtomicOutputs(written, stale=stale) as temporary:
-        writer = H264Writer(temporary[video_path], source.fps / run.frame_stride)
-        records = open(temporary[json_path], "w", encoding="utf-8") if json_path else None
-        tracks = open(temporary[tracks_path], "w", encoding="utf-8") if tracks_path else None
-        window = Window(f"{source.name} ({run.model_option})", stopper.event) if run.show else None
-        try:
-            tracking = None if run.tracking is None else RunTracking(
-                predictors, run.tracking, run.threshold, source.fps / run.frame_stride,
-                (source.width, source.height), tracks)
-            frame_writer = FrameWriter(writer, records, source.fps, run, RunStats(), tracking)
-            stats = run_pipeline(source, predictors, run, frame_writer, window, stopper.event)
-            summaries = tracking.close() if tracking is not None else []
-        finally:
-            writer.close()
-            for handle in (records, tracks):
-                if handle is not None:
-                    handle.close()
-        if stats.written == 0:  # leaving the block by an exception keeps no file
+def process_here(sources: list[str], opened: dict[str, VideoSource], names: dict[str, str], predictors: list,
+                 run: VideoRun, out_dir: Path, records: bool) -> tuple[int, int]:
+    """Each video in turn in this process; returns how many failed, and the exit code of a signal that stopped it."""
+    failed = 0
+    with StopOnSignal() as stopper:
+        window = Window("", stopper.event) if run.show else None
+        for number, spec in enumerate(sources, start=1):
+            if stopper.event.is_set():
+                break
+            try:
+                source = opened.pop(spec, None) or open_source(spec)
+            except DetectError as error:
+                print(f"error: {error}", file=sys.stderr)
+                failed += 1
+                continue
+            try:
+                outputs = VideoOutputs.named(out_dir, names[spec] if source.is_file else source.name, run, records)
+                du.check_not_an_input(outputs.written(), list(names))
+                counter = f"[{number}/{len(sources)}] " if len(sources) > 1 else ""
+                print(counter + describe_source(source), file=sys.stderr)
+                if window is not None:
+                    window.title = f"{source.name} ({run.model_option})"
+                result = detect_to_files(source, predictors, run, outputs, stopper.event, window)
+            except DetectError as error:
+                print(f"error: {error}", file=sys.stderr)
+                failed += 1
+                continue
+            finally:
+                source.close()
+            report(spec, result, outputs)
+    return failed, stopper.exit_code
+
+
+def detect_to_files(source: VideoSource, predictors: list, run: VideoRun, outputs: VideoOutputs,
+                    stop: threading.Event, window: Window | None) -> VideoResult:
+    """One opened video's outputs, written together: none if it fails, and records left from earlier runs go."""
+    with du.AtomicOutputs(outputs.written(), stale=outputs.stale()) as temporary:
+        result = process_video(source, predictors, run, temporary[outputs.video],
+                               outputs.records and temporary[outputs.records],
+                               outputs.tracks and temporary[outputs.tracks], stop, window)
+        if result.frames == 0:  # leaving the block by an exception keeps no file
             raise DetectError(f"{source.spec}: no frame could be read")
-    if source.unreadable:
-        print(f"warning: {source.unreadable} frame(s) of {source.spec} could not be read and were skipped",
-              file=sys.stderr)
-    print(f"{stats.written} frames -> {video_path}" + "".join(f", {p}" for p in (json_path, tracks_path) if p))
-    for summary in summaries:
-        print(tracking_summary(summary, several=len(summaries) > 1))
-    print(stats.summary())
-    return stopper.exit_code
+    return result
+
+
+def process_on_workers(pool, sources: list[str], names: dict[str, str], run: VideoRun, out_dir: Path,
+                       records: bool) -> int:
+    """One video per Ray task; each finished one is written here as it comes back. Returns how many failed."""
+    plan = {spec: VideoOutputs.named(out_dir, names[spec], run, records) for spec in sources}
+
+    def prepare(spec: str) -> tuple:
+        du.check_not_an_input(plan[spec].written(), sources)
+        return du.read_bytes(spec), spec, names[spec], run, records, run.tracking is not None
+
+    failed = 0
+    with tqdm(total=len(sources), desc="videos", unit="video", file=sys.stderr, dynamic_ncols=True) as bar:
+        for spec, _, outcome in pool.imap(detect_video_bytes, sources, prepare):
+            bar.update(1)
+            if isinstance(outcome, DetectError):
+                tqdm.write(f"error: {outcome}", file=sys.stderr)
+                failed += 1
+                continue
+            write_encoded(outcome, plan[spec])
+            tqdm.write(outcome.description, file=sys.stderr)
+            report(spec, outcome.result, plan[spec])
+    return failed
+
+
+def write_encoded(encoded: EncodedVideo, outputs: VideoOutputs) -> None:
+    """A worker's finished video and records, written as one set like a video processed here."""
+    with du.AtomicOutputs(outputs.written(), stale=outputs.stale()) as temporary:
+        for path, data in ((outputs.video, encoded.video), (outputs.records, encoded.records),
+                           (outputs.tracks, encoded.tracks)):
+            if path is not None:
+                temporary[path].write_bytes(data or b"")
+
+
+def report(spec: str, result: VideoResult, outputs: VideoOutputs) -> None:
+    """The lines a finished video gives: what was written (stdout), tracking and speed; warnings on stderr."""
+    if result.unreadable:
+        tqdm.write(f"warning: {result.unreadable} frame(s) of {spec} could not be read and were skipped",
+                   file=sys.stderr)
+    tqdm.write(f"{result.frames} frames -> " + ", ".join(map(str, outputs.written())), file=sys.stdout)
+    for summary in result.summaries:
+        tqdm.write(tracking_summary(summary, several=len(result.summaries) > 1), file=sys.stdout)
+    tqdm.write(result.speed, file=sys.stdout)
 
 
 def tracking_summary(summary: dict, several: bool) -> str:

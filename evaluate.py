@@ -26,6 +26,7 @@ import options
 from coco_names import is_real_class
 from detections import Detections
 from errors import DetectError
+from jobs import detect_for_scoring, pools_per_model
 
 # torchvision's published COCO val2017 box mAP (the weights' documentation).
 PUBLISHED_AP = {"v1": 0.370, "v2": 0.467}
@@ -117,6 +118,7 @@ class ResultsLog:
     """
 
     def __init__(self, folder: Path, name: str, settings: dict):
+        self.name = name
         self.results_path = folder / f"{name}_results.json"
         self.progress_path = folder / f"{name}_progress.jsonl"
         self.settings_path = folder / f"{name}_settings.json"
@@ -196,8 +198,10 @@ def to_coco_results(detections: Detections, image_id: int, categories: dict[int,
     return entries
 
 
-def run_model(model, data: CocoSet, image_ids: list[int], out_dir: Path) -> ResultsLog:
-    """Detect with `model` (a predictor) on every image not done yet, appending to its results; returns the log."""
+def run_model(pool, data: CocoSet, image_ids: list[int], out_dir: Path) -> ResultsLog:
+    """Detect with the pool's one model on every image not done yet, appending to its results as they come back
+    (in any order); returns the log."""
+    (model,) = pool.models
     categories = category_map(model, data.coco)
     log = ResultsLog(out_dir, model.name, model.settings)
     log.resume()
@@ -205,19 +209,33 @@ def run_model(model, data: CocoSet, image_ids: list[int], out_dir: Path) -> Resu
     if len(todo) < len(image_ids):
         print(f"{model.name}: resuming, {len(image_ids) - len(todo)} of {len(image_ids)} images already done",
               file=sys.stderr)
-    for image_id in tqdm(todo, desc=model.name, unit="img", file=sys.stderr, dynamic_ncols=True):
-        info = data.coco.imgs[image_id]
-        path = data.images_dir / info["file_name"]
-        try:
-            # COCO boxes refer to the pixels as stored, so EXIF orientation is not applied.
-            image = du.read_image(path, apply_orientation=False)
-        except DetectError as error:
-            tqdm.write(f"warning: {error} (listed in the set; counted as missing)", file=sys.stderr)
+
+    def prepare(image_id: int) -> tuple:
+        path = data.images_dir / data.coco.imgs[image_id]["file_name"]
+        return du.read_bytes(path), str(path)
+
+    outcomes = pool.imap(detect_for_scoring, todo, prepare)
+    for image_id, _, outcome in tqdm(outcomes, total=len(todo), desc=model.name, unit="img", file=sys.stderr,
+                                     dynamic_ncols=True):
+        if isinstance(outcome, DetectError):
+            tqdm.write(f"warning: {outcome} (listed in the set; counted as missing)", file=sys.stderr)
             log.add(image_id, [], None)
-            continue
-        (prediction,) = model([image])
-        log.add(image_id, to_coco_results(prediction.detections, image_id, categories), prediction.milliseconds)
+        else:
+            log.add(image_id, to_coco_results(outcome.detections, image_id, categories), outcome.milliseconds)
     return log
+
+
+def model_metrics(data: CocoSet, log: ResultsLog, image_ids: list[int], out_dir: Path) -> dict:
+    """A model's metrics over the images it scored (missing ones left out, and said), written beside its results."""
+    timed = [e["ms"] for e in log.done.values() if e["ms"] is not None]
+    missing = len(log.done) - len(timed)
+    scored = [i for i in image_ids if log.done[i]["ms"] is not None]
+    metrics = {**score(data.coco, log.detections, scored), "images": len(scored), "images_missing": missing,
+               "ms_per_image": float(np.mean(timed)) if timed else None}
+    du.write_json(out_dir / f"{log.name}_metrics.json", metrics)
+    if missing:
+        print(f"warning: {missing} listed image(s) were missing or unreadable and were not scored", file=sys.stderr)
+    return metrics
 
 
 def score(coco, detections: list[dict], image_ids: list[int]) -> dict[str, float | None]:
@@ -293,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_model_options(parser, both_means="both, one after the other, compared in one table")
     options.add_detect_options(parser, threshold=0.0, classes=False, threshold_help=(
         "lowest score kept (default 0: all the model gives, above torchvision's 0.05 floor)"))
+    options.add_ray_options(parser)
     return parser
 
 
@@ -306,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     images = args.images or (os.path.join(args.data, "val2017") if args.data else None)
     specs = options.model_specs(args, parser, [images] if images else [])
     detect = options.detect_options(args, parser)
+    ray = options.ray_options(args, parser)
     try:
         images_dir, annotations = locate(args.data, args.images, args.annotations)
         data = load_set(images_dir, annotations)
@@ -320,25 +340,17 @@ def main(argv: list[str] | None = None) -> int:
             print(format_table({"predictions": metrics}, note))
             return 0
         rows = {}
-        for model in du.load_predictors(specs, detect):
-            log = run_model(model, data, image_ids, out_dir)
-            timed = [e["ms"] for e in log.done.values() if e["ms"] is not None]
-            missing = len(log.done) - len(timed)
-            scored = [i for i in image_ids if log.done[i]["ms"] is not None]
-            metrics = {**score(data.coco, log.detections, scored), "images": len(scored), "images_missing": missing,
-                       "ms_per_image": float(np.mean(timed)) if timed else None}
-            du.write_json(out_dir / f"{model.name}_metrics.json", metrics)
-            if missing:
-                print(f"warning: {missing} listed image(s) were missing or unreadable and were not scored",
-                      file=sys.stderr)
-            rows[model.name] = metrics
+        with contextlib.ExitStack() as stack:
+            for pool in pools_per_model(stack, ray, [[spec] for spec in specs], detect, len(image_ids)):
+                log = run_model(pool, data, image_ids, out_dir)
+                rows[log.name] = model_metrics(data, log, image_ids, out_dir)
         print(format_table(rows, note))
         print(f"results and metrics in {out_dir}", file=sys.stderr)
         return 0
     except DetectError as error:
         return du.fail(str(error))
     except KeyboardInterrupt:
-        print("interrupted: finished images are kept; run the same command again to resume", file=sys.stderr)
+        print("\ninterrupted: finished images are kept; run the same command again to resume", file=sys.stderr)
         return 130
 
 

@@ -245,7 +245,7 @@ def load(spec: ModelSpec) -> LoadedModel:
     """The model a ModelSpec describes, loaded and ready: the way in for scripts, workers and Python users."""
     return load_model(spec.name, resolve_device(spec.device), imgsz=spec.imgsz, weights=spec.weights,
                       labels=spec.labels, half=spec.half, backend=spec.backend, proposals=spec.proposals,
-                      precision=spec.precision, calibration=spec.calibration)
+                      precision=spec.precision, calibration=spec.calibration, threads=spec.threads)
 
 
 def load_model(
@@ -259,9 +259,10 @@ def load_model(
     proposals: int = DEFAULT_PROPOSALS,
     precision: str = "fp32",
     calibration: tuple[str, ...] = (),
+    threads: int = 0,
 ) -> LoadedModel:
     """Build v1 or v2 with the official COCO weights or a local checkpoint, on `device`, run by `backend` at
-    `precision` (int8: quantized with the `calibration` pictures or videos)."""
+    `precision` (int8: quantized with the `calibration` pictures or videos), on `threads` CPU threads (0: all)."""
     if half and device.type != "cuda":
         raise DetectError(f"--half needs a CUDA device, and the device is {device}")
     backend = choose_backend(backend, device)
@@ -295,6 +296,8 @@ def load_model(
     build = functools.partial(_build_with_state, name, num_classes, imgsz, proposals, state_dict, source)
     sizes = dict(min_size=imgsz, max_size=max_size_for(imgsz), proposals=proposals, precision=precision)
     if backend == "torch":
+        if threads:
+            torch.set_num_threads(threads)
         module = build().to(device)
         return LoadedModel(name, device, class_names, source, **sizes, run=module, half=half, module=module)
     weights_file = Path(weights) if weights is not None else official_weights_path(name)
@@ -305,7 +308,7 @@ def load_model(
         from quantize import cached_int8
 
         graph = cached_int8(graph, calibration, imgsz)
-    return LoadedModel(name, device, class_names, source, **sizes, run=_RUNNERS[backend](graph, precision),
+    return LoadedModel(name, device, class_names, source, **sizes, run=_RUNNERS[backend](graph, precision, threads),
                        backend=backend)
 
 
@@ -461,10 +464,11 @@ def _as_output(arrays) -> dict[str, torch.Tensor]:
 class OnnxRuntimeRunner:
     """Runs the exported graph with ONNX Runtime, one picture per call (the export has no batch axis)."""
 
-    def __init__(self, path: Path, precision: str = "fp32"):
+    def __init__(self, path: Path, precision: str = "fp32", threads: int = 0):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
@@ -475,15 +479,17 @@ class OnnxRuntimeRunner:
 class OpenVinoRunner:
     """Runs the exported graph with OpenVINO on the CPU, one picture per call, tuned for latency."""
 
-    def __init__(self, path: Path, precision: str = "fp32"):
+    def __init__(self, path: Path, precision: str = "fp32", threads: int = 0):
         import openvino
 
         core = openvino.Core()
         # An explicit fp32 keeps detections equal to PyTorch's (the CPU plugin may pick bf16 otherwise); an int8
         # model computes its quantized layers in int8 and the rest in fp32.
         hint = "bf16" if precision == "bf16" else "f32"
-        self.compiled = core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY",
-                                                              "INFERENCE_PRECISION_HINT": hint})
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:

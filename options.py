@@ -11,7 +11,7 @@ from typing import Sequence
 from coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class, read_labels
 from errors import DetectError
 from specs import (BACKENDS, DEFAULT_IMGSZ, DEFAULT_PROPOSALS, DEFAULT_THRESHOLD, MODEL_NAMES, PRECISIONS,
-                   DetectOptions, DrawOptions, ModelSpec, SliceOptions)
+                   DetectOptions, DrawOptions, ModelSpec, RayOptions, SliceOptions)
 
 SLICE_MERGES = ("greedy-nmm", "nms")
 # A run's own pictures calibrate int8 only when there are at least this many; else --calibration is asked for.
@@ -49,6 +49,20 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} must be at least 1")
     return value
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be above 0")
+    return value
+
+
+def _non_negative_number(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0.0") else positive_number(text)
 
 
 def _imgsz(text: str) -> int:
@@ -141,7 +155,35 @@ def add_common_options(parser: argparse.ArgumentParser, window_keys: str) -> Non
                          help="box line width in pixels (default: scaled to the picture)")
 
 
+def add_ray_options(parser: argparse.ArgumentParser) -> None:
+    """--ray and its workers: the same run shared out over a Ray cluster."""
+    group = parser.add_argument_group("many machines (Ray; pip install -r requirements-ray.txt)")
+    group.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                       help="run on a Ray cluster: HOST:PORT of its head, or auto for the one started on this machine "
+                            "by 'ray start'; with no address (and no RAY_ADDRESS), a local Ray for this run")
+    group.add_argument("--workers", type=positive_int, metavar="N",
+                       help="Ray workers, each with its own copy of the models (default: as many as the cluster's "
+                            "CPUs and GPUs allow)")
+    group.add_argument("--cpus-per-worker", type=positive_number, default=1.0, metavar="C",
+                       help="CPUs each worker reserves, and the threads its models use (default 1)")
+    group.add_argument("--gpus-per-worker", type=_non_negative_number, metavar="G",
+                       help="GPUs each worker reserves (default 1 where the cluster has GPUs, else 0)")
+
+
 # ---------------------------------------------------------------- options into values
+
+
+def ray_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RayOptions | None:
+    """The cluster and its workers as a value; None when the run stays in this process."""
+    if args.ray is None:
+        stray = [name for name, value in (("--workers", args.workers), ("--gpus-per-worker", args.gpus_per_worker))
+                 if value is not None]
+        if stray or args.cpus_per_worker != 1.0:
+            parser.error(f"{stray[0] if stray else '--cpus-per-worker'} is for --ray")
+        return None
+    return RayOptions(address=args.ray or None, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                      gpus_per_worker=args.gpus_per_worker)
+
 
 
 def model_names(model: str) -> list[str]:

@@ -29,6 +29,7 @@ class ModelSpec:
     proposals: int = DEFAULT_PROPOSALS  # region proposals per picture that reach the box head
     precision: str = "fp32"  # fp32, int8 or bf16 (the CPU with OpenVINO)
     calibration: tuple[str, ...] = ()  # pictures or videos an int8 model is calibrated on
+    threads: int = 0  # CPU threads the runtime may use (0: its default, every core); set for Ray workers
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,13 @@ class TrackOptions:
     count_line: tuple[float, float, float, float] | None = None  # pixels, or fractions when all are within [0, 1]
     detect_every: int = 1
     lost_seconds: float = 1.0  # how long a track that is not seen keeps its ID
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Running on a Ray cluster: its address (None: a local Ray for the run, or RAY_ADDRESS), and the workers."""
+
+    address: str | None = None
+    workers: int | None = None  # None: as many as the cluster's resources allow
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float | None = None  # None: 1 where the cluster has GPUs, else 0

@@ -1,0 +1,334 @@
+"""Running a script's jobs on a Ray cluster: the only module that knows Ray.
+
+Each worker is a Ray actor that builds its models once, from the plain descriptions of `specs.py` (never from a
+pickled model), and runs jobs on the bytes the driver sends it. Nothing is read from or written to a shared
+filesystem: the driver reads every input, a few at a time, and writes every output itself. A checkpoint given
+with --weights (and int8's calibration pictures) travel the same way, once per worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+from urllib.parse import urlparse
+
+from errors import DetectError
+from specs import DetectOptions, ModelSpec, RayOptions
+
+RAY_INSTALL = "pip install -r requirements-ray.txt"
+CONNECT_TIMEOUT_S = 10
+START_TIMEOUT_S = 30  # for the workers to be placed and to import the project's requirements
+MAX_RESTARTS = 3  # a worker whose process dies is started again (on any node) at most this often
+MAX_TASK_RETRIES = 3  # and the inputs it held are sent again at most this often
+IN_FLIGHT_PER_WORKER = 2  # one computing, one waiting: no idle worker, and few inputs in the object store
+PROJECT = Path(__file__).resolve().parent
+# The project's code goes to the workers; what they do not need stays here.
+_NOT_SHIPPED = [".git", ".venv*", "outputs", "tests", "benchmarks", "input", "media", "__pycache__",
+                "*.pth", "*.pt", "*.onnx", "*.mp4", "*.jpg"]
+
+
+def import_ray():
+    """The ray module, or DetectError naming how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise DetectError(f"--ray needs Ray, which is not installed here: {RAY_INSTALL}") from None
+    return ray
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes, when nothing answers at host:port (Ray itself retries for long)."""
+    if address == "auto":
+        return
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    if parsed.hostname is None or parsed.port is None:
+        raise DetectError(f"--ray {address}: give the cluster's address as HOST:PORT (or auto)")
+    try:
+        socket.create_connection((parsed.hostname, parsed.port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise DetectError(f"cannot reach the Ray cluster at {address} ({error.strerror or error})") from None
+
+
+class Cluster:
+    """A Ray cluster joined for one run, or a local one started for it (and stopped at its end)."""
+
+    def __init__(self, options: RayOptions):
+        self.options = options
+        self.ray = None
+        self.local = False
+
+    def __enter__(self) -> "Cluster":
+        ray = import_ray()
+        address = self.options.address or os.environ.get("RAY_ADDRESS")
+        self.local = not address
+        if address:
+            _check_reachable(address)
+        settings = {"runtime_env": {"working_dir": str(PROJECT), "excludes": _NOT_SHIPPED},
+                    "log_to_driver": False, "logging_level": logging.ERROR}
+        if self.local:  # "local": a new instance even where another Ray runs on this machine
+            settings.update(address="local", include_dashboard=False)
+            print(f"Ray: starting a local cluster ({os.cpu_count()} CPUs) ...", file=sys.stderr, flush=True)
+        else:
+            settings["address"] = address
+        try:
+            ray.init(**settings)
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
+            where = f"at {address}" if address else "here"
+            raise DetectError(f"cannot start or join the Ray cluster {where}: {_first_line(error)}") from None
+        self.ray = ray
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.ray is not None and self.ray.is_initialized():
+            self.ray.shutdown()  # a local cluster stops; on a joined one, this run's workers end
+
+    def workers(self, specs: Sequence[ModelSpec], detect: DetectOptions, inputs: int) -> "WorkerPool":
+        """Workers for these models, as many as asked (or as the cluster's resources allow), at most one per input."""
+        resources = self.ray.cluster_resources()
+        cpus_total, gpus_total = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+        cpus = self.options.cpus_per_worker
+        gpus = self.options.gpus_per_worker
+        if gpus is None:
+            gpus = 1.0 if gpus_total >= 1 else 0.0
+        fit = math.floor(cpus_total / cpus) if cpus > 0 else inputs
+        if gpus > 0:
+            fit = min(fit, math.floor(gpus_total / gpus))
+        if fit < 1 and not self.options.workers:
+            raise DetectError(f"the Ray cluster has {cpus_total:g} CPUs and {gpus_total:g} GPUs: not enough for one "
+                              f"worker of {cpus:g} CPU and {gpus:g} GPU (see --cpus-per-worker, --gpus-per-worker)")
+        count = max(1, min(self.options.workers or fit, inputs))
+        nodes = sum(1 for node in self.ray.nodes() if node.get("Alive"))
+        print(f"Ray: {count} worker{'s' if count != 1 else ''} ({cpus:g} CPU, {gpus:g} GPU each) on a cluster of "
+              f"{nodes} node{'s' if nodes != 1 else ''}, {cpus_total:g} CPUs, {gpus_total:g} GPUs",
+              file=sys.stderr, flush=True)
+        return WorkerPool(self.ray, specs, detect, count, cpus, gpus)
+
+
+def _worker_specs(specs: Sequence[ModelSpec], cpus: float, gpus: float) -> list[ModelSpec]:
+    """The specs as a worker uses them: its share of the CPU, and no GPU unless it was given one."""
+    threads = max(1, int(cpus)) if cpus > 0 else 0
+    return [dataclasses.replace(spec, threads=threads, device="cpu" if gpus == 0 and spec.device == "auto"
+                                else spec.device) for spec in specs]
+
+
+def _ship_files(ray, specs: Sequence[ModelSpec]) -> dict:
+    """The files the specs name on this machine, put in the object store once: checkpoints, labels, and the
+    calibration pictures (lossless PNG, so a worker's int8 model is the one this machine would make)."""
+    files = {}
+    for spec in specs:
+        for path in (spec.weights, spec.labels):
+            if path is not None and path not in files:
+                if not Path(path).is_file():
+                    raise DetectError(f"file not found: {path}")
+                files[path] = ray.put(Path(path).read_bytes())
+        if spec.precision == "int8" and "calibration" not in files:
+            import cv2
+
+            from quantize import calibration_pictures
+
+            pictures = calibration_pictures(spec.calibration)
+            files["calibration"] = [ray.put(cv2.imencode(".png", picture)[1].tobytes()) for picture in pictures]
+    return files
+
+
+class DetectionWorker:
+    """A Ray actor: builds its predictors once, then runs jobs on the bytes it is sent."""
+
+    def __init__(self, specs: list[ModelSpec], detect: DetectOptions):
+        self.specs, self.detect = specs, detect
+        self.predictors = None
+
+    def environment(self) -> str:
+        """Import what the models need: a node without the project's requirements says so here, in seconds."""
+        import cv2  # noqa: F401  (imported for the check)
+        import torch
+        import torchvision  # noqa: F401
+
+        import predictor  # noqa: F401
+
+        return f"{socket.gethostname()}: torch {torch.__version__}"
+
+    # The shipped files come with every call, not to the constructor: Ray cannot restart an actor whose
+    # constructor arguments lived in the object store, and the references are a few bytes each.
+    def ready(self, files: dict) -> tuple[float, list]:
+        """Load the models (if not yet); return the seconds it took, and what the driver needs to know of them."""
+        from jobs import describe_models
+
+        start = time.perf_counter()
+        predictors = self._predictors(files)
+        return time.perf_counter() - start, describe_models(predictors)
+
+    def run(self, files: dict, job: Callable, *args):
+        """The job's result, or the DetectError it raised: a bad input fails alone, the worker goes on."""
+        predictors = self._predictors(files)
+        try:
+            return job(predictors, *args)
+        except DetectError as error:
+            return error
+
+    def _predictors(self, files: dict) -> list:
+        if self.predictors is None:
+            from model import load, prepare_specs
+            from predictor import make_predictor
+
+            predictors = []
+            for given, spec in zip(self.specs, prepare_specs([self._local(spec, files) for spec in self.specs])):
+                model = load(spec)
+                if given.weights is not None:  # records name the checkpoint the user gave, not this node's copy
+                    model.weights_source = given.weights
+                predictors.append(make_predictor(model, self.detect))
+            self.predictors = predictors
+        return self.predictors
+
+    def _local(self, spec: ModelSpec, files: dict) -> ModelSpec:
+        """The spec with this node's copies of the files the driver sent."""
+        import ray
+
+        from export_cache import cache_dir
+
+        folder = cache_dir() / "received"
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def received(data: bytes, suffix: str, into: Path = folder) -> str:
+            path = into / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix}"  # by content: exports are reused
+            if not path.exists():
+                part = path.with_name(f".{path.name}.{os.getpid()}.part")
+                part.write_bytes(data)
+                os.replace(part, path)
+            return str(path)
+
+        changes = {}
+        for field in ("weights", "labels"):
+            value = getattr(spec, field)
+            if value is not None:
+                changes[field] = received(ray.get(files[value]), Path(value).suffix)
+        if spec.precision == "int8":
+            pictures = ray.get(files["calibration"])
+            digest = hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in pictures)).hexdigest()[:24]
+            into = folder / f"calibration-{digest}"
+            into.mkdir(exist_ok=True)
+            for picture in pictures:
+                received(picture, ".png", into)
+            changes["calibration"] = (str(into),)
+        return dataclasses.replace(spec, **changes)
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The exception a worker raised, from Ray's wrapper of it."""
+    return getattr(error, "cause", None) or error
+
+
+class WorkerPool:
+    """Workers that run one job over many inputs, a few in flight at a time, and give back each outcome."""
+
+    def __init__(self, ray, specs: Sequence[ModelSpec], detect: DetectOptions, count: int, cpus: float,
+                 gpus: float):
+        self.ray = ray
+        actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RESTARTS,
+                           max_task_retries=MAX_TASK_RETRIES)(DetectionWorker)
+        self.files = _ship_files(ray, specs)  # held here for the whole run: restarted workers fetch them again
+        worker_specs = _worker_specs(specs, cpus, gpus)
+        self.actors = [actor.remote(worker_specs, detect) for _ in range(count)]
+        self.load_seconds: list[float] = []
+        self.models: list = []  # jobs.ModelInfo of each model, once a worker has loaded them
+        self._loading: dict = {}
+        self._ready: list = []
+
+    def start(self) -> None:
+        """Wait until the workers are placed and can import the project's requirements, then have them load."""
+        ray = self.ray
+        checks = {actor.environment.remote(): actor for actor in self.actors}
+        done, _ = ray.wait(list(checks), num_returns=len(checks), timeout=START_TIMEOUT_S)
+        if not done:
+            raise DetectError(f"no Ray worker started within {START_TIMEOUT_S} s: the cluster is busy, or "
+                              f"cannot give a worker the CPUs and GPUs asked for")
+        for ref in done:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as error:
+                cause = _cause(error)
+                if isinstance(cause, ImportError):
+                    raise DetectError(f"the Ray workers lack the project's requirements ({_first_line(cause)}): "
+                                      f"install requirements.txt on every node") from None
+                raise DetectError(f"a Ray worker failed to start: {_first_line(cause)}") from None
+        print("Ray: the workers are loading the models ...", file=sys.stderr, flush=True)
+        self._loading = {actor.ready.remote(self.files): actor for actor in self.actors}
+        self.wait_loaded(every=False)  # the first to load tells what the models are; the others join as they load
+
+    def wait_loaded(self, every: bool = True) -> None:
+        """Block until one worker (or every one) has loaded its models."""
+        while self._loading and (every or not self._ready):
+            (ref,), _ = self.ray.wait(list(self._loading), num_returns=1)
+            self._loaded(ref)
+        if not self._ready:
+            raise DetectError("every Ray worker was lost while loading the models")
+
+    def close(self) -> None:
+        """Stop the workers (their resources go to whatever runs next on the cluster)."""
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self._ready, self._loading = [], {}
+
+    def imap(self, job: Callable, keys: Iterable, prepare: Callable) -> Iterator[tuple]:
+        """(key, args, outcome) for every key, in the order they finish: `prepare(key)` gives the job's
+        arguments here (None and the DetectError when it cannot), the outcome is the job's result or a DetectError."""
+        ray = self.ray
+        keys = iter(keys)
+        in_flight: dict = {}  # ref -> (key, args, actor)
+        held = {id(actor): 0 for actor in self.actors}
+        exhausted = False
+        while True:
+            for actor in list(self._ready):
+                while not exhausted and held[id(actor)] < IN_FLIGHT_PER_WORKER:
+                    key = next(keys, StopIteration)
+                    if key is StopIteration:
+                        exhausted = True
+                        break
+                    try:
+                        args = prepare(key)
+                    except DetectError as error:
+                        yield key, None, error
+                        continue
+                    in_flight[actor.run.remote(self.files, job, *args)] = (key, args, actor)
+                    held[id(actor)] += 1
+            if exhausted and not in_flight:
+                return
+            if not self._ready and not self._loading:
+                raise DetectError("every Ray worker failed; the remaining inputs were not processed")
+            (ref,), _ = ray.wait([*in_flight, *self._loading], num_returns=1)
+            if ref in self._loading:
+                self._loaded(ref)
+                continue
+            key, args, actor = in_flight.pop(ref)
+            held[id(actor)] -= 1
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayActorError as error:  # it died more often than it may be restarted
+                if actor in self._ready:
+                    self._ready.remove(actor)
+                outcome = DetectError(f"{key}: the Ray worker processing it was lost ({_first_line(error)})")
+            yield key, args, outcome
+
+    def _loaded(self, ref) -> None:
+        actor = self._loading.pop(ref)
+        try:
+            seconds, self.models = self.ray.get(ref)
+            self.load_seconds.append(seconds)
+        except self.ray.exceptions.RayActorError:
+            return  # lost for good while loading: the others go on
+        except self.ray.exceptions.RayError as error:
+            raise DetectError(f"on a Ray worker: {_first_line(_cause(error))}") from None
+        self._ready.append(actor)

@@ -1,0 +1,106 @@
+"""What one input asks of the models, the same in a single process and on a Ray worker: the file's bytes in;
+plain, picklable results out (detections, and the drawn picture as JPEG bytes). And the pools that run them."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
+
+import detect_utils as du
+from detections import Prediction
+from drawing import render
+from errors import DetectError
+from specs import DetectOptions, DrawOptions, ModelSpec, RayOptions
+
+
+@dataclass
+class PictureResult:
+    """One picture's detections by each model, and the picture drawn with them, encoded as JPEG."""
+
+    width: int
+    height: int
+    predictions: list[Prediction]
+    jpeg: bytes
+
+
+def detect_picture(predictors: Sequence, data: bytes, origin: str, draw: DrawOptions) -> PictureResult:
+    """Decode a picture, run every model on it and draw their boxes (side by side for several models)."""
+    from predictor import predict_all
+
+    image = du.decode_picture(data, origin)
+    (predictions,) = predict_all(predictors, [image])
+    return PictureResult(image.shape[1], image.shape[0], predictions, du.encode_jpeg(render(image, predictions, draw)))
+
+
+def detect_for_scoring(predictors: Sequence, data: bytes, origin: str) -> Prediction:
+    """The one model's prediction on a picture of an evaluation set, as stored: without EXIF orientation,
+    because the set's boxes refer to the pixels as stored."""
+    image = du.decode_picture(data, origin, apply_orientation=False)
+    (predictor,) = predictors
+    (prediction,) = predictor([image])
+    return prediction
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the driver knows of a model that may run elsewhere: its name, class names and settings."""
+
+    name: str
+    class_names: list[str]
+    settings: dict
+
+
+def describe_models(predictors: Sequence) -> list[ModelInfo]:
+    return [ModelInfo(p.name, list(p.class_names), dict(p.settings)) for p in predictors]
+
+
+class LocalPool:
+    """This process's predictors, run on one input after another; the same `imap` as cluster.WorkerPool."""
+
+    def __init__(self, predictors: list):
+        self.predictors = predictors
+        self.models = describe_models(predictors)
+
+    def close(self) -> None:
+        """Nothing to stop: the models go with the process."""
+
+    def imap(self, job: Callable, keys: Iterable, prepare: Callable) -> Iterator[tuple]:
+        """(key, args, outcome) for every key: `prepare(key)` gives the job's arguments (None and the DetectError
+        when it cannot), the outcome is the job's result or the DetectError it raised."""
+        for key in keys:
+            try:
+                args = prepare(key)
+            except DetectError as error:
+                yield key, None, error
+                continue
+            try:
+                outcome = job(self.predictors, *args)
+            except DetectError as error:
+                outcome = error
+            yield key, args, outcome
+
+
+def open_pool(stack: contextlib.ExitStack, ray: RayOptions | None, specs: Sequence[ModelSpec],
+              detect: DetectOptions, inputs: int):
+    """Where the run's jobs go: this process's models, or Ray workers (the cluster closes with `stack`)."""
+    return next(pools_per_model(stack, ray, [specs], detect, inputs))
+
+
+def pools_per_model(stack: contextlib.ExitStack, ray: RayOptions | None, groups: Sequence[Sequence[ModelSpec]],
+                    detect: DetectOptions, inputs: int) -> Iterator:
+    """A pool for each group of models, one after another (each pool's workers stop before the next start)."""
+    if ray is None:
+        predictors = du.load_predictors([spec for group in groups for spec in group], detect)
+        for group in groups:
+            yield LocalPool(predictors[:len(group)])
+            predictors = predictors[len(group):]
+        return
+    from cluster import Cluster
+
+    cluster = stack.enter_context(Cluster(ray))
+    for group in groups:
+        pool = cluster.workers(group, detect, inputs)
+        pool.start()
+        yield pool
+        pool.close()  # when the next pool is asked for; the last one ends with the cluster

@@ -1,0 +1,202 @@
+"""The scripts with --ray, run as a user runs them, on one local Ray cluster (2 CPUs) shared by this module."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import ray
+
+from conftest import (ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, make_video, read_video, run_script,
+                      scene)
+from test_evaluate import make_set, metrics_of
+
+# Ray's own connections stay on this machine; everything else still has no route out (see run_script).
+LOCAL_ONLY = {"no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
+
+
+@pytest.fixture(scope="module")
+def address(export_cache) -> str:
+    """The head of a local Ray cluster with 2 CPUs; its workers share the session's export cache."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def script(name: str, *args: str, cwd: Path, env: dict | None = None, timeout: float = 300):
+    return run_script(name, *args, cwd=cwd, env={**LOCAL_ONLY, **(env or {})}, timeout=timeout)
+
+
+def pictures(folder: Path, count: int) -> Path:
+    """`count` test pictures and one corrupt file in `folder`."""
+    folder.mkdir(parents=True)
+    for index in range(count):
+        cv2.imwrite(str(folder / f"p{index}.jpg"), scene(240, 320, seed=index))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    return folder
+
+
+def records(folder: Path) -> dict[str, list[dict]]:
+    return {path.name: json.loads(path.read_text())["results"] for path in sorted(folder.glob("*.json"))}
+
+
+def test_pictures_on_ray_give_what_one_process_gives(tmp_path, checkpoints, address):
+    folder = pictures(tmp_path / "in", 4)
+    common = ("detect_image.py", "--input", str(folder), "--model", "v1", "--weights", str(checkpoints["v1"]),
+              "--imgsz", SMALL_IMGSZ, "--json")
+    here = script(*common, "--output", "here", cwd=tmp_path)
+    there = script(*common, "--output", "there", "--ray", address, cwd=tmp_path)
+    assert here.returncode == there.returncode == 1, there.stderr
+    for result in (here, there):
+        assert "broken.jpg: not an image OpenCV can decode" in result.stderr
+        assert "1 of 5 inputs failed" in result.stderr
+    assert "Ray: 2 workers" in there.stderr
+    assert sorted(p.name for p in (tmp_path / "here").iterdir()) == sorted(p.name for p in (tmp_path / "there").iterdir())
+    mine, theirs = records(tmp_path / "here"), records(tmp_path / "there")
+    assert len(mine) == 4
+    for name, (a,) in mine.items():
+        (b,) = theirs[name]
+        assert a["weights"] == b["weights"] == str(checkpoints["v1"])  # the user's path, not the worker's copy
+        assert len(a["detections"]) == len(b["detections"]) > 0, name
+        for x, y in zip(a["detections"], b["detections"]):
+            assert x["label"] == y["label"]
+            assert x["score"] == pytest.approx(y["score"], abs=1e-4)
+            assert np.allclose(x["box"], y["box"], atol=1e-4 * 320)  # boxes are rounded to 0.1 px in the record
+    assert not leftovers(tmp_path / "there")
+
+
+def test_videos_on_ray(tmp_path, checkpoints, address):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    make_video(clips / "a.mp4", frames=9)
+    make_video(clips / "b.avi", frames=6, fourcc="MJPG")
+    (clips / "c.mp4").write_bytes(b"not a video")
+    result = script("detect_video.py", "--input", str(clips), "--model", "v1", "--weights", str(checkpoints["v1"]),
+                    "--imgsz", SMALL_IMGSZ, "--json", "--track", "--ray", address, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "c.mp4: not a video" in result.stderr and "1 of 3 inputs failed" in result.stderr
+    for name, frames in (("a", 9), ("b", 6)):
+        decoded, _ = read_video(tmp_path / "outputs" / f"{name}_v1.mp4")
+        assert len(decoded) == frames, name
+        lines = (tmp_path / "outputs" / f"{name}_v1.jsonl").read_text().splitlines()
+        assert [json.loads(line)["frame"] for line in lines] == list(range(frames))
+        assert (tmp_path / "outputs" / f"{name}_v1_tracks.jsonl").exists()
+    assert not leftovers(tmp_path / "outputs")
+
+
+def evaluation(tmp_path, checkpoints, images, annotations, output, *extra):
+    return [sys.executable, str(ROOT / "evaluate.py"), "--images", str(images), "--annotations", str(annotations),
+            "--model", "v1", "--weights", str(checkpoints["v1"]), "--imgsz", SMALL_IMGSZ, "--output", output, *extra]
+
+
+def test_evaluate_on_ray_equals_one_process_and_resumes(tmp_path, checkpoints, address):
+    images, annotations = make_set(tmp_path / "set", images=10)
+    here = script("evaluate.py", *evaluation(tmp_path, checkpoints, images, annotations, "here")[2:], cwd=tmp_path)
+    assert here.returncode == 0, here.stderr
+    command = evaluation(tmp_path, checkpoints, images, annotations, "cut", "--ray", address)
+    env = {**os.environ, **LOCAL_ONLY, "TORCH_HOME": str(tmp_path / "th")}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    progress = tmp_path / "cut" / "v1_progress.jsonl"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and (not progress.exists() or len(progress.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted: finished images are kept" in stderr and "Traceback" not in stderr
+    done = len(progress.read_text().splitlines())
+    assert 3 <= done < 10
+
+    resumed = script("evaluate.py", *command[2:], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming, {done} of 10 images already done" in resumed.stderr
+    first, second = metrics_of(tmp_path / "here" / "v1_metrics.json"), metrics_of(tmp_path / "cut" / "v1_metrics.json")
+    for name in ("AP", "AP50", "AP75", "AR100", "images"):
+        assert first[name] == pytest.approx(second[name], abs=1e-9), name
+    key = lambda d: (d["image_id"], -d["score"], d["category_id"])  # noqa: E731  (the order they came back in differs)
+    mine = sorted(json.loads((tmp_path / "here" / "v1_results.json").read_text()), key=key)
+    theirs = sorted(json.loads((tmp_path / "cut" / "v1_results.json").read_text()), key=key)
+    assert len(mine) == len(theirs) > 0
+    for a, b in zip(mine, theirs):
+        assert a["category_id"] == b["category_id"] and a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def worker_processes() -> list[int]:
+    """Process ids of this project's Ray workers (Ray names them after the actor's class)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"ray::DetectionWorker" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds Ray's worker processes through /proc")
+def test_a_killed_worker_costs_nothing(tmp_path, checkpoints, address):
+    folder = pictures(tmp_path / "in", 12)
+    (folder / "broken.jpg").unlink()
+    command = [sys.executable, str(ROOT / "detect_image.py"), "--input", str(folder), "--model", "v2", "--weights",
+               str(checkpoints["v2"]), "--imgsz", "320", "--json", "--ray", address]
+    env = {**os.environ, **LOCAL_ONLY, "TORCH_HOME": str(tmp_path / "th")}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    out = tmp_path / "outputs"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(out.glob("*.jpg")):
+        time.sleep(0.05)
+    victims = worker_processes()
+    assert victims, "no worker process found"
+    os.kill(victims[0], signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert len(list(out.glob("*.jpg"))) == len(list(out.glob("*.json"))) == 12
+    assert len(stdout.splitlines()) == 12  # one result line per picture: none twice, none lost
+    assert not leftovers(out)
+
+
+def test_without_ray_installed_one_line(tmp_path, photo):
+    shadow = tmp_path / "no-ray"
+    (shadow / "ray").mkdir(parents=True)
+    (shadow / "ray" / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    result = script("detect_image.py", "--input", str(photo), "--ray", cwd=tmp_path,
+                    env={"PYTHONPATH": str(shadow)})
+    assert_one_line_error(result)
+    assert "pip install -r requirements-ray.txt" in result.stderr
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").iterdir())
+
+
+def test_an_unreachable_cluster_is_one_line_soon(tmp_path, photo, checkpoints):
+    start = time.monotonic()
+    result = script("detect_image.py", "--input", str(photo), "--weights", str(checkpoints["v2"]),
+                    "--ray", "127.0.0.1:9", cwd=tmp_path, timeout=60)
+    assert time.monotonic() - start < 30
+    assert_one_line_error(result)
+    assert "cannot reach the Ray cluster at 127.0.0.1:9" in result.stderr
+    assert not list((tmp_path / "outputs").glob("*"))
+
+
+def test_ray_options_need_ray(tmp_path, photo):
+    result = script("detect_image.py", "--input", str(photo), "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 2 and "--workers is for --ray" in result.stderr
+    result = script("detect_video.py", "--ray", "--show", cwd=tmp_path)
+    assert result.returncode == 2 and "--show is not available with --ray" in result.stderr
+
+
+def test_a_local_ray_for_the_run(tmp_path, photo, checkpoints, address):
+    # With no address, the run starts its own Ray (not the module's, which is already running) and stops it.
+    result = script("detect_image.py", "--input", str(photo), "--weights", str(checkpoints["v1"]), "--model", "v1",
+                    "--imgsz", SMALL_IMGSZ, "--ray", "--workers", "1", cwd=tmp_path, env={"RAY_ADDRESS": ""})
+    assert result.returncode == 0, result.stderr
+    assert "Ray: starting a local cluster" in result.stderr and "Ray: 1 worker " in result.stderr
+    assert (tmp_path / "outputs" / "photo_v1.jpg").exists()
