@@ -62,6 +62,21 @@ def _check_reachable(address: str) -> None:
         raise DetectError(f"cannot reach the Ray cluster at {address} ({error.strerror or error})") from None
 
 
+def _cluster_messages_to_stderr() -> None:
+    """Ray prints its cluster's messages (a worker died, a task is retried) on stdout, where the scripts write
+    their results: send them to stderr with the other status lines."""
+    module = sys.modules.get("ray._private.worker")
+    original = getattr(module, "print_to_stdstream", None)
+    if original is None or getattr(original, "to_stderr", False):
+        return
+
+    def to_stderr(data: dict, *args, **kwargs):
+        return original({**data, "is_err": True}, *args, **kwargs)
+
+    to_stderr.to_stderr = True
+    module.print_to_stdstream = to_stderr
+
+
 class Cluster:
     """A Ray cluster joined for one run, or a local one started for it (and stopped at its end)."""
 
@@ -89,6 +104,7 @@ class Cluster:
             where = f"at {address}" if address else "here"
             raise DetectError(f"cannot start or join the Ray cluster {where}: {_first_line(error)}") from None
         self.ray = ray
+        _cluster_messages_to_stderr()
         return self
 
     def __exit__(self, *exc) -> None:

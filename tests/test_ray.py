@@ -146,8 +146,9 @@ def worker_processes() -> list[int]:
 def test_a_killed_worker_costs_nothing(tmp_path, checkpoints, address):
     folder = pictures(tmp_path / "in", 12)
     (folder / "broken.jpg").unlink()
-    command = [sys.executable, str(ROOT / "detect_image.py"), "--input", str(folder), "--model", "v2", "--weights",
-               str(checkpoints["v2"]), "--imgsz", "320", "--json", "--ray", address]
+    # Large enough pictures that each worker still holds some when one is killed after the first output.
+    command = [sys.executable, str(ROOT / "detect_image.py"), "--input", str(folder), "--model", "v1", "--weights",
+               str(checkpoints["v1"]), "--imgsz", "320", "--backend", "torch", "--json", "--ray", address]
     env = {**os.environ, **LOCAL_ONLY, "TORCH_HOME": str(tmp_path / "th")}
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
