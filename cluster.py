@@ -77,6 +77,16 @@ def _cluster_messages_to_stderr() -> None:
     module.print_to_stdstream = to_stderr
 
 
+def _send_token_when_there_is_one() -> None:
+    """Clusters that `ray start` begins ask for a token (Ray 2.59 and later), and Ray's client sends the one it
+    has only in token mode; a cluster without authentication accepts such a client too."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 class Cluster:
     """A Ray cluster joined for one run, or a local one started for it (and stopped at its end)."""
 
@@ -86,11 +96,13 @@ class Cluster:
         self.local = False
 
     def __enter__(self) -> "Cluster":
-        ray = import_ray()
         address = self.options.address or os.environ.get("RAY_ADDRESS")
         self.local = not address
         if address:
             _check_reachable(address)
+            _send_token_when_there_is_one()  # read when Ray is imported
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # Ray's own warnings would bury the one-line error
+        ray = import_ray()
         settings = {"runtime_env": {"working_dir": str(PROJECT), "excludes": _NOT_SHIPPED},
                     "log_to_driver": False, "logging_level": logging.ERROR}
         if self.local:  # "local": a new instance even where another Ray runs on this machine
@@ -102,7 +114,9 @@ class Cluster:
             ray.init(**settings)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
             where = f"at {address}" if address else "here"
-            raise DetectError(f"cannot start or join the Ray cluster {where}: {_first_line(error)}") from None
+            hint = (" (a cluster with token authentication also needs its token here: RAY_AUTH_TOKEN, printed by "
+                    "'ray get-auth-token' on its head)") if address else ""
+            raise DetectError(f"cannot start or join the Ray cluster {where}: {_first_line(error)}{hint}") from None
         self.ray = ray
         _cluster_messages_to_stderr()
         return self

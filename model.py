@@ -487,8 +487,9 @@ class OpenVinoRunner:
         # model computes its quantized layers in int8 and the rest in fp32.
         hint = "bf16" if precision == "bf16" else "f32"
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
+        if threads:  # one of several processes sharing the machine (a Ray worker)
+            # OpenVINO pins its threads to the first cores by default: every such process would pin the same ones.
+            config.update(INFERENCE_NUM_THREADS=threads, ENABLE_CPU_PINNING=False)
         self.compiled = core.compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
 

@@ -201,3 +201,18 @@ def test_a_local_ray_for_the_run(tmp_path, photo, checkpoints, address):
     assert result.returncode == 0, result.stderr
     assert "Ray: starting a local cluster" in result.stderr and "Ray: 1 worker " in result.stderr
     assert (tmp_path / "outputs" / "photo_v1.jpg").exists()
+
+
+def test_workers_without_the_requirements_one_line(tmp_path, photo, checkpoints):
+    # The run's own local Ray inherits this environment, in which PyTorch cannot be imported; the script itself
+    # never imports it with --ray (it sends bytes and writes what comes back).
+    shadow = tmp_path / "no-torch"
+    (shadow / "torch").mkdir(parents=True)
+    (shadow / "torch" / "__init__.py").write_text("raise ImportError(\"No module named 'torch'\")\n")
+    start = time.monotonic()
+    result = script("detect_image.py", "--input", str(photo), "--weights", str(checkpoints["v1"]), "--model", "v1",
+                    "--ray", "--workers", "1", cwd=tmp_path, env={"PYTHONPATH": str(shadow), "RAY_ADDRESS": ""})
+    assert time.monotonic() - start < 60  # a local Ray's start, then the workers' check (30 s at most)
+    assert_one_line_error(result)
+    assert "the Ray workers lack the project's requirements (No module named 'torch')" in result.stderr
+    assert not list((tmp_path / "outputs").glob("*"))
