@@ -227,9 +227,9 @@ class DetectionWorker:
         """The spec with this node's copies of the files the driver sent."""
         import ray
 
-        from export_cache import cache_dir
+        from export_cache import RECEIVED, cache_dir
 
-        folder = cache_dir() / "received"
+        folder = cache_dir() / RECEIVED
         folder.mkdir(parents=True, exist_ok=True)
 
         def received(data: bytes, suffix: str, into: Path = folder) -> str:

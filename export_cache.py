@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
+
+
+RECEIVED = "received"  # checkpoints and calibration pictures sent to this node's Ray workers (cluster.py)
 
 
 def cache_dir() -> Path:
@@ -63,14 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     folder = cache_dir()
     found = entries(folder)
     total = sum(f.stat().st_size for _, files in found for f in files)
+    received = [p for p in (folder / RECEIVED).rglob("*") if p.is_file()] if (folder / RECEIVED).is_dir() else []
+    received_size = sum(p.stat().st_size for p in received)
     if args.clear:
         for _, files in found:
             for path in files:
                 path.unlink(missing_ok=True)
-        print(f"removed {len(found)} cached export(s), {total / 1e6:.1f} MB, from {folder}")
+        shutil.rmtree(folder / RECEIVED, ignore_errors=True)
+        print(f"removed {len(found)} cached export(s), {total / 1e6:.1f} MB, from {folder}"
+              + (f", and {len(received)} file(s) sent to Ray workers, {received_size / 1e6:.1f} MB" if received else ""))
         return 0
     for onnx, files in found:
         print(describe(onnx, files))
+    if received:
+        print(f"{RECEIVED + '/':40} {received_size / 1e6:8.1f} MB  {len(received)} file(s) sent to Ray workers "
+              f"(checkpoints, calibration pictures)")
     print(f"{len(found)} cached export(s), {total / 1e6:.1f} MB in {folder}", file=sys.stderr)
     return 0
 

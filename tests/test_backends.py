@@ -139,6 +139,12 @@ def test_the_export_cache_can_be_listed_and_cleared(tmp_path, checkpoints):
     assert listing.returncode == 0 and "1 cached export(s)" in listing.stderr, listing.stderr
     (line,) = listing.stdout.splitlines()
     assert line.startswith("v1-64-") and "v1 at 64 px, for onnxruntime" in line
+    received = tmp_path / "cache" / "received"  # where a Ray worker keeps a checkpoint it was sent
+    received.mkdir()
+    (received / "0123abcd.pth").write_bytes(checkpoints["v1"].read_bytes())
+    listing = run_script("export_cache.py", cwd=tmp_path, env=env)
+    assert "1 file(s) sent to Ray workers" in listing.stdout.splitlines()[1], listing.stdout
     cleared = run_script("export_cache.py", "--clear", cwd=tmp_path, env=env)
     assert cleared.returncode == 0 and "removed 1 cached export(s)" in cleared.stdout
+    assert "and 1 file(s) sent to Ray workers" in cleared.stdout
     assert list((tmp_path / "cache").iterdir()) == []
