@@ -13,8 +13,10 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -29,10 +31,7 @@ START_TIMEOUT_S = 30  # for the workers to be placed and to import the project's
 MAX_RESTARTS = 3  # a worker whose process dies is started again (on any node) at most this often
 MAX_TASK_RETRIES = 3  # and the inputs it held are sent again at most this often
 IN_FLIGHT_PER_WORKER = 2  # one computing, one waiting: no idle worker, and few inputs in the object store
-PROJECT = Path(__file__).resolve().parent
-# The project's code goes to the workers; what they do not need stays here.
-_NOT_SHIPPED = [".git", ".venv*", "outputs", "tests", "benchmarks", "input", "media", "__pycache__",
-                "*.pth", "*.pt", "*.onnx", "*.mp4", "*.jpg"]
+PROJECT = Path(__file__).resolve().parent  # its modules (*.py beside this one) are what the workers are sent
 
 
 def import_ray():
@@ -54,10 +53,14 @@ def _check_reachable(address: str) -> None:
     if address == "auto":
         return
     parsed = urlparse(address if "://" in address else f"ray://{address}")
-    if parsed.hostname is None or parsed.port is None:
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if parsed.hostname is None or port is None:
         raise DetectError(f"--ray {address}: give the cluster's address as HOST:PORT (or auto)")
     try:
-        socket.create_connection((parsed.hostname, parsed.port), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as error:
         raise DetectError(f"cannot reach the Ray cluster at {address} ({error.strerror or error})") from None
 
@@ -94,6 +97,7 @@ class Cluster:
         self.options = options
         self.ray = None
         self.local = False
+        self._code = None
 
     def __enter__(self) -> "Cluster":
         address = self.options.address or os.environ.get("RAY_ADDRESS")
@@ -103,7 +107,11 @@ class Cluster:
             _send_token_when_there_is_one()  # read when Ray is imported
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # Ray's own warnings would bury the one-line error
         ray = import_ray()
-        settings = {"runtime_env": {"working_dir": str(PROJECT), "excludes": _NOT_SHIPPED},
+        # The workers get the project's modules and nothing else of its folder (outputs, media, weights stay).
+        self._code = tempfile.TemporaryDirectory(prefix="frcnn-code-")
+        for module in PROJECT.glob("*.py"):
+            shutil.copy2(module, self._code.name)
+        settings = {"runtime_env": {"working_dir": self._code.name},
                     "log_to_driver": False, "logging_level": logging.ERROR}
         if self.local:  # "local": a new instance even where another Ray runs on this machine
             settings.update(address="local", include_dashboard=False)
@@ -124,6 +132,8 @@ class Cluster:
     def __exit__(self, *exc) -> None:
         if self.ray is not None and self.ray.is_initialized():
             self.ray.shutdown()  # a local cluster stops; on a joined one, this run's workers end
+        if self._code is not None:
+            self._code.cleanup()
 
     def workers(self, specs: Sequence[ModelSpec], detect: DetectOptions, inputs: int) -> "WorkerPool":
         """Workers for these models, as many as asked (or as the cluster's resources allow), at most one per input."""
@@ -131,14 +141,17 @@ class Cluster:
         cpus_total, gpus_total = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
         cpus = self.options.cpus_per_worker
         gpus = self.options.gpus_per_worker
-        if gpus is None:
-            gpus = 1.0 if gpus_total >= 1 else 0.0
+        if gpus is None:  # a GPU each where there are GPUs, unless every model is asked to run on the CPU
+            gpus = 1.0 if gpus_total >= 1 and any(spec.device != "cpu" for spec in specs) else 0.0
         fit = math.floor(cpus_total / cpus) if cpus > 0 else inputs
         if gpus > 0:
             fit = min(fit, math.floor(gpus_total / gpus))
         if fit < 1 and not self.options.workers:
             raise DetectError(f"the Ray cluster has {cpus_total:g} CPUs and {gpus_total:g} GPUs: not enough for one "
                               f"worker of {cpus:g} CPU and {gpus:g} GPU (see --cpus-per-worker, --gpus-per-worker)")
+        if self.options.workers and fit >= 1 and self.options.workers > fit:
+            print(f"Ray: the cluster has room for {fit} worker(s) of {cpus:g} CPU and {gpus:g} GPU now; the others "
+                  f"start if it grows within {START_TIMEOUT_S} s", file=sys.stderr, flush=True)
         count = max(1, min(self.options.workers or fit, inputs))
         nodes = sum(1 for node in self.ray.nodes() if node.get("Alive"))
         print(f"Ray: {count} worker{'s' if count != 1 else ''} ({cpus:g} CPU, {gpus:g} GPU each) on a cluster of "
@@ -203,9 +216,8 @@ class DetectionWorker:
 
     def run(self, files: dict, job: Callable, *args):
         """The job's result, or the DetectError it raised: a bad input fails alone, the worker goes on."""
-        predictors = self._predictors(files)
         try:
-            return job(predictors, *args)
+            return job(self._predictors(files), *args)
         except DetectError as error:
             return error
 
@@ -232,8 +244,8 @@ class DetectionWorker:
         folder = cache_dir() / RECEIVED
         folder.mkdir(parents=True, exist_ok=True)
 
-        def received(data: bytes, suffix: str, into: Path = folder) -> str:
-            path = into / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix}"  # by content: exports are reused
+        def received(data: bytes, suffix: str, into: Path = folder, prefix: str = "") -> str:
+            path = into / f"{prefix}{hashlib.sha256(data).hexdigest()[:24]}{suffix}"  # by content: exports are reused
             if not path.exists():
                 part = path.with_name(f".{path.name}.{os.getpid()}.part")
                 part.write_bytes(data)
@@ -250,8 +262,8 @@ class DetectionWorker:
             digest = hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in pictures)).hexdigest()[:24]
             into = folder / f"calibration-{digest}"
             into.mkdir(exist_ok=True)
-            for picture in pictures:
-                received(picture, ".png", into)
+            for number, picture in enumerate(pictures):  # numbered: read back in the driver's order, none merged
+                received(picture, ".png", into, prefix=f"{number:04d}-")
             changes["calibration"] = (str(into),)
         return dataclasses.replace(spec, **changes)
 
@@ -281,10 +293,16 @@ class WorkerPool:
         """Wait until the workers are placed and can import the project's requirements, then have them load."""
         ray = self.ray
         checks = {actor.environment.remote(): actor for actor in self.actors}
-        done, _ = ray.wait(list(checks), num_returns=len(checks), timeout=START_TIMEOUT_S)
+        done, late = ray.wait(list(checks), num_returns=len(checks), timeout=START_TIMEOUT_S)
         if not done:
             raise DetectError(f"no Ray worker started within {START_TIMEOUT_S} s: the cluster is busy, or "
                               f"cannot give a worker the CPUs and GPUs asked for")
+        for ref in late:  # not placed in time (a busy cluster): the run goes on with the others
+            ray.kill(checks[ref])
+            self.actors.remove(checks[ref])
+        if late:
+            print(f"Ray: {len(late)} worker(s) could not start within {START_TIMEOUT_S} s; going on with "
+                  f"{len(self.actors)}", file=sys.stderr, flush=True)
         for ref in done:
             try:
                 ray.get(ref)
@@ -314,42 +332,55 @@ class WorkerPool:
 
     def imap(self, job: Callable, keys: Iterable, prepare: Callable) -> Iterator[tuple]:
         """(key, args, outcome) for every key, in the order they finish: `prepare(key)` gives the job's
-        arguments here (None and the DetectError when it cannot), the outcome is the job's result or a DetectError."""
+        arguments here (None and the DetectError when it cannot), the outcome is the job's result or a DetectError.
+        An input whose worker is lost for good goes to another worker, at most MAX_TASK_RETRIES times."""
         ray = self.ray
         keys = iter(keys)
-        in_flight: dict = {}  # ref -> (key, args, actor)
+        in_flight: dict = {}  # ref -> (key, args, actor, tries)
+        again: list = []  # (key, args, tries) of inputs whose worker was lost
         held = {id(actor): 0 for actor in self.actors}
         exhausted = False
         while True:
             for actor in list(self._ready):
-                while not exhausted and held[id(actor)] < IN_FLIGHT_PER_WORKER:
-                    key = next(keys, StopIteration)
-                    if key is StopIteration:
-                        exhausted = True
-                        break
-                    try:
-                        args = prepare(key)
-                    except DetectError as error:
-                        yield key, None, error
-                        continue
-                    in_flight[actor.run.remote(self.files, job, *args)] = (key, args, actor)
+                while held[id(actor)] < IN_FLIGHT_PER_WORKER and (again or not exhausted):
+                    if again:
+                        key, args, tries = again.pop(0)
+                    else:
+                        key = next(keys, StopIteration)
+                        if key is StopIteration:
+                            exhausted = True
+                            break
+                        try:
+                            args, tries = prepare(key), 0
+                        except DetectError as error:
+                            yield key, None, error
+                            continue
+                    in_flight[actor.run.remote(self.files, job, *args)] = (key, args, actor, tries)
                     held[id(actor)] += 1
-            if exhausted and not in_flight:
+            if exhausted and not in_flight and not again:
                 return
-            if not self._ready and not self._loading:
-                raise DetectError("every Ray worker failed; the remaining inputs were not processed")
+            if not self._ready and not self._loading and not in_flight:
+                for key, _, _ in again:
+                    yield key, None, DetectError(f"{key}: not processed, every Ray worker was lost")
+                raise DetectError("every Ray worker was lost; the remaining inputs were not processed")
             (ref,), _ = ray.wait([*in_flight, *self._loading], num_returns=1)
             if ref in self._loading:
                 self._loaded(ref)
                 continue
-            key, args, actor = in_flight.pop(ref)
+            key, args, actor, tries = in_flight.pop(ref)
             held[id(actor)] -= 1
             try:
                 outcome = ray.get(ref)
-            except ray.exceptions.RayActorError as error:  # it died more often than it may be restarted
+            except ray.exceptions.RayActorError as error:  # restarted more often than it may be: gone for good
                 if actor in self._ready:
                     self._ready.remove(actor)
-                outcome = DetectError(f"{key}: the Ray worker processing it was lost ({_first_line(error)})")
+                if tries < MAX_TASK_RETRIES:
+                    again.append((key, args, tries + 1))
+                    continue
+                outcome = DetectError(f"{key}: the Ray workers processing it were lost ({_first_line(error)})")
+            except ray.exceptions.RayError as error:  # raised by the job on the worker, or lost from the store
+                cause = _cause(error)
+                outcome = DetectError(f"{key}: on a Ray worker: {type(cause).__name__}: {_first_line(cause)}")
             yield key, args, outcome
 
     def _loaded(self, ref) -> None:

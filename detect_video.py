@@ -30,7 +30,7 @@ from jobs import open_pool
 from specs import TrackOptions
 from tracking import LOW_SCORE_FLOOR, parse_count_line
 from video import (EncodedVideo, VideoResult, VideoRun, VideoSource, Window, describe_source, detect_video_bytes,
-                   open_source, process_video)
+                   live_name, open_source, process_video)
 
 # PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
 
@@ -131,6 +131,22 @@ def is_live(spec: str) -> bool:
     return spec.isdigit() or spec.lower().startswith(LIVE_SCHEMES)
 
 
+def output_base_names(sources: list[str]) -> dict[str, str]:
+    """Each input's base name for its outputs, none shared: files' from their paths (see output_names), cameras'
+    and streams' from what they are, numbered where two would meet."""
+    names = du.output_names([source for source in sources if not is_live(source)])
+    taken = set(names.values())
+    for spec in sources:
+        if is_live(spec):
+            base = name = live_name(spec)
+            number = 2
+            while name in taken:
+                name, number = f"{base}_{number}", number + 1
+            taken.add(name)
+            names[spec] = name
+    return names
+
+
 @dataclass(frozen=True)
 class VideoOutputs:
     """Where one video's outputs go: the drawn video, and its records when asked for."""
@@ -197,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         out_dir = du.prepare_output_dir(args.output)
-        names = du.output_names(files)
+        names = output_base_names(sources)
         with contextlib.ExitStack() as stack:
             pool = open_pool(stack, ray, specs, detect, len(good))
             if ray is None:
@@ -234,8 +250,8 @@ def process_here(sources: list[str], opened: dict[str, VideoSource], names: dict
                 failed += 1
                 continue
             try:
-                outputs = VideoOutputs.named(out_dir, names[spec] if source.is_file else source.name, run, records)
-                du.check_not_an_input(outputs.written(), list(names))
+                outputs = VideoOutputs.named(out_dir, names[spec], run, records)
+                du.check_not_an_input(outputs.written(), [name for name in names if not is_live(name)])
                 counter = f"[{number}/{len(sources)}] " if len(sources) > 1 else ""
                 print(counter + describe_source(source), file=sys.stderr)
                 if window is not None:
@@ -269,7 +285,7 @@ def process_on_workers(pool, sources: list[str], names: dict[str, str], run: Vid
     plan = {spec: VideoOutputs.named(out_dir, names[spec], run, records) for spec in sources}
 
     def prepare(spec: str) -> tuple:
-        du.check_not_an_input(plan[spec].written(), sources)
+        du.check_not_an_input(plan[spec].written(), list(names))
         return du.read_bytes(spec), spec, names[spec], run, records, run.tracking is not None
 
     failed = 0

@@ -92,12 +92,17 @@ def open_source(spec: str) -> VideoSource:
     return source
 
 
+def live_name(spec: str) -> str:
+    """What a webcam (`webcam0`) or a stream (its path's stem, else `stream`) is called in output names."""
+    return f"webcam{spec}" if spec.isdigit() else (Path(urlparse(spec).path).stem or "stream")
+
+
 def _open_capture(spec: str) -> VideoSource:
     if spec.isdigit():
         capture = cv2.VideoCapture(int(spec))
         if not capture.isOpened():
             raise DetectError(f"no camera at index {spec}")
-        return _describe(capture, f"webcam{spec}", is_file=False)
+        return _describe(capture, live_name(spec), is_file=False)
     if urlparse(spec).scheme in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"):
         if PurePosixPath(urlparse(spec).path).suffix.lower() in du.IMAGE_SUFFIXES:
             raise DetectError(f"{spec}: a still picture, not a video; use detect_image.py for pictures")
@@ -106,8 +111,7 @@ def _open_capture(spec: str) -> VideoSource:
         if not capture.isOpened():
             raise DetectError(f"cannot open stream {spec} (unreachable, or no video within "
                               f"{STREAM_TIMEOUT_MS // 1000} s)")
-        stem = Path(urlparse(spec).path).stem or "stream"
-        return _describe(capture, stem, is_file=False)
+        return _describe(capture, live_name(spec), is_file=False)
     path = Path(spec)
     if not path.exists():
         raise DetectError(f"{path}: file not found")
@@ -453,10 +457,12 @@ def process_video(source: VideoSource, predictors: Sequence, run: VideoRun, vide
         stats = run_pipeline(source, predictors, run, frame_writer, window, stop)
         summaries = tracking.close() if tracking is not None else []
     finally:
-        writer.close()
-        for handle in (records, tracks):
-            if handle is not None:
-                handle.close()
+        try:
+            writer.close()
+        finally:
+            for handle in (records, tracks):
+                if handle is not None:
+                    handle.close()
     return VideoResult(stats.written, source.unreadable, summaries, stats.summary())
 
 

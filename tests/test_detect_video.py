@@ -269,3 +269,15 @@ def test_closing_the_window_goes_on_without_it(tmp_path, checkpoints, virtual_di
     assert process.returncode == 0, stderr
     assert "window closed" in stderr and "cannot open a window" not in stderr
     assert len(read_video(tmp_path / "outputs" / "long_v1.mp4")[0]) == 80
+
+
+def test_every_input_gets_its_own_output_name():
+    from detect_video import output_base_names
+
+    sources = ["rtsp://a.local/live", "rtsp://b.local/live", "0", "clips/webcam0.mp4", "more/webcam0.mp4",
+               "http://c.local/"]
+    names = output_base_names(sources)
+    assert len(set(names.values())) == len(sources), names
+    assert names["rtsp://a.local/live"] == "live" and names["rtsp://b.local/live"] == "live_2"
+    assert names["http://c.local/"] == "stream"
+    assert names["0"] not in (names["clips/webcam0.mp4"], names["more/webcam0.mp4"])

@@ -185,6 +185,9 @@ def test_an_unreachable_cluster_is_one_line_soon(tmp_path, photo, checkpoints):
     assert_one_line_error(result)
     assert "cannot reach the Ray cluster at 127.0.0.1:9" in result.stderr
     assert not list((tmp_path / "outputs").glob("*"))
+    result = script("detect_image.py", "--input", str(photo), "--ray", "head:port", cwd=tmp_path)
+    assert_one_line_error(result)
+    assert "give the cluster's address as HOST:PORT" in result.stderr
 
 
 def test_ray_options_need_ray(tmp_path, photo):
