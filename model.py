@@ -327,10 +327,18 @@ def check_precision(precision: str, device: torch.device, backend: str) -> None:
                           "use --precision int8 or fp32")
 
 
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) under which it has bf16 kernels; OpenVINO follows the cap
+# but still reports BF16 among its capabilities, and a bf16 model then fails to compile.
+_BF16_ISA_CAPS = ("BF16", "FP16", "AMX", "AVX10", "ALL", "DEFAULT")
+
+
 def cpu_has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin can run in bf16 here."""
     import openvino
 
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap and not any(name in cap for name in _BF16_ISA_CAPS):
+        return False
     return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 

@@ -125,3 +125,12 @@ def test_precision_usage_and_calibration_errors(tmp_path, checkpoints, photo):
                         "--backend", "torch", cwd=tmp_path)
     assert_one_line_error(result)
     assert "runs with OpenVINO" in result.stderr and "Loading" not in result.stderr
+
+
+def test_bf16_under_an_instruction_set_cap_is_one_clear_line(tmp_path, photo, checkpoints):
+    # OpenVINO follows oneDNN's cap yet still reports BF16; without the check its compile error would surface.
+    result = run_script("detect_image.py", "--input", str(photo), "--model", "v1", "--weights",
+                        str(checkpoints["v1"]), "--imgsz", "64", "--precision", "bf16", cwd=tmp_path,
+                        env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert_one_line_error(result)
+    assert "does not compute in bf16" in result.stderr
