@@ -105,7 +105,6 @@ class Cluster:
         if address:
             _check_reachable(address)
             _send_token_when_there_is_one()  # read when Ray is imported
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # Ray's own warnings would bury the one-line error
         ray = import_ray()
         # The workers get the project's modules and nothing else of its folder (outputs, media, weights stay).
         self._code = tempfile.TemporaryDirectory(prefix="frcnn-code-")
@@ -123,8 +122,9 @@ class Cluster:
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
             where = f"at {address}" if address else "here"
             hint = (" (a cluster with token authentication also needs its token here: RAY_AUTH_TOKEN, printed by "
-                    "'ray get-auth-token' on its head)") if address else ""
-            raise DetectError(f"cannot start or join the Ray cluster {where}: {_first_line(error)}{hint}") from None
+                    "'ray get-auth-token' on its head)") if address and isinstance(error, ConnectionError) else ""
+            text = " ".join(str(error).split())[:300] or type(error).__name__  # Ray's advice spans several lines
+            raise DetectError(f"cannot start or join the Ray cluster {where}: {text}{hint}") from None
         self.ray = ray
         _cluster_messages_to_stderr()
         return self
@@ -140,6 +140,8 @@ class Cluster:
         resources = self.ray.cluster_resources()
         cpus_total, gpus_total = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
         cpus = self.options.cpus_per_worker
+        if cpus is None:  # one CPU each; more when there are fewer inputs than CPUs (one video: all of them)
+            cpus = float(max(1, math.floor(cpus_total / max(1, min(inputs, cpus_total)))))
         gpus = self.options.gpus_per_worker
         if gpus is None:  # a GPU each where there are GPUs, unless every model is asked to run on the CPU
             gpus = 1.0 if gpus_total >= 1 and any(spec.device != "cpu" for spec in specs) else 0.0
@@ -149,10 +151,10 @@ class Cluster:
         if fit < 1 and not self.options.workers:
             raise DetectError(f"the Ray cluster has {cpus_total:g} CPUs and {gpus_total:g} GPUs: not enough for one "
                               f"worker of {cpus:g} CPU and {gpus:g} GPU (see --cpus-per-worker, --gpus-per-worker)")
-        if self.options.workers and fit >= 1 and self.options.workers > fit:
-            print(f"Ray: the cluster has room for {fit} worker(s) of {cpus:g} CPU and {gpus:g} GPU now; the others "
-                  f"start if it grows within {START_TIMEOUT_S} s", file=sys.stderr, flush=True)
         count = max(1, min(self.options.workers or fit, inputs))
+        if fit >= 1 and count > fit:  # more than the cluster can place would only wait
+            print(f"Ray: the cluster has room for {fit} of the {count} workers asked for", file=sys.stderr, flush=True)
+            count = fit
         nodes = sum(1 for node in self.ray.nodes() if node.get("Alive"))
         print(f"Ray: {count} worker{'s' if count != 1 else ''} ({cpus:g} CPU, {gpus:g} GPU each) on a cluster of "
               f"{nodes} node{'s' if nodes != 1 else ''}, {cpus_total:g} CPUs, {gpus_total:g} GPUs",

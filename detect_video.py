@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     except DetectError as error:
         return du.fail(str(error))
     except KeyboardInterrupt:
-        print("aborted: the videos finished before are kept; the one in progress was not written", file=sys.stderr)
+        print("interrupted: the videos finished before are kept; those in progress were not written", file=sys.stderr)
         return 130
     finally:
         for capture in opened.values():

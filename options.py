@@ -62,7 +62,13 @@ def positive_number(text: str) -> float:
 
 
 def _non_negative_number(text: str) -> float:
-    return 0.0 if text.strip() in ("0", "0.0") else positive_number(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
 
 
 def _imgsz(text: str) -> int:
@@ -164,8 +170,9 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--workers", type=positive_int, metavar="N",
                        help="Ray workers, each with its own copy of the models (default: as many as the cluster's "
                             "CPUs and GPUs allow)")
-    group.add_argument("--cpus-per-worker", type=positive_number, default=1.0, metavar="C",
-                       help="CPUs each worker reserves, and the threads its models use (default 1)")
+    group.add_argument("--cpus-per-worker", type=positive_number, metavar="C",
+                       help="CPUs each worker reserves, and the threads its models use (default 1, or more when "
+                            "there are fewer inputs than CPUs)")
     group.add_argument("--gpus-per-worker", type=_non_negative_number, metavar="G",
                        help="GPUs each worker reserves (default 1 where the cluster has GPUs, else 0)")
 
@@ -176,10 +183,10 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
 def ray_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RayOptions | None:
     """The cluster and its workers as a value; None when the run stays in this process."""
     if args.ray is None:
-        stray = [name for name, value in (("--workers", args.workers), ("--gpus-per-worker", args.gpus_per_worker))
-                 if value is not None]
-        if stray or args.cpus_per_worker != 1.0:
-            parser.error(f"{stray[0] if stray else '--cpus-per-worker'} is for --ray")
+        stray = [name for name, value in (("--workers", args.workers), ("--cpus-per-worker", args.cpus_per_worker),
+                                          ("--gpus-per-worker", args.gpus_per_worker)) if value is not None]
+        if stray:
+            parser.error(f"{stray[0]} is for --ray")
         return None
     return RayOptions(address=args.ray or None, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                       gpus_per_worker=args.gpus_per_worker)

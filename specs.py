@@ -78,5 +78,5 @@ class RayOptions:
 
     address: str | None = None
     workers: int | None = None  # None: as many as the cluster's resources allow
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float | None = None  # None: 1, or more when there are fewer inputs than the cluster's CPUs
     gpus_per_worker: float | None = None  # None: 1 where the cluster has GPUs, else 0
