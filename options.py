@@ -22,12 +22,16 @@ SLICE_MATCHES = ("ios", "iou")
 # ---------------------------------------------------------------- value checks
 
 
-def fraction(text: str) -> float:
-    """A number in [0, 1]."""
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1]."""
+    value = _number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
     return value
@@ -52,20 +56,14 @@ def positive_int(text: str) -> int:
 
 
 def positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    value = _number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} must be above 0")
     return value
 
 
 def _non_negative_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    value = _number(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
     return value
