@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from errors import DetectError
+from frcnn.core.errors import DetectError
 
 COCO_INSTANCE_CATEGORY_NAMES = [
     "__background__", "person", "bicycle", "car", "motorcycle", "airplane", "bus",

@@ -14,10 +14,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 import detect_utils as du
-import options
-from errors import DetectError
-from jobs import PictureResult, detect_picture, open_pool
-from specs import DrawOptions
+from frcnn.cli import options
+from frcnn.core.errors import DetectError
+from frcnn.pipelines.jobs import PictureResult, detect_picture, open_pool
+from frcnn.core.specs import DrawOptions
+from frcnn.core.files import AtomicOutputs, IMAGE_SUFFIXES, decode_picture, is_url, source_bytes, write_bytes_atomically, write_json
+from frcnn.video.window import show_window
 
 # PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
 
@@ -61,12 +63,12 @@ def write_outputs(source: str, name: str, data: bytes, result: PictureResult, ru
     picture_path, json_path = output_paths(name, run)
     written = [picture_path, json_path] if run.json else [picture_path]
     # The set is written together: a record left from an earlier run would describe another picture.
-    with du.AtomicOutputs(written, stale=[json_path]) as temporary:
+    with AtomicOutputs(written, stale=[json_path]) as temporary:
         temporary[picture_path].write_bytes(result.jpeg)
         if run.json:
-            du.write_json(temporary[json_path], {"file": source, "width": result.width, "height": result.height,
+            write_json(temporary[json_path], {"file": source, "width": result.width, "height": result.height,
                                                  "results": [p.record() for p in result.predictions]})
-    image = du.decode_picture(data, source) if run.save_crops else None
+    image = decode_picture(data, source) if run.save_crops else None
     for prediction in result.predictions:
         if run.save_crops:
             du.write_crops(run.out_dir / "crops" / prediction.model, name, image, prediction.detections,
@@ -74,7 +76,7 @@ def write_outputs(source: str, name: str, data: bytes, result: PictureResult, ru
         if run.save_txt:
             labels = run.out_dir / "labels" / prediction.model
             du.write_yolo_classes(labels, prediction.class_names)
-            du.write_bytes_atomically(labels / f"{name}.txt", du.yolo_labels(
+            write_bytes_atomically(labels / f"{name}.txt", du.yolo_labels(
                 prediction.detections, result.width, result.height).encode("utf-8"))
     return picture_path
 
@@ -88,8 +90,8 @@ def result_line(source: str, predictions: list, picture_path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    sources, errors = du.expand_inputs(args.input, du.IMAGE_SUFFIXES, "images")
-    local = [source for source in sources if not du.is_url(source)]
+    sources, errors = du.expand_inputs(args.input, IMAGE_SUFFIXES, "images")
+    local = [source for source in sources if not is_url(source)]
     specs = options.model_specs(args, parser, local if len(local) >= options.MIN_DEFAULT_CALIBRATION else ())
     detect = options.detect_options(args, parser)
     ray = options.ray_options(args, parser)
@@ -120,7 +122,7 @@ def process_all(pool, sources: list[str], run: ImageRun, show: bool, sliced: boo
 
     def prepare(source: str) -> tuple:
         du.check_not_an_input(output_paths(names[source], run), run.inputs)
-        return du.source_bytes(source), source, run.draw
+        return source_bytes(source), source, run.draw
 
     failed, showing, described = 0, show, not sliced
     with tqdm(total=len(sources), desc="images", unit="img", disable=len(sources) < 2, file=sys.stderr) as bar:
@@ -135,12 +137,12 @@ def process_all(pool, sources: list[str], run: ImageRun, show: bool, sliced: boo
                 failed += 1
                 continue
             if not described:
-                tqdm.write(du.describe_slicing(outcome.predictions[0].settings["slice"]), file=sys.stderr)
+                tqdm.write(outcome.predictions[0].settings.slice.describe(), file=sys.stderr)
                 described = True
             tqdm.write(result_line(source, outcome.predictions, picture_path), file=sys.stdout)
             if showing:  # q, Esc or a closed window: no more windows, the files are still written
-                picture = du.decode_picture(outcome.jpeg, picture_path)
-                showing = du.show_window(picture_path.name, picture) == "shown"
+                picture = decode_picture(outcome.jpeg, picture_path)
+                showing = show_window(picture_path.name, picture) == "shown"
     return failed
 
 

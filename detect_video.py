@@ -24,13 +24,15 @@ import cv2.utils.logging
 from tqdm import tqdm
 
 import detect_utils as du
-import options
-from errors import DetectError
-from jobs import open_pool
-from specs import TrackOptions
-from tracking import LOW_SCORE_FLOOR, parse_count_line
-from video import (EncodedVideo, VideoResult, VideoRun, VideoSource, Window, describe_source, detect_video_bytes,
+from frcnn.cli import options
+from frcnn.core.errors import DetectError
+from frcnn.pipelines.jobs import open_pool
+from frcnn.core.specs import TrackOptions
+from frcnn.inference.counting import parse_count_line
+from frcnn.inference.tracking import LOW_SCORE_FLOOR
+from frcnn.video.pipeline import (EncodedVideo, VideoResult, VideoRun, VideoSource, Window, describe_source, detect_video_bytes,
                    live_name, open_source, process_video)
+from frcnn.core.files import AtomicOutputs, VIDEO_SUFFIXES, read_bytes
 
 # PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
 
@@ -172,7 +174,7 @@ class VideoOutputs:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    sources, errors = du.expand_inputs(args.input, du.VIDEO_SUFFIXES, "videos", passthrough=is_live)
+    sources, errors = du.expand_inputs(args.input, VIDEO_SUFFIXES, "videos", passthrough=is_live)
     files = [source for source in sources if not is_live(source)]
     total = len(sources) + len(errors)
     specs = options.model_specs(args, parser, files)
@@ -270,7 +272,7 @@ def process_here(sources: list[str], opened: dict[str, VideoSource], names: dict
 def detect_to_files(source: VideoSource, predictors: list, run: VideoRun, outputs: VideoOutputs,
                     stop: threading.Event, window: Window | None) -> VideoResult:
     """One opened video's outputs, written together: none if it fails, and records left from earlier runs go."""
-    with du.AtomicOutputs(outputs.written(), stale=outputs.stale()) as temporary:
+    with AtomicOutputs(outputs.written(), stale=outputs.stale()) as temporary:
         result = process_video(source, predictors, run, temporary[outputs.video],
                                outputs.records and temporary[outputs.records],
                                outputs.tracks and temporary[outputs.tracks], stop, window)
@@ -286,7 +288,7 @@ def process_on_workers(pool, sources: list[str], names: dict[str, str], run: Vid
 
     def prepare(spec: str) -> tuple:
         du.check_not_an_input(plan[spec].written(), list(names))
-        return du.read_bytes(spec), spec, names[spec], run, records, run.tracking is not None
+        return read_bytes(spec), spec, names[spec], run, records, run.tracking is not None
 
     failed = 0
     with tqdm(total=len(sources), desc="videos", unit="video", file=sys.stderr, dynamic_ncols=True) as bar:
@@ -304,7 +306,7 @@ def process_on_workers(pool, sources: list[str], names: dict[str, str], run: Vid
 
 def write_encoded(encoded: EncodedVideo, outputs: VideoOutputs) -> None:
     """A worker's finished video and records, written as one set like a video processed here."""
-    with du.AtomicOutputs(outputs.written(), stale=outputs.stale()) as temporary:
+    with AtomicOutputs(outputs.written(), stale=outputs.stale()) as temporary:
         for path, data in ((outputs.video, encoded.video), (outputs.records, encoded.records),
                            (outputs.tracks, encoded.tracks)):
             if path is not None:

@@ -15,40 +15,24 @@ import contextlib
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 import detect_utils as du
-import options
-from coco_names import is_real_class
-from detections import Detections
-from errors import DetectError
-from jobs import detect_for_scoring, pools_per_model
+from frcnn.cli import options
+from frcnn.core.errors import DetectError
+from frcnn.evaluation.coco import (METRIC_NAMES, CocoSet, category_map, load_set, read_predictions, score,
+                                   to_coco_results)
+from frcnn.pipelines.jobs import detect_for_scoring, pools_per_model
+from frcnn.core.files import read_bytes, write_bytes_atomically, write_json
 
 # torchvision's published COCO val2017 box mAP (the weights' documentation).
 PUBLISHED_AP = {"v1": 0.370, "v2": 0.467}
-METRIC_NAMES = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large"]
-AR100_INDEX = 8  # in COCOeval.stats: AR at 100 detections, all areas
 
 
 # ---------------------------------------------------------------- the data set
-
-
-@dataclass
-class CocoSet:
-    """A COCO-format set: its annotations (a pycocotools COCO) and the folder of its images."""
-
-    coco: object
-    images_dir: Path | None
-    annotations: Path
-
-    def image_ids(self, max_images: int | None) -> list[int]:
-        """The images to score: all, or the first `max_images` by id (the same ones every run)."""
-        ids = sorted(self.coco.getImgIds())
-        return ids[:max_images] if max_images else ids
 
 
 def locate(data_dir: str | None, images_dir: str | None, annotations_file: str | None) -> tuple[Path | None, Path]:
@@ -67,44 +51,6 @@ def locate(data_dir: str | None, images_dir: str | None, annotations_file: str |
     if not annotations.is_file():
         raise DetectError(f"{annotations}: annotation file not found")
     return images, annotations
-
-
-def load_set(images: Path | None, annotations: Path) -> CocoSet:
-    from pycocotools.coco import COCO
-
-    try:
-        dataset = json.loads(annotations.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DetectError(f"{annotations}: not a readable JSON annotation file ({error})") from error
-    missing = [key for key in ("images", "annotations", "categories") if not isinstance(dataset, dict) or key not in dataset]
-    if missing:
-        raise DetectError(f"{annotations}: not a COCO annotation file (no {', '.join(missing)})")
-    if not dataset["images"]:
-        raise DetectError(f"{annotations}: the set lists no images")
-    coco = COCO()
-    coco.dataset = dataset
-    try:
-        with contextlib.redirect_stdout(sys.stderr):  # pycocotools reports its progress on stdout
-            coco.createIndex()
-    except (KeyError, TypeError) as error:
-        raise DetectError(f"{annotations}: malformed COCO annotations (missing {error})") from error
-    return CocoSet(coco, images, annotations)
-
-
-def category_map(model, coco) -> dict[int, int]:
-    """Model label id → the set's category id, matched by name; every category must have a match."""
-    by_name = {name.lower(): label for label, name in enumerate(model.class_names) if is_real_class(name)}
-    mapping, unmatched = {}, []
-    for category in coco.loadCats(coco.getCatIds()):
-        label = by_name.get(category["name"].lower())
-        if label is None:
-            unmatched.append(category["name"])
-        else:
-            mapping[label] = category["id"]
-    if unmatched:
-        raise DetectError(f"categories of the set that match no class of {model.name}: {', '.join(unmatched)} "
-                          f"(give the model's class names with --labels)")
-    return mapping
 
 
 # ---------------------------------------------------------------- results that survive interruption
@@ -136,11 +82,11 @@ class ResultsLog:
             if earlier != self.settings:
                 raise DetectError(f"{self.progress_path.parent} holds results made with other settings "
                                   f"({self.settings_path.name}); give another --output, or delete them to start over")
-        du.write_json(self.settings_path, self.settings)
+        write_json(self.settings_path, self.settings)
         self.done = {entry["image_id"]: entry for entry in _read_lines(self.progress_path)}
         self.detections = [d for d in _read_lines(self.results_path) if d.get("image_id") in self.done]
-        du.write_bytes_atomically(self.results_path, _results_text(self.detections).encode())
-        du.write_bytes_atomically(self.progress_path, "".join(json.dumps(e) + "\n" for e in self.done.values()).encode())
+        write_bytes_atomically(self.results_path, _results_text(self.detections).encode())
+        write_bytes_atomically(self.progress_path, "".join(json.dumps(e) + "\n" for e in self.done.values()).encode())
 
     def add(self, image_id: int, detections: list[dict], milliseconds: float | None) -> None:
         with open(self.results_path, "r+", encoding="utf-8") as results:
@@ -187,23 +133,12 @@ def _read_lines(path: Path) -> list[dict]:
 # ---------------------------------------------------------------- running and scoring
 
 
-def to_coco_results(detections: Detections, image_id: int, categories: dict[int, int]) -> list[dict]:
-    """COCO results entries: [x, y, width, height] boxes, the set's category ids."""
-    entries = []
-    for (x1, y1, x2, y2), score, label in zip(detections.boxes, detections.scores, detections.labels):
-        if int(label) in categories:
-            entries.append({"image_id": image_id, "category_id": categories[int(label)],
-                            "bbox": [round(float(v), 2) for v in (x1, y1, x2 - x1, y2 - y1)],
-                            "score": round(float(score), 5)})
-    return entries
-
-
 def run_model(pool, data: CocoSet, image_ids: list[int], out_dir: Path) -> ResultsLog:
     """Detect with the pool's one model on every image not done yet, appending to its results as they come back
     (in any order); returns the log."""
     (model,) = pool.models
     categories = category_map(model, data.coco)
-    log = ResultsLog(out_dir, model.name, model.settings)
+    log = ResultsLog(out_dir, model.name, model.settings.to_json())
     log.resume()
     todo = [i for i in image_ids if i not in log.done]
     if len(todo) < len(image_ids):
@@ -212,7 +147,7 @@ def run_model(pool, data: CocoSet, image_ids: list[int], out_dir: Path) -> Resul
 
     def prepare(image_id: int) -> tuple:
         path = data.images_dir / data.coco.imgs[image_id]["file_name"]
-        return du.read_bytes(path), str(path)
+        return read_bytes(path), str(path)
 
     outcomes = pool.imap(detect_for_scoring, todo, prepare)
     for image_id, _, outcome in tqdm(outcomes, total=len(todo), desc=model.name, unit="img", file=sys.stderr,
@@ -232,42 +167,10 @@ def model_metrics(data: CocoSet, log: ResultsLog, image_ids: list[int], out_dir:
     scored = [i for i in image_ids if log.done[i]["ms"] is not None]
     metrics = {**score(data.coco, log.detections, scored), "images": len(scored), "images_missing": missing,
                "ms_per_image": float(np.mean(timed)) if timed else None}
-    du.write_json(out_dir / f"{log.name}_metrics.json", metrics)
+    write_json(out_dir / f"{log.name}_metrics.json", metrics)
     if missing:
         print(f"warning: {missing} listed image(s) were missing or unreadable and were not scored", file=sys.stderr)
     return metrics
-
-
-def score(coco, detections: list[dict], image_ids: list[int]) -> dict[str, float | None]:
-    """pycocotools' box metrics over `image_ids`, as fractions (None where the set has no such objects)."""
-    from pycocotools.cocoeval import COCOeval
-
-    if not detections:
-        return {**{name: 0.0 for name in METRIC_NAMES}, "AR100": 0.0}
-    with contextlib.redirect_stdout(sys.stderr):
-        results = coco.loadRes(detections)
-        evaluation = COCOeval(coco, results, iouType="bbox")
-        evaluation.params.imgIds = image_ids
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    stats = [float(v) if v >= 0 else None for v in evaluation.stats]
-    return {**dict(zip(METRIC_NAMES, stats[:6])), "AR100": stats[AR100_INDEX]}
-
-
-def read_predictions(path: Path, coco) -> list[dict]:
-    """A COCO results file, checked: a list of {image_id, category_id, bbox, score} for images of the set."""
-    try:
-        detections = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DetectError(f"{path}: not a readable COCO results file ({error})") from error
-    keys = {"image_id", "category_id", "bbox", "score"}
-    if not isinstance(detections, list) or not all(isinstance(d, dict) and keys <= d.keys() for d in detections):
-        raise DetectError(f"{path}: a COCO results file is a list of objects with {', '.join(sorted(keys))}")
-    unknown = {d["image_id"] for d in detections} - set(coco.getImgIds())
-    if unknown:
-        raise DetectError(f"{path}: {len(unknown)} image id(s) are not in the set, e.g. {sorted(unknown)[0]}")
-    return detections
 
 
 # ---------------------------------------------------------------- reporting
@@ -336,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.predictions:
             detections = read_predictions(Path(args.predictions), data.coco)
             metrics = {**score(data.coco, detections, image_ids), "images": len(image_ids)}
-            du.write_json(out_dir / "metrics.json", metrics)
+            write_json(out_dir / "metrics.json", metrics)
             print(format_table({"predictions": metrics}, note))
             return 0
         rows = {}

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import importlib.metadata
-import importlib.util
-import json
 import os
 import pickle
 import sys
-import time
 import urllib.error
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 from torchvision.models.detection import (
     FasterRCNN,
@@ -29,12 +22,14 @@ from torchvision.models.detection import (
 )
 
 from coco_names import COCO_INSTANCE_CATEGORY_NAMES, read_labels
-from errors import DetectError
-from export_cache import cache_dir
-from specs import BACKENDS, DEFAULT_IMGSZ, DEFAULT_PROPOSALS, MODEL_NAMES, PRECISIONS, ModelSpec
+from frcnn.core.errors import DetectError, first_line
+from frcnn.core.specs import DEFAULT_IMGSZ, DEFAULT_PROPOSALS, MODEL_NAMES, ModelSpec, max_size_for
+from frcnn.runtimes.backends import (backend_installed, check_precision, choose_backend,  # noqa: F401  (part of the API)
+                                     cpu_has_bf16)
+from frcnn.runtimes.cache import cache_dir
+from frcnn.runtimes.export import RUNNERS, cached_export
+from frcnn.runtimes.quantize import cached_int8
 
-# torchvision resizes the shorter side to 800 and caps the longer side at 1333; keep that ratio.
-_MAX_SIZE_RATIO = 1333 / 800
 
 _BUILDERS: dict[str, Callable[..., FasterRCNN]] = {
     "v1": fasterrcnn_resnet50_fpn,
@@ -120,11 +115,6 @@ def build_detector(name: str, num_classes: int = 91, imgsz: int = DEFAULT_IMGSZ,
     return module.eval()
 
 
-def max_size_for(imgsz: int) -> int:
-    """The cap on the longer side that goes with a shorter side of `imgsz`, in torchvision's proportion."""
-    return round(imgsz * _MAX_SIZE_RATIO)
-
-
 def official_weights_path(name: str) -> Path:
     """Where torchvision caches the official COCO checkpoint (honours TORCH_HOME)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(OFFICIAL_WEIGHTS[name].url)
@@ -181,10 +171,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 f"refused to load {path}: it holds Python objects besides tensors, "
                 f"which could run code when loaded; save the model's state_dict instead"
             ) from error
-        raise DetectError(f"{path} is not a readable PyTorch checkpoint ({_first_line(error)})") from error
+        raise DetectError(f"{path} is not a readable PyTorch checkpoint ({first_line(error)})") from error
     except Exception as error:  # torch.load fails in many ways on arbitrary bytes; all mean "not a checkpoint"
         raise DetectError(
-            f"{path} is not a readable PyTorch checkpoint: another kind of file, or truncated ({_first_line(error)})"
+            f"{path} is not a readable PyTorch checkpoint: another kind of file, or truncated ({first_line(error)})"
         ) from error
     for key in ("model", "state_dict"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
@@ -193,11 +183,6 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(loaded, Mapping) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise DetectError(f"{path} holds no model state_dict (expected a mapping of names to tensors)")
     return dict(loaded)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def architecture_of(state_dict: Mapping[str, torch.Tensor]) -> str | None:
@@ -305,41 +290,9 @@ def load_model(
     # No PyTorch copy is kept (nor built, when the export is cached): the runtime holds its own.
     del build, state_dict
     if precision == "int8":
-        from quantize import cached_int8
-
         graph = cached_int8(graph, calibration, imgsz)
-    return LoadedModel(name, device, class_names, source, **sizes, run=_RUNNERS[backend](graph, precision, threads),
+    return LoadedModel(name, device, class_names, source, **sizes, run=RUNNERS[backend](graph, precision, threads),
                        backend=backend)
-
-
-def check_precision(precision: str, device: torch.device, backend: str) -> None:
-    """Lower precisions are OpenVINO's on the CPU (CUDA has --half); bf16 needs a CPU that computes it."""
-    if precision == "fp32":
-        return
-    if precision not in PRECISIONS:
-        raise DetectError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
-    if device.type != "cpu":
-        raise DetectError(f"--precision {precision} is for the CPU; on {device}, use --half for lower precision")
-    if backend != "openvino":
-        raise DetectError(f"--precision {precision} runs with OpenVINO (--backend openvino or auto), not {backend}")
-    if precision == "bf16" and not cpu_has_bf16():
-        raise DetectError("--precision bf16: this CPU does not compute in bf16 (it needs AVX512_BF16 or AMX); "
-                          "use --precision int8 or fp32")
-
-
-# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) under which it has bf16 kernels; OpenVINO follows the cap
-# but still reports BF16 among its capabilities, and a bf16 model then fails to compile.
-_BF16_ISA_CAPS = ("BF16", "FP16", "AMX", "AVX10", "ALL", "DEFAULT")
-
-
-def cpu_has_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin can run in bf16 here."""
-    import openvino
-
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
-    if cap and not any(name in cap for name in _BF16_ISA_CAPS):
-        return False
-    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def _build_with_state(name: str, num_classes: int, imgsz: int, proposals: int, state_dict: Mapping[str, torch.Tensor],
@@ -356,7 +309,7 @@ def _load_state(module: FasterRCNN, state_dict: Mapping[str, torch.Tensor], sour
         result = module.load_state_dict(state_dict, strict=False)
     except RuntimeError as error:
         lines = [line.strip() for line in str(error).splitlines()]
-        detail = next((line for line in lines if line.startswith("size mismatch")), _first_line(error))
+        detail = next((line for line in lines if line.startswith("size mismatch")), first_line(error))
         raise DetectError(f"{source} does not fit the model: {detail}") from error
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     unexpected = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
@@ -367,146 +320,4 @@ def _load_state(module: FasterRCNN, state_dict: Mapping[str, torch.Tensor], sour
 
 # ---------------------------------------------------------------- exported runtimes for the CPU
 
-# Fastest first, as measured by benchmarks/speed.py on a CPU.
-_AUTO_CPU_ORDER = ("openvino", "onnxruntime")
-_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
-_ONNX_OPSET = 17
-_OUTPUT_NAMES = ["boxes", "labels", "scores"]
 
-
-def backend_installed(backend: str) -> bool:
-    return backend == "torch" or importlib.util.find_spec(_PACKAGES[backend]) is not None
-
-
-def choose_backend(requested: str, device: torch.device) -> str:
-    """`auto`: the fastest installed runtime on the CPU, PyTorch elsewhere; otherwise check the request."""
-    if requested == "auto":
-        if device.type != "cpu":
-            return "torch"
-        return next((b for b in _AUTO_CPU_ORDER if backend_installed(b)), "torch")
-    if requested not in BACKENDS:
-        raise DetectError(f"unknown backend '{requested}' (choose from {', '.join(BACKENDS)})")
-    if requested != "torch":
-        if device.type != "cpu":
-            raise DetectError(f"--backend {requested} runs on the CPU here; on {device} use --backend torch")
-        if not backend_installed(requested):
-            raise DetectError(f"--backend {requested} needs the '{_PACKAGES[requested]}' package: "
-                              f"pip install {_PACKAGES[requested]}")
-    return requested
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _runtime_version(backend: str) -> str:
-    return importlib.metadata.version(_PACKAGES[backend])
-
-
-def cached_export(build: Callable[[], FasterRCNN], name: str, imgsz: int, proposals: int, weights_file: Path,
-                  backend: str) -> Path:
-    """The ONNX export of the model `build` makes, from the cache when an intact entry for the same inputs exists."""
-    key_fields = {
-        "model": name,
-        "weights_sha256": _file_sha256(weights_file),
-        "imgsz": imgsz,
-        "proposals": proposals,
-        "max_size": max_size_for(imgsz),
-        "input": "one CHW float picture of any size, resized and padded to /32 inside the graph",
-        "opset": _ONNX_OPSET,
-        "torch": torch.__version__,
-        backend: _runtime_version(backend),
-    }
-    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:20]
-    folder = cache_dir()
-    onnx_path, meta_path = folder / f"{name}-{imgsz}-{key}.onnx", folder / f"{name}-{imgsz}-{key}.json"
-    if onnx_path.exists() and meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("key") == key_fields and meta.get("onnx_sha256") == _file_sha256(onnx_path):
-                return onnx_path
-        except (OSError, ValueError):
-            pass
-        print(f"Cached export {onnx_path.name} is stale or damaged: exporting again", file=sys.stderr)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DetectError(f"cannot create the export cache {folder}: {error.strerror or error}") from error
-    print(f"Exporting {name} to ONNX for {backend} (once; cached in {folder}) ...", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    temporary = onnx_path.with_name(f".{onnx_path.name}.{os.getpid()}.part")
-    module = build()
-    try:
-        _export_onnx(module, imgsz, temporary)
-        os.replace(temporary, onnx_path)
-    except torch.onnx.OnnxExporterError as error:  # e.g. the onnx package is missing
-        raise DetectError(f"could not export {name} to ONNX ({_first_line(error)}); "
-                          f"install the requirements, or use --backend torch") from error
-    finally:
-        temporary.unlink(missing_ok=True)
-    meta_path.write_text(json.dumps({"key": key_fields, "onnx_sha256": _file_sha256(onnx_path)}, indent=2))
-    print(f"Exported {name} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
-    return onnx_path
-
-
-def _export_onnx(module: FasterRCNN, imgsz: int, path: Path) -> None:
-    # The TorchScript-based exporter handles torchvision's detection models; the graph keeps torchvision's
-    # own resize and pad-to-32, so any picture size gives the feature-map sizes eager PyTorch gives.
-    example = torch.rand(3, imgsz, imgsz * 4 // 3, generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.cpu().eval(), ([example],), str(path), opset_version=_ONNX_OPSET, dynamo=False,
-            input_names=["image"], output_names=_OUTPUT_NAMES, dynamic_axes={"image": {1: "height", 2: "width"}},
-        )
-
-
-def _as_output(arrays) -> dict[str, torch.Tensor]:
-    return {key: torch.from_numpy(np.asarray(value)) for key, value in zip(_OUTPUT_NAMES, arrays)}
-
-
-class OnnxRuntimeRunner:
-    """Runs the exported graph with ONNX Runtime, one picture per call (the export has no batch axis)."""
-
-    def __init__(self, path: Path, precision: str = "fp32", threads: int = 0):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        return [_as_output(self.session.run(None, {"image": image.cpu().numpy()})) for image in images]
-
-
-class OpenVinoRunner:
-    """Runs the exported graph with OpenVINO on the CPU, one picture per call, tuned for latency."""
-
-    def __init__(self, path: Path, precision: str = "fp32", threads: int = 0):
-        import openvino
-
-        core = openvino.Core()
-        # An explicit fp32 keeps detections equal to PyTorch's (the CPU plugin may pick bf16 otherwise); an int8
-        # model computes its quantized layers in int8 and the rest in fp32.
-        hint = "bf16" if precision == "bf16" else "f32"
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
-        if threads:  # one of several processes sharing the machine (a Ray worker)
-            # OpenVINO pins its threads to the first cores by default: every such process would pin the same ones.
-            config.update(INFERENCE_NUM_THREADS=threads, ENABLE_CPU_PINNING=False)
-        self.compiled = core.compile_model(str(path), "CPU", config)
-        self.request = self.compiled.create_infer_request()
-
-    def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        outputs = []
-        for image in images:
-            result = self.request.infer({0: image.cpu().numpy()})
-            outputs.append(_as_output(result[self.compiled.output(i)] for i in range(len(_OUTPUT_NAMES))))
-        return outputs
-
-
-_RUNNERS = {"onnxruntime": OnnxRuntimeRunner, "openvino": OpenVinoRunner}

@@ -41,8 +41,8 @@ def pictures(count: int) -> list[Path]:
 def timed_pass(pool, paths: list[Path]) -> dict:
     """One pass over the pictures through the pool: wall seconds per picture and model milliseconds per picture."""
     import detect_utils as du
-    from jobs import detect_picture
-    from specs import DrawOptions
+    from frcnn.pipelines.jobs import detect_picture
+    from frcnn.core.specs import DrawOptions
 
     def prepare(index: int) -> tuple:
         return du.read_bytes(paths[index]), str(paths[index]), DrawOptions()
@@ -67,10 +67,10 @@ def summarize(passes: list[dict]) -> dict:
 def local_rows(spec, paths: list[Path], runs: int, threads_list: list[int]) -> dict:
     import dataclasses
 
-    from jobs import LocalPool
+    from frcnn.pipelines.jobs import LocalPool
     from model import load
-    from predictor import make_predictor
-    from specs import DetectOptions
+    from frcnn.inference.predictor import make_predictor
+    from frcnn.core.specs import DetectOptions
 
     rows = {}
     for threads in threads_list:
@@ -82,8 +82,8 @@ def local_rows(spec, paths: list[Path], runs: int, threads_list: list[int]) -> d
 
 
 def ray_rows(spec, paths: list[Path], runs: int, workers_list: list[int]) -> dict:
-    from cluster import Cluster
-    from specs import DetectOptions, RayOptions
+    from frcnn.pipelines.cluster import Cluster
+    from frcnn.core.specs import DetectOptions, RayOptions
 
     rows = {}
     for workers in workers_list:
@@ -112,7 +112,7 @@ def main() -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
 
-    from specs import ModelSpec
+    from frcnn.core.specs import ModelSpec
 
     scratch = Path(tempfile.mkdtemp(prefix="ray-bench-"))
     weights, kind = weights_for(args.model, scratch)

@@ -91,14 +91,14 @@ def others_load(before: tuple[float, float], own_cpu: float, seconds: float) -> 
 
 def load_model(config: dict):
     from model import load
-    from specs import ModelSpec
+    from frcnn.core.specs import ModelSpec
 
     return load(ModelSpec(config["model"], weights=config["weights"], imgsz=config["imgsz"], device="cpu",
                           backend=config["backend"]))
 
 
 def slice_options(mode: str, size: int):
-    from specs import SliceOptions
+    from frcnn.core.specs import SliceOptions
 
     return None if mode == "none" else SliceOptions(size=0 if mode == "auto" else size)
 
@@ -107,9 +107,9 @@ def run_picture(config: dict) -> dict:
     """One picture, one mode: the scripts' predictor, timed; for a sliced run, its inner calls too."""
     import cv2
 
-    from predictor import make_predictor
-    from slicing import tile_grid
-    from specs import DetectOptions
+    from frcnn.inference.predictor import make_predictor
+    from frcnn.inference.slicing import tile_grid
+    from frcnn.core.specs import DetectOptions
 
     image = cv2.imread(config["image"])
     model = load_model(config)
@@ -157,9 +157,9 @@ def run_async(config: dict) -> dict:
     import torch
 
     from model import cached_export
-    from predictor import to_model_input
-    from slicing import tile_grid
-    from specs import SliceOptions
+    from frcnn.inference.predictor import to_model_input
+    from frcnn.inference.slicing import tile_grid
+    from frcnn.core.specs import SliceOptions
 
     image = cv2.imread(config["image"])
     model = load_model(config)

@@ -52,9 +52,9 @@ def tracker_cost(video: Path, name: str, weights: Path, imgsz: int, frames: int,
     import cv2
 
     from model import load
-    from predictor import Predictor
-    from specs import ModelSpec, TrackOptions
-    from tracking import LOW_SCORE_FLOOR, VideoTracking
+    from frcnn.inference.predictor import Predictor
+    from frcnn.core.specs import ModelSpec, TrackOptions
+    from frcnn.inference.tracking import LOW_SCORE_FLOOR, VideoTracking
 
     predictor = Predictor(load(ModelSpec(name, weights=str(weights), imgsz=imgsz, device="cpu")), LOW_SCORE_FLOOR)
     capture = cv2.VideoCapture(str(video))
@@ -83,7 +83,7 @@ def drift(every_frame: list[dict], sparse: list[dict]) -> dict:
     import numpy as np
     from scipy.optimize import linear_sum_assignment
 
-    from slicing import box_overlap
+    from frcnn.inference.slicing import box_overlap
 
     detected = {r["frame"]: r["results"][0]["detections"] for r in every_frame}
     ious, partnered, total = [], 0, 0

@@ -9,15 +9,13 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from checkpoints import detector_state, official_format, save_checkpoint  # noqa: E402
+from helpers import scene  # noqa: E402
 
-SMALL_IMGSZ = "96"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -53,18 +51,6 @@ def virtual_display() -> str:
     server.wait(timeout=10)
 
 
-def scene(height: int = 240, width: int = 320, seed: int = 0) -> np.ndarray:
-    """A BGR picture of coloured rectangles on a gradient."""
-    rng = np.random.default_rng(seed)
-    image = np.zeros((height, width, 3), np.uint8)
-    image[:] = np.linspace(40, 200, width, dtype=np.uint8)[None, :, None]
-    for _ in range(4):
-        x, y = int(rng.integers(0, width * 3 // 4)), int(rng.integers(0, height * 3 // 4))
-        w, h = int(rng.integers(width // 8, width // 4)), int(rng.integers(height // 8, height // 4))
-        image[y:y + h, x:x + w] = rng.integers(0, 255, 3, dtype=np.uint8)
-    return image
-
-
 @pytest.fixture
 def photo(tmp_path) -> Path:
     path = tmp_path / "photo.jpg"
@@ -72,52 +58,3 @@ def photo(tmp_path) -> Path:
     return path
 
 
-def run_script(script: str, *args: str, cwd: Path, env: dict | None = None,
-               timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run a project script in a subprocess, offline: an empty torch cache and no route to the internet."""
-    full_env = {**os.environ, "TORCH_HOME": str(cwd / "torch-home"), "PYTHONUNBUFFERED": "1",
-                "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": ""}
-    full_env.pop("DISPLAY", None)
-    full_env.pop("WAYLAND_DISPLAY", None)
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, code: int = 1) -> None:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors, result.stderr
-
-
-def leftovers(folder: Path) -> list[Path]:
-    """Temporary files an interrupted or failed write would leave behind."""
-    return [p for p in folder.rglob("*") if ".part" in p.name]
-
-
-def make_video(path: Path, frames: int, size: tuple[int, int] = (160, 120), fps: float = 10.0,
-               fourcc: str = "mp4v") -> Path:
-    """A test clip written by OpenCV (not by the project's H.264 writer): moving rectangles on a gradient."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
-    assert writer.isOpened(), path
-    base = scene(size[1], size[0])
-    for index in range(frames):
-        writer.write(np.roll(base, 3 * index, axis=1))
-    writer.release()
-    return path
-
-
-def read_video(path: Path) -> tuple[list[np.ndarray], float]:
-    """Every frame OpenCV's FFmpeg decoder gets from `path`, and the frame rate it reports."""
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    assert capture.isOpened(), path
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames, fps

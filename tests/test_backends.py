@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 
 import cv2
 import numpy as np
@@ -11,13 +10,12 @@ import pytest
 import torch
 
 import model as model_module
-from conftest import ROOT, SMALL_IMGSZ, assert_one_line_error, run_script, scene
-from detections import Detections
+from helpers import ROOT, SMALL_IMGSZ, assert_one_line_error, run_script, scene
+from frcnn.core.detections import Detections
 from model import DetectError, choose_backend, load_model
-from predictor import predict
+from frcnn.inference.predictor import predict
 
-sys.path.append(str(ROOT / "benchmarks"))  # last: its file names must not hide the project's modules
-from speed import equivalent  # noqa: E402  the benchmark's matching rule, so both check the same thing
+from frcnn.evaluation.agreement import equivalent
 
 CPU = torch.device("cpu")
 RUNTIMES = [b for b in ("onnxruntime", "openvino") if importlib.util.find_spec(b)]

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT, make_video, scene
+from helpers import ROOT, make_video, scene
 
 import cv2
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, run_script, scene
+from helpers import ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, run_script, scene
 from x11_window import find_window, press_key
 
 

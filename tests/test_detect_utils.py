@@ -15,14 +15,14 @@ import torch
 from PIL import Image
 
 import detect_utils as du
-import drawing
-import options
-import predictor
+from frcnn import drawing
+from frcnn.cli import options
+from frcnn.inference import predictor
 from checkpoints import BOOSTED_LABEL
 from coco_names import COCO_INSTANCE_CATEGORY_NAMES
-from conftest import ROOT, leftovers, scene
-from detections import Detections
-from specs import DrawOptions
+from helpers import ROOT, leftovers, scene
+from frcnn.core.detections import Detections
+from frcnn.core.specs import DrawOptions
 from model import DetectError, load_model
 
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, make_video, read_video, run_script, scene
+from helpers import ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, make_video, read_video, run_script, scene
 from x11_window import click_close, find_window, press_key
 
 

@@ -9,36 +9,13 @@ import subprocess
 import sys
 import time
 
-import cv2
 import pytest
 
-from conftest import ROOT, SMALL_IMGSZ, assert_one_line_error, run_script, scene
-
-CATEGORIES = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
-
-
-def make_set(folder, images=3):
-    """`images` pictures of 160×120 with two large boxes each (person and car), in COCO format."""
-    (folder / "pics").mkdir(parents=True)
-    entries, annotations = [], []
-    for index in range(images):
-        name = f"{index:03d}.jpg"
-        cv2.imwrite(str(folder / "pics" / name), scene(120, 160, seed=index))
-        entries.append({"id": index + 1, "file_name": name, "width": 160, "height": 120})
-        for number, (category, bbox) in enumerate([(1, [10, 10, 100, 100]), (3, [40, 5, 110, 105])]):
-            annotations.append({"id": 10 * index + number + 1, "image_id": index + 1, "category_id": category,
-                                "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})
-    path = folder / "labels.json"
-    path.write_text(json.dumps({"images": entries, "annotations": annotations, "categories": CATEGORIES}))
-    return folder / "pics", path
+from helpers import CATEGORIES, ROOT, SMALL_IMGSZ, assert_one_line_error, make_set, metrics_of, run_script
 
 
 def evaluate(tmp_path, *args):
     return run_script("evaluate.py", *args, cwd=tmp_path)
-
-
-def metrics_of(path):
-    return json.loads(path.read_text())
 
 
 def test_ground_truth_as_predictions_scores_one(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 import cv2
 import numpy as np
@@ -11,13 +10,12 @@ import torch
 import torchvision
 
 import model as model_module
-import quantize
-from conftest import ROOT, SMALL_IMGSZ, assert_one_line_error, run_script, scene
+from frcnn.runtimes import backends, quantize
+from helpers import SMALL_IMGSZ, assert_one_line_error, run_script, scene
 from model import DetectError, load_model
-from predictor import predict
+from frcnn.inference.predictor import predict
 
-sys.path.append(str(ROOT / "benchmarks"))  # last: its file names must not hide the project's modules
-from speed import equivalent  # noqa: E402  the benchmark's matching rule
+from frcnn.evaluation.agreement import equivalent
 
 CPU = torch.device("cpu")
 
@@ -56,7 +54,7 @@ def test_fewer_proposals_through_openvino_match_eager_within_the_benchmark_rule(
 
 
 def test_bf16_on_a_cpu_without_it_is_one_clear_line(monkeypatch, checkpoints):
-    monkeypatch.setattr(model_module, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
     with pytest.raises(DetectError, match="does not compute in bf16.*AVX512_BF16 or AMX"):
         load_model("v1", CPU, imgsz=64, weights=checkpoints["v1"], backend="openvino", precision="bf16")
     with pytest.raises(DetectError, match="runs with OpenVINO"):

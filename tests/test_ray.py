@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import ray
 
-from conftest import (ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, make_video, read_video, run_script,
+from helpers import (ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, make_video, read_video, run_script,
                       scene)
-from test_evaluate import make_set, metrics_of
+from helpers import make_set, metrics_of
 
 # Ray's own connections stay on this machine; everything else still has no route out (see run_script).
 LOCAL_ONLY = {"no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}

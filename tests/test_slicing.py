@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, SMALL_IMGSZ, run_script, scene
-from test_evaluate import make_set
-from detections import Detections
-from slicing import SlicedPredictor, auto_tile_size, box_overlap, merge_detections, tile_grid, tile_starts
-from specs import SliceOptions
+from helpers import ROOT, SMALL_IMGSZ, run_script, scene
+from helpers import make_set
+from frcnn.core.detections import Detections
+from frcnn.inference.slicing import SlicedPredictor, auto_tile_size, box_overlap, merge_detections, tile_grid, tile_starts
+from frcnn.core.specs import SliceOptions
 
 # The subprocess runs only need a model that runs, not one that sees much: the smallest input is the fastest.
 TINY_IMGSZ = "32"
@@ -279,8 +279,8 @@ def test_sahi_differences_greedy_nmm_postprocess_drops_what_no_longer_matches_th
 @pytest.fixture(scope="module")
 def v1_predictor(checkpoints):
     from model import load
-    from predictor import Predictor
-    from specs import ModelSpec
+    from frcnn.inference.predictor import Predictor
+    from frcnn.core.specs import ModelSpec
 
     model = load(ModelSpec("v1", weights=str(checkpoints["v1"]), imgsz=int(SMALL_IMGSZ), device="cpu", backend="torch"))
     return Predictor(model, threshold=0.5)
@@ -338,8 +338,8 @@ import json, os, resource, sys
 sys.path.insert(0, sys.argv[1])
 import detect_utils
 from model import load
-from predictor import make_predictor
-from specs import DetectOptions, ModelSpec, SliceOptions
+from frcnn.inference.predictor import make_predictor
+from frcnn.core.specs import DetectOptions, ModelSpec, SliceOptions
 
 def resident(key):
     with open("/proc/self/status") as status:

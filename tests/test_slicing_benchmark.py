@@ -6,10 +6,10 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from helpers import ROOT
 
 from model import backend_installed, choose_backend
-from slicing import auto_tile_size, tile_grid
+from frcnn.inference.slicing import auto_tile_size, tile_grid
 
 import torch
 

@@ -10,11 +10,12 @@ import pytest
 from trackers.eval.clear import compute_clear_metrics
 from trackers.eval.identity import compute_identity_metrics
 
-from conftest import SMALL_IMGSZ, run_script, scene
-from detections import Detections
-from slicing import box_overlap
-from specs import TrackOptions
-from tracking import LineCounter, VideoTracking, parse_count_line
+from helpers import SMALL_IMGSZ, run_script, scene
+from frcnn.core.detections import Detections
+from frcnn.inference.slicing import box_overlap
+from frcnn.core.specs import TrackOptions
+from frcnn.inference.counting import LineCounter, parse_count_line
+from frcnn.inference.tracking import VideoTracking
 
 FPS = 25.0
 

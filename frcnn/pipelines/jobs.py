@@ -4,14 +4,16 @@ plain, picklable results out (detections, and the drawn picture as JPEG bytes). 
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
-import detect_utils as du
-from detections import Prediction
-from drawing import render
-from errors import DetectError
-from specs import DetectOptions, DrawOptions, ModelSpec, RayOptions
+from frcnn.core.detections import Prediction
+from frcnn.drawing import render
+from frcnn.core.errors import DetectError
+from frcnn.core.specs import DetectOptions, DrawOptions, ModelSpec, RayOptions
+from frcnn.core.files import decode_picture, encode_jpeg
+from frcnn.pipelines.cluster import Cluster
 
 
 @dataclass
@@ -26,39 +28,28 @@ class PictureResult:
 
 def detect_picture(predictors: Sequence, data: bytes, origin: str, draw: DrawOptions) -> PictureResult:
     """Decode a picture, run every model on it and draw their boxes (side by side for several models)."""
-    from predictor import predict_all
+    from frcnn.inference.predictor import predict_all  # PyTorch: where the models run
 
-    image = du.decode_picture(data, origin)
+    image = decode_picture(data, origin)
     (predictions,) = predict_all(predictors, [image])
-    return PictureResult(image.shape[1], image.shape[0], predictions, du.encode_jpeg(render(image, predictions, draw)))
+    return PictureResult(image.shape[1], image.shape[0], predictions, encode_jpeg(render(image, predictions, draw)))
 
 
 def detect_for_scoring(predictors: Sequence, data: bytes, origin: str) -> Prediction:
     """The one model's prediction on a picture of an evaluation set, as stored: without EXIF orientation,
     because the set's boxes refer to the pixels as stored."""
-    image = du.decode_picture(data, origin, apply_orientation=False)
+    image = decode_picture(data, origin, apply_orientation=False)
     (predictor,) = predictors
     (prediction,) = predictor([image])
     return prediction
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the driver knows of a model that may run elsewhere: its name, class names and settings."""
-
-    name: str
-    class_names: list[str]
-    settings: dict
-
-
-def describe_models(predictors: Sequence) -> list[ModelInfo]:
-    return [ModelInfo(p.name, list(p.class_names), dict(p.settings)) for p in predictors]
 
 
 class LocalPool:
     """This process's predictors, run on one input after another; the same `imap` as cluster.WorkerPool."""
 
     def __init__(self, predictors: list):
+        from frcnn.inference.loading import describe_models  # PyTorch: loaded with the predictors
+
         self.predictors = predictors
         self.models = describe_models(predictors)
 
@@ -91,16 +82,20 @@ def pools_per_model(stack: contextlib.ExitStack, ray: RayOptions | None, groups:
                     detect: DetectOptions, inputs: int) -> Iterator:
     """A pool for each group of models, one after another (each pool's workers stop before the next start)."""
     if ray is None:
-        predictors = du.load_predictors([spec for group in groups for spec in group], detect)
+        from frcnn.inference.loading import load_predictors  # PyTorch loads here, once the options are good
+
+        predictors = load_predictors([spec for group in groups for spec in group], detect, announce=_to_stderr)
         for group in groups:
             yield LocalPool(predictors[:len(group)])
             predictors = predictors[len(group):]
         return
-    from cluster import Cluster
-
     cluster = stack.enter_context(Cluster(ray))
     for group in groups:
         pool = cluster.workers(group, detect, inputs)
         pool.start()
         yield pool
         pool.close()  # when the next pool is asked for; the last one ends with the cluster
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -13,6 +13,13 @@ BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_PROPOSALS = 1000  # torchvision's rpn_post_nms_top_n_test
 PRECISIONS = ("fp32", "int8", "bf16")
+# torchvision resizes the shorter side to 800 and caps the longer side at 1333; keep that ratio.
+_MAX_SIZE_RATIO = 1333 / 800
+
+
+def max_size_for(imgsz: int) -> int:
+    """The cap on the longer side that goes with a shorter side of `imgsz`, in torchvision's proportion."""
+    return round(imgsz * _MAX_SIZE_RATIO)
 
 
 @dataclass(frozen=True)

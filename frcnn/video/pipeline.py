@@ -29,11 +29,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-import detect_utils as du
-from drawing import render
-from errors import DetectError
-from specs import DrawOptions, TrackOptions
-from tracking import RunTracking
+from frcnn.drawing import render
+from frcnn.core.errors import DetectError
+from frcnn.core.specs import DrawOptions, TrackOptions
+from frcnn.video.tracking_step import RunTracking
+from frcnn.core.files import IMAGE_SUFFIXES
+from frcnn.video.window import show_window
 
 STREAM_TIMEOUT_MS = 10_000
 FALLBACK_FPS = 25.0  # for cameras and streams that do not report a usable frame rate
@@ -104,7 +105,7 @@ def _open_capture(spec: str) -> VideoSource:
             raise DetectError(f"no camera at index {spec}")
         return _describe(capture, live_name(spec), is_file=False)
     if urlparse(spec).scheme in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"):
-        if PurePosixPath(urlparse(spec).path).suffix.lower() in du.IMAGE_SUFFIXES:
+        if PurePosixPath(urlparse(spec).path).suffix.lower() in IMAGE_SUFFIXES:
             raise DetectError(f"{spec}: a still picture, not a video; use detect_image.py for pictures")
         capture = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
                                                           cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
@@ -305,8 +306,8 @@ class FrameWriter:
         decorate = self.tracking.decorate if self.tracking is not None else None
         picture = render(frame, predictions, self.run.draw, corner_text=self.stats.speed_badge(), decorate=decorate)
         self.writer.write(picture)
-        if self.stats.written == 0 and detected and "slice" in predictions[0].settings:
-            tqdm.write(du.describe_slicing(predictions[0].settings["slice"]), file=sys.stderr)
+        if self.stats.written == 0 and detected and predictions[0].settings.slice is not None:
+            tqdm.write(predictions[0].settings.slice.describe(), file=sys.stderr)
         if self.records is not None:
             record = {"frame": index, "time": round(index / self.fps, 3), "width": frame.shape[1],
                       "height": frame.shape[0], "detected": detected, "results": [p.record() for p in predictions]}
@@ -330,7 +331,7 @@ class Window:
     def refresh(self) -> None:
         if not self.showing or self._latest.empty():
             return
-        state = du.show_window(self.title, self._latest.get_nowait(), wait_ms=1)
+        state = show_window(self.title, self._latest.get_nowait(), wait_ms=1)
         if state == "quit" and not self.stop.is_set():
             print("\nq pressed: finishing the frames in flight", file=sys.stderr, flush=True)
             self.stop.set()  # like the end of the input: what was processed is kept
@@ -367,7 +368,7 @@ def _next_batch(decoded: queue.Queue, size: int, abort: threading.Event) -> tupl
 def run_pipeline(source: VideoSource, predictors: list, run: VideoRun, write_frame: FrameWriter,
                  window: Window | None, stop: threading.Event) -> RunStats:
     """Decode → detect → draw + encode, overlapped in three threads; returns the counts and timings."""
-    from predictor import predict_all
+    from frcnn.inference.predictor import predict_all
 
     decoded: queue.Queue = queue.Queue(maxsize=2 * run.batch)
     detected: queue.Queue = queue.Queue(maxsize=2 * run.batch)

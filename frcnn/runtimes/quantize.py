@@ -20,8 +20,10 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from errors import DetectError
-from model import max_size_for
+from frcnn.core.errors import DetectError
+from frcnn.core.files import IMAGE_SUFFIXES, read_image
+from frcnn.core.specs import max_size_for
+from frcnn.runtimes.preprocess import input_tensor
 
 CALIBRATION_PICTURES = 30  # NNCF's own advice is a few hundred; 30 keeps the one-time cost to minutes on a CPU
 FRAMES_PER_VIDEO = 30
@@ -34,8 +36,6 @@ _KEPT_IN_FLOAT = ["Interpolate", "ROIAlign", "NonMaxSuppression", "TopK", "Add",
 def calibration_pictures(sources: Sequence[str]) -> list[np.ndarray]:
     """BGR pictures from the calibration sources: picture files, folders of pictures, or videos (frames spread
     over each); at most CALIBRATION_PICTURES, spread over all of them."""
-    from detect_utils import IMAGE_SUFFIXES, read_image
-
     files: list[Path] = []
     for source in sources:
         path = Path(source)
@@ -99,8 +99,6 @@ def cached_int8(onnx_path: Path, calibration: Sequence[str], imgsz: int) -> Path
 
 def calibration_tensors(calibration: Sequence[str], imgsz: int) -> list[np.ndarray]:
     """The calibration pictures as the exported graph's inputs."""
-    from predictor import input_tensor
-
     return [input_tensor(picture, imgsz, max_size_for(imgsz))[0].numpy() for picture in
             calibration_pictures(calibration)]
 

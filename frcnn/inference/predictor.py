@@ -1,7 +1,6 @@
 """One way into inference: pictures in, each model's `Detections` (with timings) out.
 
-    predictor = make_predictor(load(ModelSpec("v2")), DetectOptions(threshold=0.5))
-    (prediction,) = predictor([cv2.imread("photo.jpg")])
+`frcnn.inference.loading.make_predictor` builds the predictor a run's options ask for (plain or sliced).
 """
 
 from __future__ import annotations
@@ -9,18 +8,12 @@ from __future__ import annotations
 import time
 from typing import Protocol, Sequence
 
-import cv2
 import numpy as np
 import torch
 
-from detections import Detections, Prediction
+from frcnn.core.detections import Detections, Prediction, PredictionSettings
+from frcnn.runtimes.preprocess import input_tensor
 from model import LoadedModel
-from specs import DetectOptions, SliceOptions  # noqa: F401  (SliceOptions: part of the API, with make_predictor)
-
-# Pictures far larger than the model's input are shrunk with area averaging before inference:
-# it bounds memory (no full-size float tensor) and avoids the aliasing of a large bilinear step.
-_PRESHRINK_BELOW_SCALE = 0.5
-
 
 class PicturePredictor(Protocol):
     """Anything that turns a batch of BGR pictures into one Prediction each (plain or sliced)."""
@@ -31,32 +24,9 @@ class PicturePredictor(Protocol):
     def __call__(self, images: Sequence[np.ndarray]) -> list[Prediction]: ...
 
 
-def _input_scale(height: int, width: int, min_size: int, max_size: int) -> float:
-    """The factor torchvision's transform would resize a height×width picture by."""
-    return min(min_size / min(height, width), max_size / max(height, width))
-
-
 def to_model_input(image: np.ndarray, model: LoadedModel) -> tuple[torch.Tensor, float, float]:
     """A BGR picture as the model's RGB float tensor, plus the x and y factors back to the picture."""
     return input_tensor(image, model.min_size, model.max_size, model.device)
-
-
-def input_tensor(image: np.ndarray, min_size: int, max_size: int,
-                 device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, float, float]:
-    """What `to_model_input` gives, for a model of these sizes on `device`."""
-    height, width = image.shape[:2]
-    scale = _input_scale(height, width, min_size, max_size)
-    fx = fy = 1.0
-    if scale < _PRESHRINK_BELOW_SCALE:
-        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-        fx, fy = width / new_w, height / new_h
-    tensor = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1]))
-    if device.type == "cuda":
-        tensor = tensor.pin_memory()  # lets the copy below overlap with work already queued on the GPU
-    # Move uint8 to the device first: a quarter of the bytes of float32.
-    tensor = tensor.to(device, non_blocking=True).permute(2, 0, 1)
-    return tensor.float().div_(255.0), fx, fy
 
 
 def _synchronize(device: torch.device) -> None:
@@ -90,25 +60,15 @@ class Predictor:
         self.classes = classes
         self.name = model.name
         self.class_names = model.class_names
-        self.settings = {"weights": model.weights_source, "imgsz": model.min_size, "runtime": model.backend,
-                         "precision": model.precision, "proposals": model.proposals, "threshold": threshold}
+        self.settings = PredictionSettings(model.weights_source, model.min_size, model.backend, model.precision,
+                                           model.proposals, threshold)
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         if not images:
             return []
         batch, milliseconds = predict(self.model, images)
         return [Prediction(self.name, self.class_names, detections.filter(self.threshold, self.classes),
-                           milliseconds / len(images), dict(self.settings)) for detections in batch]
-
-
-def make_predictor(model: LoadedModel, options: DetectOptions) -> PicturePredictor:
-    """The predictor the options ask for: plain, or sliced into tiles around a plain one."""
-    predictor = Predictor(model, options.threshold, options.classes)
-    if options.slicing is None:
-        return predictor
-    from slicing import SlicedPredictor
-
-    return SlicedPredictor(predictor, options.slicing)
+                           milliseconds / len(images), self.settings) for detections in batch]
 
 
 def predict_all(predictors: Sequence[PicturePredictor], images: Sequence[np.ndarray]) -> list[list[Prediction]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -78,6 +78,58 @@ def class_name(class_names: Sequence[str], label: int) -> str:
     return class_names[label] if 0 <= label < len(class_names) and is_real_class(class_names[label]) else str(label)
 
 
+@dataclass(frozen=True)
+class SliceSettings:
+    """How a sliced prediction was made: tile size (an int per picture, "auto" before one is seen), overlap, merge."""
+
+    size: int | str
+    overlap: float
+    full_pass: bool
+    merge: str
+    match: str
+    match_threshold: float
+    tiles: int | None = None  # per picture, once its grid is known
+
+    def to_json(self) -> dict:
+        record = asdict(self)
+        if self.tiles is None:
+            del record["tiles"]
+        return record
+
+    def describe(self) -> str:
+        """One line for the terminal: how pictures are sliced and merged."""
+        full = "plus one pass over the whole picture" if self.full_pass else "without a whole-picture pass"
+        return (f"sliced: {self.tiles} tile{'s' if self.tiles != 1 else ''} of {self.size} px, "
+                f"overlap {self.overlap:g}, {full}; merged by {self.merge} over {self.match} "
+                f"> {self.match_threshold:g}")
+
+
+@dataclass(frozen=True)
+class PredictionSettings:
+    """How a prediction was made: what every record, panel title and resumed run names."""
+
+    weights: str
+    imgsz: int
+    runtime: str
+    precision: str
+    proposals: int
+    threshold: float
+    slice: SliceSettings | None = None
+
+    def with_threshold(self, threshold: float) -> "PredictionSettings":
+        return replace(self, threshold=threshold)
+
+    def with_slice(self, slicing: SliceSettings) -> "PredictionSettings":
+        return replace(self, slice=slicing)
+
+    def to_json(self) -> dict:
+        record = {"weights": self.weights, "imgsz": self.imgsz, "runtime": self.runtime, "precision": self.precision,
+                  "proposals": self.proposals, "threshold": self.threshold}
+        if self.slice is not None:
+            record["slice"] = self.slice.to_json()
+        return record
+
+
 @dataclass
 class Prediction:
     """One model's detections of one picture, how long they took, and how they were made."""
@@ -86,9 +138,9 @@ class Prediction:
     class_names: list[str]
     detections: Detections
     milliseconds: float
-    settings: dict = field(default_factory=dict)  # weights, size, threshold, slicing: what the record names
+    settings: PredictionSettings
 
     def record(self) -> dict:
         """The JSON-ready part of a record that belongs to this model."""
-        return {"model": self.model, **self.settings, "inference_ms": round(self.milliseconds, 1),
+        return {"model": self.model, **self.settings.to_json(), "inference_ms": round(self.milliseconds, 1),
                 "detections": self.detections.to_records(self.class_names)}

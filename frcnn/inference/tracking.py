@@ -9,17 +9,16 @@ stays flat however long the video.
 from __future__ import annotations
 
 import copy
-import json
 import warnings
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from typing import Callable
 
 import numpy as np
 
-from detections import Detections, Prediction, class_name
-from drawing import draw_count_line, draw_trails
-from specs import TrackOptions
+from frcnn.core.detections import Detections, class_name
+from frcnn.inference.counting import LineCounter, line_in_pixels
+from frcnn.core.specs import TrackOptions
 
 # ByteTrack's second association uses boxes below the drawing threshold, down to this score.
 LOW_SCORE_FLOOR = 0.1
@@ -95,85 +94,6 @@ class TrackRecord:
                           for b in self.boxes]}
 
 
-class LineCounter:
-    """Counts tracks whose centre crosses a segment, per class and per direction.
-
-    A side is the sign of the centre relative to the line from (x1, y1) to (x2, y2); a crossing is a change
-    of side whose step passes through the segment itself. A centre on the line has no side, so a track that
-    stops on the line, or moves along it, is not counted. Directions are named as seen on the screen:
-    left_to_right / right_to_left for a line closer to vertical, top_to_bottom / bottom_to_top otherwise.
-    """
-
-    def __init__(self, line: tuple[float, float, float, float]):
-        self.start = np.array(line[:2], np.float64)
-        self.end = np.array(line[2:], np.float64)
-        dx, dy = self.end - self.start
-        self.vertical = abs(dy) >= abs(dx)
-        # The side a positive cross product means, on the screen (y grows downwards).
-        positive_is_forward = (-dy > 0) if self.vertical else (dx > 0)
-        names = ("left_to_right", "right_to_left") if self.vertical else ("top_to_bottom", "bottom_to_top")
-        self.direction_to = {1: names[0] if positive_is_forward else names[1],
-                             -1: names[1] if positive_is_forward else names[0]}
-        self.sides: dict[int, tuple[int, np.ndarray]] = {}  # track -> last non-zero side and the centre there
-        self.counts: dict[str, Counter] = {name: Counter() for name in names}
-
-    def _side(self, point: np.ndarray) -> int:
-        direction, offset = self.end - self.start, point - self.start
-        cross = direction[0] * offset[1] - direction[1] * offset[0]
-        return 0 if abs(cross) < 1e-9 else (1 if cross > 0 else -1)
-
-    def _through_segment(self, a: np.ndarray, b: np.ndarray) -> bool:
-        """Whether the step from a to b meets the segment (not only the endless line)."""
-        def orientation(p, q, r):
-            value = (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
-            return 0 if abs(value) < 1e-9 else (1 if value > 0 else -1)
-
-        o1, o2 = orientation(a, b, self.start), orientation(a, b, self.end)
-        o3, o4 = orientation(self.start, self.end, a), orientation(self.start, self.end, b)
-        return o1 != o2 and o3 != o4 or 0 in (o1, o2)
-
-    def update(self, track_id: int, centre: np.ndarray, label: str) -> str | None:
-        """Note where a track's centre is now; return the direction if it has just crossed, else None."""
-        side = self._side(centre)
-        if side == 0:
-            return None
-        previous = self.sides.get(track_id)
-        self.sides[track_id] = (side, centre)
-        if previous is None or previous[0] == side or not self._through_segment(previous[1], centre):
-            return None
-        direction = self.direction_to[side]
-        self.counts[direction][label] += 1
-        return direction
-
-    def forget(self, track_id: int) -> None:
-        self.sides.pop(track_id, None)
-
-    def totals(self) -> dict[str, dict[str, int]]:
-        return {direction: dict(sorted(counter.items())) for direction, counter in self.counts.items()}
-
-
-def parse_count_line(text: str) -> tuple[float, float, float, float]:
-    """'X1,Y1,X2,Y2' in pixels, or fractions of the width and height when all four are within [0, 1]."""
-    parts = text.replace(" ", "").split(",")
-    if len(parts) != 4:
-        raise ValueError(f"'{text}' is not X1,Y1,X2,Y2")
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"'{text}' is not four numbers X1,Y1,X2,Y2") from None
-    if any(not np.isfinite(v) or v < 0 for v in values):
-        raise ValueError(f"'{text}': coordinates must be zero or more")
-    if values[:2] == values[2:]:
-        raise ValueError(f"'{text}': the two ends are the same point")
-    return values  # type: ignore[return-value]
-
-
-def line_in_pixels(line: tuple[float, float, float, float], width: int, height: int) -> tuple[float, ...]:
-    if all(v <= 1.0 for v in line):
-        return line[0] * width, line[1] * height, line[2] * width, line[3] * height
-    return line
-
-
 class VideoTracking:
     """Tracking for one model on one source: IDs, carried boxes, records, trails, line counts, finished tracks."""
 
@@ -243,39 +163,3 @@ class VideoTracking:
         return {i: list(r.trail) for i, r in self.records.items()} if self.options.trails else {}
 
 
-class RunTracking:
-    """One tracker per model of the run: IDs, carried boxes, trails and counts; finished tracks go to `tracks_file`."""
-
-    def __init__(self, predictors: list, options: TrackOptions, threshold: float, frame_rate: float,
-                 frame_size: tuple[int, int], tracks_file: TextIO | None):
-        self.options, self.threshold = options, threshold
-        self.tracks_file = tracks_file
-        self.models = {p.name: p for p in predictors}
-        self.per_model = {p.name: VideoTracking(p.name, p.class_names, options, frame_rate, threshold, frame_size,
-                                                self._write_track) for p in predictors}
-
-    def _write_track(self, track: dict) -> None:
-        if self.tracks_file is not None:
-            self.tracks_file.write(json.dumps(track) + "\n")
-
-    def step(self, index: int, time_s: float, predictions: list | None) -> list:
-        """Each model's tracked (or, on a frame not detected, carried) detections as Predictions to draw."""
-        if predictions is None:  # not detected: the trackers carry the boxes
-            return [Prediction(name, p.class_names, self.per_model[name].step(index, time_s, None), 0.0,
-                               {**p.settings, "threshold": self.threshold}) for name, p in self.models.items()]
-        return [Prediction(p.model, p.class_names, self.per_model[p.model].step(index, time_s, p.detections),
-                           p.milliseconds, {**p.settings, "threshold": self.threshold}) for p in predictions]
-
-    def decorate(self, panel: np.ndarray, prediction) -> None:
-        tracking = self.per_model[prediction.model]
-        draw_trails(panel, tracking.trails())
-        if tracking.counter is not None:
-            line = tuple(int(round(v)) for v in (*tracking.counter.start, *tracking.counter.end))
-            draw_count_line(panel, line, tracking.counter.totals())
-
-    def close(self) -> list[dict]:
-        """Every model's summary, after its live tracks are written out."""
-        summaries = [tracking.close() for tracking in self.per_model.values()]
-        for summary in summaries:
-            self._write_track({"summary": summary})
-        return summaries

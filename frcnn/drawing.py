@@ -9,8 +9,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from detections import Detections, Prediction, class_name
-from specs import DEFAULT_PROPOSALS, DrawOptions
+from frcnn.core.detections import Detections, Prediction, class_name
+from frcnn.core.specs import DEFAULT_PROPOSALS, DrawOptions
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -188,13 +188,13 @@ def panel_title(prediction: Prediction) -> list[str]:
     """The caption of one model's panel: its name, detection count and time; then how it was run."""
     count = len(prediction.detections)
     settings = prediction.settings
-    details = [f"threshold {settings['threshold']:g}", f"size {settings['imgsz']}", f"{settings['weights']}"]
-    if settings.get("precision", "fp32") != "fp32":
-        details.insert(2, settings["precision"])
-    if settings.get("proposals", DEFAULT_PROPOSALS) != DEFAULT_PROPOSALS:
-        details.insert(2, f"{settings['proposals']} proposals")
-    if "slice" in settings:
-        details.insert(2, f"{settings['slice']['tiles']} tiles of {settings['slice']['size']} px")
+    details = [f"threshold {settings.threshold:g}", f"size {settings.imgsz}", f"{settings.weights}"]
+    if settings.precision != "fp32":
+        details.insert(2, settings.precision)
+    if settings.proposals != DEFAULT_PROPOSALS:
+        details.insert(2, f"{settings.proposals} proposals")
+    if settings.slice is not None:
+        details.insert(2, f"{settings.slice.tiles} tiles of {settings.slice.size} px")
     return [f"{prediction.model}: {count} detection{'s' if count != 1 else ''}, {prediction.milliseconds:.0f} ms",
             ", ".join(details)]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import logging
 import math
 import os
@@ -22,8 +23,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 from urllib.parse import urlparse
 
-from errors import DetectError
-from specs import DetectOptions, ModelSpec, RayOptions
+from frcnn.core.errors import DetectError, first_line
+from frcnn.core.specs import DetectOptions, ModelSpec, RayOptions
+from frcnn.runtimes.cache import RECEIVED, cache_dir
 
 RAY_INSTALL = "pip install -r requirements-ray.txt"
 CONNECT_TIMEOUT_S = 10
@@ -31,7 +33,9 @@ START_TIMEOUT_S = 30  # for the workers to be placed and to import the project's
 MAX_RESTARTS = 3  # a worker whose process dies is started again (on any node) at most this often
 MAX_TASK_RETRIES = 3  # and the inputs it held are sent again at most this often
 IN_FLIGHT_PER_WORKER = 2  # one computing, one waiting: no idle worker, and few inputs in the object store
-PROJECT = Path(__file__).resolve().parent  # its modules (*.py beside this one) are what the workers are sent
+# What the workers are sent: the package and the top-level modules it imports, by name (found, not imported:
+# the driver need not load PyTorch).
+SHIPPED_MODULES = ("frcnn", "model", "coco_names")
 
 
 def import_ray():
@@ -41,11 +45,6 @@ def import_ray():
     except ImportError:
         raise DetectError(f"--ray needs Ray, which is not installed here: {RAY_INSTALL}") from None
     return ray
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _check_reachable(address: str) -> None:
@@ -108,8 +107,7 @@ class Cluster:
         ray = import_ray()
         # The workers get the project's modules and nothing else of its folder (outputs, media, weights stay).
         self._code = tempfile.TemporaryDirectory(prefix="frcnn-code-")
-        for module in PROJECT.glob("*.py"):
-            shutil.copy2(module, self._code.name)
+        _copy_modules(self._code.name)
         settings = {"runtime_env": {"working_dir": self._code.name},
                     "log_to_driver": False, "logging_level": logging.ERROR}
         if self.local:  # "local": a new instance even where another Ray runs on this machine
@@ -162,6 +160,16 @@ class Cluster:
         return WorkerPool(self.ray, specs, detect, count, cpus, gpus)
 
 
+def _copy_modules(folder: str) -> None:
+    """Copy the shipped modules (sources only) into `folder`."""
+    for name in SHIPPED_MODULES:
+        origin = Path(importlib.util.find_spec(name).origin)
+        if origin.name == "__init__.py":
+            shutil.copytree(origin.parent, Path(folder) / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(origin, folder)
+
+
 def _worker_specs(specs: Sequence[ModelSpec], cpus: float, gpus: float) -> list[ModelSpec]:
     """The specs as a worker uses them: its share of the CPU, and no GPU unless it was given one."""
     threads = max(1, int(cpus)) if cpus > 0 else 0
@@ -182,7 +190,7 @@ def _ship_files(ray, specs: Sequence[ModelSpec]) -> dict:
         if spec.precision == "int8" and "calibration" not in files:
             import cv2
 
-            from quantize import calibration_pictures
+            from frcnn.runtimes.quantize import calibration_pictures
 
             pictures = calibration_pictures(spec.calibration)
             files["calibration"] = [ray.put(cv2.imencode(".png", picture)[1].tobytes()) for picture in pictures]
@@ -202,7 +210,7 @@ class DetectionWorker:
         import torch
         import torchvision  # noqa: F401
 
-        import predictor  # noqa: F401
+        from frcnn.inference import predictor  # noqa: F401
 
         return f"{socket.gethostname()}: torch {torch.__version__}"
 
@@ -210,7 +218,7 @@ class DetectionWorker:
     # constructor arguments lived in the object store, and the references are a few bytes each.
     def ready(self, files: dict) -> tuple[float, list]:
         """Load the models (if not yet); return the seconds it took, and what the driver needs to know of them."""
-        from jobs import describe_models
+        from frcnn.inference.loading import describe_models  # PyTorch: on the worker only
 
         start = time.perf_counter()
         predictors = self._predictors(files)
@@ -225,23 +233,16 @@ class DetectionWorker:
 
     def _predictors(self, files: dict) -> list:
         if self.predictors is None:
-            from model import load, prepare_specs
-            from predictor import make_predictor
+            from frcnn.inference.loading import load_predictors
 
-            predictors = []
-            for given, spec in zip(self.specs, prepare_specs([self._local(spec, files) for spec in self.specs])):
-                model = load(spec)
-                if given.weights is not None:  # records name the checkpoint the user gave, not this node's copy
-                    model.weights_source = given.weights
-                predictors.append(make_predictor(model, self.detect))
-            self.predictors = predictors
+            # Records name the checkpoint the user gave, not this node's copy.
+            self.predictors = load_predictors([self._local(spec, files) for spec in self.specs], self.detect,
+                                              weights_named=[spec.weights for spec in self.specs])
         return self.predictors
 
     def _local(self, spec: ModelSpec, files: dict) -> ModelSpec:
         """The spec with this node's copies of the files the driver sent."""
         import ray
-
-        from export_cache import RECEIVED, cache_dir
 
         folder = cache_dir() / RECEIVED
         folder.mkdir(parents=True, exist_ok=True)
@@ -311,9 +312,9 @@ class WorkerPool:
             except ray.exceptions.RayError as error:
                 cause = _cause(error)
                 if isinstance(cause, ImportError):
-                    raise DetectError(f"the Ray workers lack the project's requirements ({_first_line(cause)}): "
+                    raise DetectError(f"the Ray workers lack the project's requirements ({first_line(cause)}): "
                                       f"install requirements.txt on every node") from None
-                raise DetectError(f"a Ray worker failed to start: {_first_line(cause)}") from None
+                raise DetectError(f"a Ray worker failed to start: {first_line(cause)}") from None
         print("Ray: the workers are loading the models ...", file=sys.stderr, flush=True)
         self._loading = {actor.ready.remote(self.files): actor for actor in self.actors}
         self.wait_loaded(every=False)  # the first to load tells what the models are; the others join as they load
@@ -379,10 +380,10 @@ class WorkerPool:
                 if tries < MAX_TASK_RETRIES:
                     again.append((key, args, tries + 1))
                     continue
-                outcome = DetectError(f"{key}: the Ray workers processing it were lost ({_first_line(error)})")
+                outcome = DetectError(f"{key}: the Ray workers processing it were lost ({first_line(error)})")
             except ray.exceptions.RayError as error:  # raised by the job on the worker, or lost from the store
                 cause = _cause(error)
-                outcome = DetectError(f"{key}: on a Ray worker: {type(cause).__name__}: {_first_line(cause)}")
+                outcome = DetectError(f"{key}: on a Ray worker: {type(cause).__name__}: {first_line(cause)}")
             yield key, args, outcome
 
     def _loaded(self, ref) -> None:
@@ -393,5 +394,5 @@ class WorkerPool:
         except self.ray.exceptions.RayActorError:
             return  # lost for good while loading: the others go on
         except self.ray.exceptions.RayError as error:
-            raise DetectError(f"on a Ray worker: {_first_line(_cause(error))}") from None
+            raise DetectError(f"on a Ray worker: {first_line(_cause(error))}") from None
         self._ready.append(actor)

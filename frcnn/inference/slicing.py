@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from detections import Detections, Prediction
-from predictor import Predictor
-from specs import SliceOptions
+from frcnn.core.detections import Detections, Prediction, SliceSettings
+from frcnn.inference.predictor import Predictor
+from frcnn.core.specs import SliceOptions
 
 # How many tiles go to the runtime in one call: CUDA runs a batch in one go; the CPU runtimes take one picture
 # per call anyway, so a small number only bounds the memory of tiles in flight.
@@ -108,9 +109,9 @@ class SlicedPredictor:
         self.name = inner.name
         self.class_names = inner.class_names
         self.tiles_per_call = _TILES_PER_CALL.get(inner.model.device.type, 1)
-        self.settings = {**inner.settings, "slice": {
-            "size": options.size or "auto", "overlap": options.overlap, "full_pass": options.full_pass,
-            "merge": options.merge, "match": options.match, "match_threshold": options.match_threshold}}
+        self.slicing = SliceSettings(options.size or "auto", options.overlap, options.full_pass, options.merge,
+                                     options.match, options.match_threshold)
+        self.settings = inner.settings.with_slice(self.slicing)
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         return [self._predict_one(image) for image in images]
@@ -121,10 +122,10 @@ class SlicedPredictor:
     def _predict_one(self, image: np.ndarray) -> Prediction:
         height, width = image.shape[:2]
         size = self.tile_size(width, height)
-        settings = {**self.settings["slice"], "size": size}
         if width <= size and height <= size:  # one tile is the whole picture: exactly the plain run
             (prediction,) = self.inner([image])
-            prediction.settings["slice"] = {**settings, "tiles": 1, "full_pass": False}
+            prediction.settings = self.inner.settings.with_slice(
+                replace(self.slicing, size=size, tiles=1, full_pass=False))
             return prediction
         start = time.perf_counter()
         grid = tile_grid(width, height, size, self.options.overlap)
@@ -140,4 +141,4 @@ class SlicedPredictor:
                                   self.options.match_threshold)
         milliseconds = (time.perf_counter() - start) * 1000.0
         return Prediction(self.name, self.class_names, merged, milliseconds,
-                          {**self.inner.settings, "slice": {**settings, "tiles": len(grid)}})
+                          self.inner.settings.with_slice(replace(self.slicing, size=size, tiles=len(grid))))

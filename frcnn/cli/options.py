@@ -9,8 +9,8 @@ import argparse
 from typing import Sequence
 
 from coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class, read_labels
-from errors import DetectError
-from specs import (BACKENDS, DEFAULT_IMGSZ, DEFAULT_PROPOSALS, DEFAULT_THRESHOLD, MODEL_NAMES, PRECISIONS,
+from frcnn.core.errors import DetectError
+from frcnn.core.specs import (BACKENDS, DEFAULT_IMGSZ, DEFAULT_PROPOSALS, DEFAULT_THRESHOLD, MODEL_NAMES, PRECISIONS,
                    DetectOptions, DrawOptions, ModelSpec, RayOptions, SliceOptions)
 
 SLICE_MERGES = ("greedy-nmm", "nms")

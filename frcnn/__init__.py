@@ -1,0 +1,1 @@
+"""Faster R-CNN v1/v2 detection: the layers below the entry scripts."""

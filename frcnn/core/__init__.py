@@ -1,0 +1,1 @@
+"""The bottom layer: value types (detections, predictions), frozen option values, the user-facing error, files."""

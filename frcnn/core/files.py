@@ -1,0 +1,147 @@
+"""Reading pictures (files and URLs) and writing outputs atomically: the file handling every layer shares."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator, Sequence
+from urllib.parse import urlparse
+
+import cv2
+import numpy as np
+
+from frcnn.core.errors import DetectError
+
+
+# What OpenCV decodes as a still picture (folders are searched for these).
+IMAGE_SUFFIXES = {
+    ".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2",
+    ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic", ".avif",
+}
+# Video files a folder is searched for (any file given by name is tried, whatever its suffix).
+VIDEO_SUFFIXES = {
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv", ".flv",
+    ".3gp", ".ogv",
+}
+URL_TIMEOUT_S = 20
+URL_MAX_BYTES = 100 * 1024 * 1024
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """A local file's bytes, or DetectError naming what is wrong with it."""
+    path = Path(path)
+    if not path.exists():
+        raise DetectError(f"{path}: file not found")
+    if path.is_dir():
+        raise DetectError(f"{path}: is a folder, not an image")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DetectError(f"{path}: cannot read ({error.strerror or error})") from error
+    if not data:
+        raise DetectError(f"{path}: file is empty")
+    return data
+
+
+def decode_picture(data: bytes, origin: str | os.PathLike, apply_orientation: bool = True) -> np.ndarray:
+    """A picture file's bytes as 8-bit BGR, turned the way its EXIF orientation says (if asked)."""
+    # IMREAD_COLOR gives 3-channel 8-bit from grayscale, 16-bit or alpha pictures and applies EXIF orientation.
+    flags = cv2.IMREAD_COLOR if apply_orientation else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if image is None:
+        if is_url(str(origin)):
+            raise DetectError(f"{origin}: not a picture OpenCV can decode")
+        raise DetectError(f"{origin}: not an image OpenCV can decode (corrupt, or not a picture)")
+    return image
+
+
+def read_image(path: str | os.PathLike, apply_orientation: bool = True) -> np.ndarray:
+    """Read any picture OpenCV decodes as 8-bit BGR, turned the way its EXIF orientation says (if asked)."""
+    return decode_picture(read_bytes(path), path, apply_orientation)
+
+
+def is_url(text: str) -> bool:
+    return urlparse(text).scheme in ("http", "https")
+
+
+def fetch_url(url: str) -> bytes:
+    """Fetch a picture's bytes over HTTP(S), with a time limit and a size limit."""
+    try:
+        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:
+            data = response.read(URL_MAX_BYTES + 1)
+    except urllib.error.HTTPError as error:
+        raise DetectError(f"{url}: the server answered {error.code} {error.reason}") from error
+    except (urllib.error.URLError, OSError) as error:
+        raise DetectError(f"{url}: cannot fetch ({getattr(error, 'reason', None) or error})") from error
+    if len(data) > URL_MAX_BYTES:
+        raise DetectError(f"{url}: larger than {URL_MAX_BYTES // (1024 * 1024)} MB; download it first")
+    if not data:
+        raise DetectError(f"{url}: the server sent nothing")
+    return data
+
+
+def source_bytes(source: str | os.PathLike) -> bytes:
+    """The bytes of a picture named by a local path or an http(s) URL."""
+    return fetch_url(str(source)) if is_url(str(source)) else read_bytes(source)
+
+
+class AtomicOutputs:
+    """Temporary paths beside the final ones; the finals are replaced only when the block succeeds.
+
+    A hidden name in the same folder makes the final rename atomic; a block that raises leaves nothing.
+    `stale` names files of an earlier run that would no longer match the new outputs: they are removed
+    when the new ones land, so a picture and its record always come from the same run.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike], stale: Sequence[str | os.PathLike] = ()):
+        self._temporary = {
+            Path(p): Path(p).with_name(f".{Path(p).stem}.{secrets.token_hex(4)}.part{Path(p).suffix}") for p in paths
+        }
+        self._stale = [Path(p) for p in stale if Path(p) not in self._temporary]
+
+    def __enter__(self) -> dict[Path, Path]:
+        return self._temporary
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            if exc_type is None:
+                for final, temporary in self._temporary.items():
+                    os.replace(temporary, final)
+                for path in self._stale:
+                    path.unlink(missing_ok=True)
+        finally:
+            for temporary in self._temporary.values():
+                temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    with AtomicOutputs([path]) as temporary:
+        yield temporary[Path(path)]
+
+
+def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_output(path) as temporary:
+        temporary.write_bytes(data)
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 92) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise DetectError(f"could not encode a {image.shape[1]}x{image.shape[0]} picture as JPEG")
+    return encoded.tobytes()
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 92) -> None:
+    """Encode as JPEG and write atomically."""
+    write_bytes_atomically(path, encode_jpeg(image, quality))
+
+
+def write_json(path: str | os.PathLike, record: dict) -> None:
+    write_bytes_atomically(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))

@@ -1,0 +1,1 @@
+"""Pictures in, detections out: the predictor, sliced inference, tracking and line counting."""

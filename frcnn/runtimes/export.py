@@ -1,0 +1,146 @@
+"""ONNX export of a detector (cached, keyed by everything that shapes the graph) and the runners that execute it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torchvision.models.detection import FasterRCNN
+
+from frcnn.core.errors import DetectError, first_line
+from frcnn.core.specs import max_size_for
+from frcnn.runtimes.backends import runtime_version
+from frcnn.runtimes.cache import cache_dir
+
+
+_ONNX_OPSET = 17
+
+
+_OUTPUT_NAMES = ["boxes", "labels", "scores"]
+
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+
+def cached_export(build: Callable[[], FasterRCNN], name: str, imgsz: int, proposals: int, weights_file: Path,
+                  backend: str) -> Path:
+    """The ONNX export of the model `build` makes, from the cache when an intact entry for the same inputs exists."""
+    key_fields = {
+        "model": name,
+        "weights_sha256": _file_sha256(weights_file),
+        "imgsz": imgsz,
+        "proposals": proposals,
+        "max_size": max_size_for(imgsz),
+        "input": "one CHW float picture of any size, resized and padded to /32 inside the graph",
+        "opset": _ONNX_OPSET,
+        "torch": torch.__version__,
+        backend: runtime_version(backend),
+    }
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:20]
+    folder = cache_dir()
+    onnx_path, meta_path = folder / f"{name}-{imgsz}-{key}.onnx", folder / f"{name}-{imgsz}-{key}.json"
+    if onnx_path.exists() and meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("key") == key_fields and meta.get("onnx_sha256") == _file_sha256(onnx_path):
+                return onnx_path
+        except (OSError, ValueError):
+            pass
+        print(f"Cached export {onnx_path.name} is stale or damaged: exporting again", file=sys.stderr)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DetectError(f"cannot create the export cache {folder}: {error.strerror or error}") from error
+    print(f"Exporting {name} to ONNX for {backend} (once; cached in {folder}) ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    temporary = onnx_path.with_name(f".{onnx_path.name}.{os.getpid()}.part")
+    module = build()
+    try:
+        _export_onnx(module, imgsz, temporary)
+        os.replace(temporary, onnx_path)
+    except torch.onnx.OnnxExporterError as error:  # e.g. the onnx package is missing
+        raise DetectError(f"could not export {name} to ONNX ({first_line(error)}); "
+                          f"install the requirements, or use --backend torch") from error
+    finally:
+        temporary.unlink(missing_ok=True)
+    meta_path.write_text(json.dumps({"key": key_fields, "onnx_sha256": _file_sha256(onnx_path)}, indent=2))
+    print(f"Exported {name} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    return onnx_path
+
+
+
+def _export_onnx(module: FasterRCNN, imgsz: int, path: Path) -> None:
+    # The TorchScript-based exporter handles torchvision's detection models; the graph keeps torchvision's
+    # own resize and pad-to-32, so any picture size gives the feature-map sizes eager PyTorch gives.
+    example = torch.rand(3, imgsz, imgsz * 4 // 3, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.cpu().eval(), ([example],), str(path), opset_version=_ONNX_OPSET, dynamo=False,
+            input_names=["image"], output_names=_OUTPUT_NAMES, dynamic_axes={"image": {1: "height", 2: "width"}},
+        )
+
+
+
+def _as_output(arrays) -> dict[str, torch.Tensor]:
+    return {key: torch.from_numpy(np.asarray(value)) for key, value in zip(_OUTPUT_NAMES, arrays)}
+
+
+
+class OnnxRuntimeRunner:
+    """Runs the exported graph with ONNX Runtime, one picture per call (the export has no batch axis)."""
+
+    def __init__(self, path: Path, precision: str = "fp32", threads: int = 0):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return [_as_output(self.session.run(None, {"image": image.cpu().numpy()})) for image in images]
+
+
+
+class OpenVinoRunner:
+    """Runs the exported graph with OpenVINO on the CPU, one picture per call, tuned for latency."""
+
+    def __init__(self, path: Path, precision: str = "fp32", threads: int = 0):
+        import openvino
+
+        core = openvino.Core()
+        # An explicit fp32 keeps detections equal to PyTorch's (the CPU plugin may pick bf16 otherwise); an int8
+        # model computes its quantized layers in int8 and the rest in fp32.
+        hint = "bf16" if precision == "bf16" else "f32"
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+        if threads:  # one of several processes sharing the machine (a Ray worker)
+            # OpenVINO pins its threads to the first cores by default: every such process would pin the same ones.
+            config.update(INFERENCE_NUM_THREADS=threads, ENABLE_CPU_PINNING=False)
+        self.compiled = core.compile_model(str(path), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        outputs = []
+        for image in images:
+            result = self.request.infer({0: image.cpu().numpy()})
+            outputs.append(_as_output(result[self.compiled.output(i)] for i in range(len(_OUTPUT_NAMES))))
+        return outputs
+
+
+RUNNERS = {"onnxruntime": OnnxRuntimeRunner, "openvino": OpenVinoRunner}
