@@ -1,0 +1,1 @@
+"""A seeded synthetic world: detection datasets and a tracked video whose every answer is known."""
