@@ -99,21 +99,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
     if not sources:
         return 1
-    try:
+
+    def body() -> int:
         run = ImageRun(du.prepare_output_dir(args.output), args.model, args.json, options.draw_options(args),
                        tuple(sources), save_crops=args.save_crops, save_txt=args.save_txt)
         with contextlib.ExitStack() as stack:
             pool = open_pool(stack, ray, specs, detect, len(sources))
-            failed = process_all(pool, sources, run, args.show, detect.slicing is not None)
-    except DetectError as error:
-        return du.fail(str(error))
-    except KeyboardInterrupt:
-        print("interrupted: the pictures written so far are kept", file=sys.stderr)
-        return 130
-    failed += len(errors)
-    if failed:
-        print(f"{failed} of {len(sources) + len(errors)} inputs failed", file=sys.stderr)
-    return 1 if failed else 0
+            failed = process_all(pool, sources, run, args.show, detect.slicing is not None) + len(errors)
+        if failed:
+            print(f"{failed} of {len(sources) + len(errors)} inputs failed", file=sys.stderr)
+        return 1 if failed else 0
+
+    return du.run_main(body, "interrupted: the pictures written so far are kept")
 
 
 def process_all(pool, sources: list[str], run: ImageRun, show: bool, sliced: bool) -> int:

@@ -61,9 +61,24 @@ def _name_parts(source: str) -> tuple[str, str, list[str]]:
     return path.stem or path.name, path.suffix.lstrip(".").lower(), [p.name for p in path.parents if p.name]
 
 
-def output_names(sources: Sequence[str]) -> dict[str, str]:
+def output_names(sources: Sequence[str], fixed: Callable[[str], str | None] = lambda source: None) -> dict[str, str]:
     """A distinct base name for each source's outputs: its stem; where stems repeat, its extension is added,
-    then its folders one by one (`dirA_x_jpg`, `dirB_x_jpg`); a number where even that is not enough."""
+    then its folders one by one (`dirA_x_jpg`, `dirB_x_jpg`); a number where even that is not enough.
+    Sources with a `fixed` name (a camera, a stream) keep it, numbered where it meets another."""
+    names = _path_names([source for source in sources if fixed(source) is None])
+    taken = set(names.values())
+    for source in sources:
+        base = fixed(source)
+        if base is not None:
+            name, number = base, 2
+            while name in taken:
+                name, number = f"{base}_{number}", number + 1
+            taken.add(name)
+            names[source] = name
+    return names
+
+
+def _path_names(sources: Sequence[str]) -> dict[str, str]:
     parts = {source: _name_parts(source) for source in sources}
 
     def name_at(source: str, level: int) -> str:

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     tracks.add_argument("--detect-every", type=options.positive_int, default=1, metavar="N",
                         help="run the model on every Nth processed frame only; the tracker carries the boxes "
                              "in between (implies --track; default 1)")
-    tracks.add_argument("--track-buffer", type=_seconds, default=1.0, metavar="SECONDS",
+    tracks.add_argument("--track-buffer", type=options.seconds_up_to_an_hour, default=1.0, metavar="SECONDS",
                         help="how long an object that is not seen keeps its ID (default 1)")
     return parser
 
@@ -108,16 +108,6 @@ def _count_line(text: str) -> tuple[float, float, float, float]:
         return parse_count_line(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
-    if not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 3600 seconds")
-    return value
 
 
 def track_options(args: argparse.Namespace) -> TrackOptions | None:
@@ -134,19 +124,9 @@ def is_live(spec: str) -> bool:
 
 
 def output_base_names(sources: list[str]) -> dict[str, str]:
-    """Each input's base name for its outputs, none shared: files' from their paths (see output_names), cameras'
-    and streams' from what they are, numbered where two would meet."""
-    names = du.output_names([source for source in sources if not is_live(source)])
-    taken = set(names.values())
-    for spec in sources:
-        if is_live(spec):
-            base = name = live_name(spec)
-            number = 2
-            while name in taken:
-                name, number = f"{base}_{number}", number + 1
-            taken.add(name)
-            names[spec] = name
-    return names
+    """Each input's base name for its outputs, none shared: files' from their paths, cameras' and streams' from
+    what they are, numbered where two would meet."""
+    return du.output_names(sources, fixed=lambda source: live_name(source) if is_live(source) else None)
 
 
 @dataclass(frozen=True)
@@ -213,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
     if not good:
         return 1
-    try:
+
+    def body() -> int:
         out_dir = du.prepare_output_dir(args.output)
         names = output_base_names(sources)
         with contextlib.ExitStack() as stack:
@@ -222,18 +203,16 @@ def main(argv: list[str] | None = None) -> int:
                 failed, code = process_here(good, opened, names, pool.predictors, run, out_dir, args.json)
             else:
                 failed, code = process_on_workers(pool, good, names, run, out_dir, args.json), 0
-    except DetectError as error:
-        return du.fail(str(error))
-    except KeyboardInterrupt:
-        print("interrupted: the videos finished before are kept; those in progress were not written", file=sys.stderr)
-        return 130
+        failed += len(errors)
+        if failed and total > 1:
+            print(f"{failed} of {total} inputs failed", file=sys.stderr)
+        return code or (1 if failed else 0)
+
+    try:
+        return du.run_main(body, "interrupted: the videos finished before are kept; those in progress were not written")
     finally:
         for capture in opened.values():
             capture.close()
-    failed += len(errors)
-    if failed and total > 1:
-        print(f"{failed} of {total} inputs failed", file=sys.stderr)
-    return code or (1 if failed else 0)
 
 
 def process_here(sources: list[str], opened: dict[str, VideoSource], names: dict[str, str], predictors: list,

@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     specs = options.model_specs(args, parser, [images] if images else [])
     detect = options.detect_options(args, parser)
     ray = options.ray_options(args, parser)
-    try:
+
+    def body() -> int:
         images_dir, annotations = locate(args.data, args.images, args.annotations)
         data = load_set(images_dir, annotations)
         out_dir = du.prepare_output_dir(args.output)
@@ -250,11 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(rows, note))
         print(f"results and metrics in {out_dir}", file=sys.stderr)
         return 0
-    except DetectError as error:
-        return du.fail(str(error))
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished images are kept; run the same command again to resume", file=sys.stderr)
-        return 130
+
+    return du.run_main(body, "\ninterrupted: finished images are kept; run the same command again to resume")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import model as model_module
 from helpers import ROOT, SMALL_IMGSZ, assert_one_line_error, run_script, scene
 from frcnn.core.detections import Detections
 from model import DetectError, choose_backend, load_model
@@ -81,7 +80,7 @@ def test_backend_choice_and_errors(monkeypatch):
         choose_backend("onnxruntime", torch.device("cuda"))
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(model_module.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in ("onnxruntime", "openvino") else real_find_spec(name, *a))
     for backend in ("onnxruntime", "openvino"):
         with pytest.raises(DetectError, match=f"needs the '{backend}' package: pip install {backend}"):

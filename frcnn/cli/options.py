@@ -69,6 +69,17 @@ def _non_negative_number(text: str) -> float:
     return value
 
 
+def seconds_up_to_an_hour(text: str) -> float:
+    """A number of seconds in [0, 3600]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 3600 seconds")
+    return value
+
+
 def _imgsz(text: str) -> int:
     value = positive_int(text)
     if value < 32:
