@@ -177,9 +177,9 @@ def model_metrics(data: CocoSet, log: ResultsLog, image_ids: list[int], out_dir:
 
 
 def format_table(rows: dict[str, dict], subset_note: str) -> str:
-    """Metrics as percentages, one column per model (and their difference when there are two)."""
+    """Metrics as percentages, one column per model or run (and their difference when there are two)."""
     names = list(rows)
-    header = ["metric", *names] + (["v2 - v1"] if names == ["v1", "v2"] else [])
+    header = ["metric", *names] + ([f"{names[1]} - {names[0]}"] if len(names) == 2 else [])
     lines = [header]
     for metric in [*METRIC_NAMES, "AR100"]:
         values = [rows[name][metric] for name in names]
@@ -189,7 +189,8 @@ def format_table(rows: dict[str, dict], subset_note: str) -> str:
         lines.append(cells)
     if all(name in PUBLISHED_AP for name in names):
         published = [f"{100 * PUBLISHED_AP[name]:.1f}" for name in names]
-        diff = [f"{100 * (PUBLISHED_AP['v2'] - PUBLISHED_AP['v1']):+.1f}"] if len(header) > len(names) + 1 else []
+        diff = ([f"{100 * (PUBLISHED_AP[names[1]] - PUBLISHED_AP[names[0]]):+.1f}"]
+                if len(header) > len(names) + 1 else [])
         lines.append(["AP published*", *published, *diff])
     lines.append(["ms / image", *(f"{rows[n]['ms_per_image']:.0f}" if rows[n].get("ms_per_image") else "-"
                                   for n in names)] + ([""] if len(header) > len(names) + 1 else []))
@@ -201,12 +202,78 @@ def format_table(rows: dict[str, dict], subset_note: str) -> str:
     return text
 
 
+# ---------------------------------------------------------------- comparing two runs
+
+
+def read_runs(folders: list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The metrics and settings each results folder holds, one column per model run in it."""
+    metrics, settings = {}, {}
+    for folder, name in zip(map(Path, folders), _distinct_names(folders)):
+        if not folder.is_dir():
+            raise DetectError(f"{folder}: results folder not found")
+        found = sorted(folder.glob("*_metrics.json")) or sorted(folder.glob("metrics.json"))
+        if not found:
+            raise DetectError(f"{folder}: no metrics here (run evaluate.py with --output {folder} first)")
+        for path in found:
+            model = path.name[:-len("_metrics.json")] if path.name != "metrics.json" else "predictions"
+            label = name if len(found) == 1 else f"{name}/{model}"
+            metrics[label] = _read_json(path)
+            settings_path = folder / f"{model}_settings.json"
+            settings[label] = _read_json(settings_path) if settings_path.exists() else {}
+    return metrics, settings
+
+
+def _distinct_names(folders: list[str]) -> list[str]:
+    """Each folder's name, with as many parent folders as it takes to tell them apart."""
+    parts = [Path(folder).resolve().parts for folder in folders]
+    for depth in range(1, max(map(len, parts)) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [str(folder) for folder in folders]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise DetectError(f"{path}: not readable ({error})") from error
+
+
+def settings_differences(settings: dict[str, dict]) -> list[str]:
+    """One line per setting that differs between the runs compared (precision, proposals, slicing ...)."""
+    keys = sorted({key for values in settings.values() for key in values})
+    lines = []
+    for key in keys:
+        values = [json.dumps(values.get(key)) for values in settings.values()]
+        if len(set(values)) > 1:
+            lines.append(f"  {key}: {' | '.join(values)}")
+    return lines
+
+
+def compare(folders: list[str]) -> int:
+    """Print the metrics of earlier runs side by side, with what differs between them."""
+    metrics, settings = read_runs(folders)
+    images = {label: m.get("images") for label, m in metrics.items()}
+    print(format_table(metrics, ""))
+    differences = settings_differences(settings)
+    if differences:
+        print("settings that differ:\n" + "\n".join(differences))
+    if len(set(images.values())) > 1:
+        print(f"warning: the runs scored different numbers of images ({images}): the figures are not comparable",
+              file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Box mAP of Faster R-CNN v1 / v2 on a COCO-format set.")
     parser.add_argument("--data", metavar="DIR", help="a COCO folder with val2017/ and annotations/instances_val2017.json")
     parser.add_argument("--images", metavar="DIR", help="the images folder of another COCO-format set")
     parser.add_argument("--annotations", metavar="FILE", help="its COCO annotation file")
     parser.add_argument("--predictions", metavar="FILE", help="score this COCO results file instead of running a model")
+    parser.add_argument("--compare", nargs="+", metavar="DIR",
+                        help="print the metrics of earlier runs' --output folders side by side (no model is run): "
+                             "fp32 against int8, with and without --slice, v1 against a fine-tuned v2 ...")
     parser.add_argument("--max-images", type=options.positive_int, metavar="N",
                         help="evaluate only the first N images by id (the same ones every run)")
     parser.add_argument("--output", default=os.path.join("outputs", "eval"), metavar="DIR",
@@ -221,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.compare:
+        return du.run_main(lambda: compare(args.compare), "\ninterrupted")
     if not args.data and not args.annotations:
         parser.error("give --data DIR, or --annotations FILE (with --images DIR unless --predictions is given)")
     if not args.data and not args.images and not args.predictions:

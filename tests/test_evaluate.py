@@ -165,3 +165,19 @@ def test_an_absent_image_is_reported_and_the_run_goes_on(tmp_path, checkpoints):
     assert "001.jpg: file not found" in result.stderr and "1 listed image(s) were missing" in result.stderr
     metrics = metrics_of(tmp_path / "outputs" / "eval" / "v1_metrics.json")
     assert metrics["images"] == 2 and metrics["images_missing"] == 1
+
+
+def test_compare_puts_two_runs_side_by_side_with_what_differs(tmp_path):
+    for folder, ap, precision in (("fp32", 0.412, "fp32"), ("int8", 0.405, "int8")):
+        (tmp_path / folder).mkdir()
+        metrics = {"AP": ap, "AP50": 0.7, "AP75": 0.4, "AP_small": None, "AP_medium": 0.3, "AP_large": 0.5,
+                   "AR100": 0.6, "images": 50, "ms_per_image": 120.0}
+        (tmp_path / folder / "v2_metrics.json").write_text(json.dumps(metrics))
+        (tmp_path / folder / "v2_settings.json").write_text(json.dumps({"weights": "w.pth", "precision": precision}))
+    result = evaluate(tmp_path, "--compare", "fp32", "int8")
+    assert result.returncode == 0, result.stderr
+    ap_row = next(line.split() for line in result.stdout.splitlines() if line.startswith("AP "))
+    assert ap_row == ["AP", "41.2", "40.5", "-0.7"]
+    assert "int8 - fp32" in result.stdout.splitlines()[0]
+    assert 'precision: "fp32" | "int8"' in result.stdout and "weights" not in result.stdout
+    assert_one_line_error(evaluate(tmp_path, "--compare", "fp32", "nowhere"))
