@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from speed import SHARED_MEDIA, cpu_description, weights_for  # noqa: E402  (benchmarks/ is this script's folder)
+from common import SHARED_MEDIA, cpu_description  # noqa: E402  (benchmarks/ is this script's folder)
+from speed import weights_for  # noqa: E402
 
 
 def pictures(count: int) -> list[Path]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
+from common import machine  # noqa: E402
 from speed import weights_for  # noqa: E402  (seeded random weights unless the official ones are cached)
 
 SEED_MEDIA = ROOT.parent / "shared" / "media" / "seed"
@@ -40,7 +40,6 @@ SEED_MEDIA = ROOT.parent / "shared" / "media" / "seed"
 PICTURES = [("faster-rcnn-small-object-detection.jpg", 1000, 751),
             ("faster-rcnn-small-object-detection-2.jpg", 1280, 720)]
 MODES = ("none", "640", "auto")  # "640" stands for --slice-size
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 ASYNC_NOTE = ("asynchronous requests are a pool of InferRequests started in turn (start_async, wait_for), each "
               "warmed alone on the tile shape first: with OpenVINO 2026.4 here, an AsyncInferQueue with a Python "
               "callback aborted the process at exit ('terminate called without an active exception') and "
@@ -318,32 +317,6 @@ def pictures(quick: bool, scratch: Path) -> list[dict]:
             path = generated_picture(scratch / f"generated-{width}x{height}.jpg", width, height, index)
         found.append({"name": path.name, "path": str(path), "size": f"{width}x{height}", "generated": generated})
     return found
-
-
-def machine() -> dict:
-    import torch
-
-    from model import backend_installed
-
-    info = {"cpu": platform.processor() or platform.machine(), "flags": {}}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        fields = {}
-        for line in text.splitlines():  # the first processor's fields
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-        info["cpu"] = fields.get("model name") or info["cpu"]
-        flags = set(fields.get("flags", "").split())
-        info["flags"] = {flag: flag in flags for flag in CPU_FLAGS}
-    except OSError:
-        pass
-    info.update(cores=os.cpu_count(), torch_threads=torch.get_num_threads(), python=platform.python_version(),
-                torch=torch.__version__)
-    if backend_installed("openvino"):
-        import openvino
-
-        info["openvino"] = openvino.__version__
-    return info
 
 
 def summarize(picture_rows: list[dict]) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -29,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import SHARED_MEDIA, default_media, machine, machine_line  # noqa: E402
 from frcnn.evaluation.agreement import agreement, equivalent  # noqa: E402
 
-SHARED_MEDIA = ROOT.parent / "shared" / "media"
 
 
 # ---------------------------------------------------------------- one configuration (a child process)
@@ -236,11 +235,6 @@ def installed_backends() -> list[str]:
     return [b for b in ("torch", "onnxruntime", "openvino") if backend_installed(b)]
 
 
-def default_media(name: str, fallback: Path) -> Path:
-    path = SHARED_MEDIA / name
-    return path if path.exists() else fallback
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="imgsz 320, one run, 3 video frames")
@@ -368,31 +362,6 @@ def precision_rows(args, base: dict, env: dict, reference: dict, fp32: dict, gfl
     return rows
 
 
-CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
-
-def cpu_description() -> dict:
-    """The CPU's model name and the vector extensions that decide fp32 / bf16 / int8 speed."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {"cpu": model, "cpu_flags": [f for f in CPU_FLAGS_OF_INTEREST if f in flags]}
-
-
-def machine() -> dict:
-    import torch
-
-    return {**cpu_description(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__}
-
-
 def help_seconds(runs: int = 5) -> dict:
     """How long `--help` takes in each script: what a user waits before any answer."""
     timings = {}
@@ -433,9 +402,8 @@ def format_table(report: dict) -> str:
     table = "\n".join(" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines)
     models = ", ".join(f"{m}: {report[m + '_gflop']} GFLOP, {report[m + '_weights']} weights"
                        for m in ("v1", "v2") if m + "_gflop" in report)
-    cpu = report["machine"]
     helps = ", ".join(f"{name} {t['median_s']:.2f} s" for name, t in report.get("help_seconds", {}).items())
-    return (f"CPU: {cpu['cpu']}, {cpu['cores']} cores, flags: {' '.join(cpu['cpu_flags']) or 'none of interest'}\n"
+    return (f"{machine_line(report['machine'])}\n"
             f"imgsz {report['imgsz']}, {report['runs']} runs after 1 warm-up; {models}\n{table}"
             + (f"\n--help answers in (median): {helps}" if helps else ""))
 

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
-from speed import default_media, machine, pipeline_fps, run_video_reference, weights_for  # noqa: E402
+from common import default_media, machine, machine_line  # noqa: E402
+from speed import pipeline_fps, run_video_reference, weights_for  # noqa: E402
 
 EVERY = (1, 2, 4)
 
@@ -147,8 +148,7 @@ def main() -> int:
 
 
 def format_report(report: dict) -> str:
-    cpu = report["machine"]
-    lines = [f"CPU: {cpu['cpu']}, {cpu['cores']} cores, flags: {' '.join(cpu['cpu_flags']) or 'none of interest'}",
+    lines = [machine_line(report["machine"]),
              f"{report['video']}, first {report['frames']} frames, imgsz {report['imgsz']}, default CPU runtime",
              "model | reference fps | --track fps (x reference) every 1 / 2 / 4 | tracker ms/frame min, median "
              "(boxes/frame) | carried-box IoU with the detector (every 4)"]
