@@ -30,14 +30,13 @@ from frcnn.pipelines.jobs import open_pool
 from frcnn.core.specs import TrackOptions
 from frcnn.inference.counting import parse_count_line
 from frcnn.inference.tracking import LOW_SCORE_FLOOR
-from frcnn.video.pipeline import (EncodedVideo, VideoResult, VideoRun, VideoSource, Window, describe_source, detect_video_bytes,
-                   live_name, open_source, process_video)
+from frcnn.video.pipeline import EncodedVideo, VideoResult, VideoRun, Window, detect_video_bytes, process_video
+from frcnn.video.sources import VideoSource, describe_source, is_live, live_name, open_source
 from frcnn.core.files import AtomicOutputs, VIDEO_SUFFIXES, read_bytes
 
 # PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
 
 DEFAULT_INPUT = Path(__file__).resolve().parent / "input" / "sample.mp4"
-LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 # ---------------------------------------------------------------- interrupts
 
@@ -116,11 +115,6 @@ def track_options(args: argparse.Namespace) -> TrackOptions | None:
         return None
     return TrackOptions(trails=args.trails or 0, count_line=args.count_line, detect_every=args.detect_every,
                         lost_seconds=args.track_buffer)
-
-
-def is_live(spec: str) -> bool:
-    """A webcam index or a stream URL: read where it is, never listed or sent."""
-    return spec.isdigit() or spec.lower().startswith(LIVE_SCHEMES)
 
 
 def output_base_names(sources: list[str]) -> dict[str, str]:

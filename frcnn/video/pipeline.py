@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import queue
 import sys
@@ -18,174 +17,27 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
-from pathlib import Path, PurePosixPath
-from typing import Iterator, Sequence, TextIO
-from urllib.parse import urlparse
+from pathlib import Path
+from typing import Sequence
 
-# cv2 before av (imported where the video is written): PyAV's wheel bundles its own libxcb, and when that
-# copy loads first OpenCV's Qt window (--show) hangs at its first frame.
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from frcnn.drawing import render
 from frcnn.core.errors import DetectError
 from frcnn.core.specs import DrawOptions, TrackOptions
 from frcnn.video.tracking_step import RunTracking
-from frcnn.core.files import IMAGE_SUFFIXES
+from frcnn.video.sources import VideoSource, describe_source, open_source
+from frcnn.video.steps import FrameDrawer, FrameRecords, FrameSteps
+from frcnn.video.writer import H264Writer
 from frcnn.video.window import show_window
 
-STREAM_TIMEOUT_MS = 10_000
-FALLBACK_FPS = 25.0  # for cameras and streams that do not report a usable frame rate
-_UNREADABLE_RUN_LIMIT = 50  # consecutive failed reads that end a file (the rest is treated as missing)
 _END = object()
 
 
 # ---------------------------------------------------------------- reading
 
 
-@dataclass
-class VideoSource:
-    """An opened video file, webcam or stream, read frame by frame with OpenCV."""
-
-    capture: cv2.VideoCapture
-    name: str
-    fps: float
-    width: int
-    height: int
-    total_frames: int | None  # None for cameras and streams
-    is_file: bool
-    unreadable: int = 0
-    spec: str = ""  # what the user gave: a path, a camera index or a URL
-
-    def frames(self, stride: int, stop: threading.Event) -> Iterator[tuple[int, np.ndarray]]:
-        """(index, BGR frame) for every `stride`-th frame that decodes, until the end or `stop`."""
-        index, failed_in_a_row = 0, 0
-        while not stop.is_set():
-            wanted = index % stride == 0
-            ok = self.capture.grab()
-            frame = self.capture.retrieve()[1] if ok and wanted else None
-            if not ok or (wanted and frame is None):
-                # A damaged stretch of a file: keep going while frames are known to remain.
-                if not self.is_file or self.total_frames is None or index >= self.total_frames:
-                    return
-                failed_in_a_row += 1
-                self.unreadable += 1
-                if failed_in_a_row >= _UNREADABLE_RUN_LIMIT:
-                    self.unreadable += max(0, self.total_frames - index - 1)
-                    return
-                index += 1
-                continue
-            failed_in_a_row = 0
-            if wanted:
-                yield index, frame
-            index += 1
-
-    def close(self) -> None:
-        self.capture.release()
-
-
-def open_source(spec: str) -> VideoSource:
-    """Open a file path, a webcam index ('0') or a stream URL; raise DetectError if it gives no video."""
-    source = _open_capture(spec)
-    source.spec = spec
-    return source
-
-
-def live_name(spec: str) -> str:
-    """What a webcam (`webcam0`) or a stream (its path's stem, else `stream`) is called in output names."""
-    return f"webcam{spec}" if spec.isdigit() else (Path(urlparse(spec).path).stem or "stream")
-
-
-def _open_capture(spec: str) -> VideoSource:
-    if spec.isdigit():
-        capture = cv2.VideoCapture(int(spec))
-        if not capture.isOpened():
-            raise DetectError(f"no camera at index {spec}")
-        return _describe(capture, live_name(spec), is_file=False)
-    if urlparse(spec).scheme in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"):
-        if PurePosixPath(urlparse(spec).path).suffix.lower() in IMAGE_SUFFIXES:
-            raise DetectError(f"{spec}: a still picture, not a video; use detect_image.py for pictures")
-        capture = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
-                                                          cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
-        if not capture.isOpened():
-            raise DetectError(f"cannot open stream {spec} (unreachable, or no video within "
-                              f"{STREAM_TIMEOUT_MS // 1000} s)")
-        return _describe(capture, live_name(spec), is_file=False)
-    path = Path(spec)
-    if not path.exists():
-        raise DetectError(f"{path}: file not found")
-    if not path.is_file():
-        raise DetectError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise DetectError(f"{path}: file is empty")
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    if not capture.isOpened():
-        raise DetectError(f"{path}: not a video OpenCV can decode, or a video with no frames")
-    if capture.get(cv2.CAP_PROP_FRAME_COUNT) == 1 and cv2.haveImageReader(str(path)):
-        capture.release()  # FFmpeg would play a photo as a one-frame video
-        raise DetectError(f"{path}: a still picture, not a video; use detect_image.py for pictures")
-    return _describe(capture, path.stem, is_file=True)
-
-
-def _describe(capture: cv2.VideoCapture, name: str, is_file: bool) -> VideoSource:
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    if not (0 < fps <= 1000):
-        fps = FALLBACK_FPS
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    return VideoSource(capture, name, fps, int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                       int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), count if is_file and count > 0 else None, is_file)
-
-
 # ---------------------------------------------------------------- writing
-
-
-class H264Writer:
-    """Writes BGR frames as H.264 (yuv420p) in MP4 with the index up front: plays in browsers and players."""
-
-    def __init__(self, path: Path, fps: float):
-        self.path = path
-        self.rate = Fraction(fps).limit_denominator(1001)
-        self.container = None
-        self.stream = None
-        self.frames = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        # yuv420p needs even sizes: pad one black row / column where needed.
-        pad_bottom, pad_right = frame.shape[0] % 2, frame.shape[1] % 2
-        if pad_bottom or pad_right:
-            frame = cv2.copyMakeBorder(frame, 0, pad_bottom, 0, pad_right, cv2.BORDER_CONSTANT, value=0)
-        if self.container is None:
-            self._open(frame.shape[1], frame.shape[0])
-        picture = self._frame_type.from_ndarray(frame, format="bgr24")
-        picture.pts = self.frames
-        for packet in self.stream.encode(picture):
-            self.container.mux(packet)
-        self.frames += 1
-
-    def _open(self, width: int, height: int) -> None:
-        import av
-
-        try:
-            self.container = av.open(str(self.path), mode="w", format="mp4",
-                                     container_options={"movflags": "+faststart"})
-            self.stream = self.container.add_stream("libx264", rate=self.rate)
-        except (av.error.FFmpegError, ValueError) as error:
-            raise DetectError(f"cannot write H.264 video {self.path}: {error}") from error
-        self.stream.width, self.stream.height = width, height
-        self.stream.pix_fmt = "yuv420p"
-        self.stream.codec_context.time_base = 1 / self.rate
-        self.stream.options = {"preset": "veryfast", "crf": "20"}
-        self._frame_type = av.VideoFrame
-
-    def close(self) -> None:
-        if self.container is None:
-            return
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
-        self.container = None
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -291,31 +143,6 @@ class VideoRun:
         return self.tracking.detect_every if self.tracking else 1
 
 
-class FrameWriter:
-    """The last steps, in frame order: track (when asked), draw, encode, and write the frame's JSON Lines record."""
-
-    def __init__(self, writer: H264Writer, records: TextIO | None, fps: float, run: VideoRun, stats: RunStats,
-                 tracking: RunTracking | None = None):
-        self.writer, self.records, self.fps, self.run, self.stats = writer, records, fps, run, stats
-        self.tracking = tracking
-
-    def __call__(self, index: int, frame: np.ndarray, predictions: list | None) -> np.ndarray:
-        detected = predictions is not None
-        if self.tracking is not None:
-            predictions = self.tracking.step(index, index / self.fps, predictions)
-        decorate = self.tracking.decorate if self.tracking is not None else None
-        picture = render(frame, predictions, self.run.draw, corner_text=self.stats.speed_badge(), decorate=decorate)
-        self.writer.write(picture)
-        if self.stats.written == 0 and detected and predictions[0].settings.slice is not None:
-            tqdm.write(predictions[0].settings.slice.describe(), file=sys.stderr)
-        if self.records is not None:
-            record = {"frame": index, "time": round(index / self.fps, 3), "width": frame.shape[1],
-                      "height": frame.shape[0], "detected": detected, "results": [p.record() for p in predictions]}
-            self.records.write(json.dumps(record) + "\n")
-        self.stats.written += 1
-        return picture
-
-
 class Window:
     """The --show window: frames are offered from the drawing thread and shown from the main one (Qt needs that)."""
 
@@ -365,7 +192,7 @@ def _next_batch(decoded: queue.Queue, size: int, abort: threading.Event) -> tupl
     return (batch[:-1] if ended else batch), ended
 
 
-def run_pipeline(source: VideoSource, predictors: list, run: VideoRun, write_frame: FrameWriter,
+def run_pipeline(source: VideoSource, predictors: list, run: VideoRun, finish_frame: FrameSteps, stats: RunStats,
                  window: Window | None, stop: threading.Event) -> RunStats:
     """Decode → detect → draw + encode, overlapped in three threads; returns the counts and timings."""
     from frcnn.inference.predictor import predict_all
@@ -373,13 +200,13 @@ def run_pipeline(source: VideoSource, predictors: list, run: VideoRun, write_fra
     decoded: queue.Queue = queue.Queue(maxsize=2 * run.batch)
     detected: queue.Queue = queue.Queue(maxsize=2 * run.batch)
     abort = threading.Event()  # set when any stage fails, so the others stop too
-    stats = write_frame.stats
     progress = tqdm(total=_expected_frames(source, run), desc=source.name, unit="frame", file=sys.stderr,
                     dynamic_ncols=True, disable=not run.progress)
 
     def draw_and_write() -> None:
         while (item := _get(detected, abort)) is not _END:
-            picture = write_frame(*item)
+            picture = finish_frame(*item)
+            stats.written = finish_frame.written
             progress.update(1)
             if window is not None:
                 window.offer(picture)
@@ -437,12 +264,6 @@ class VideoResult:
     speed: str
 
 
-def describe_source(source: VideoSource) -> str:
-    """`clip: 1280x720 at 25.00 fps, 250 frames`."""
-    return (f"{source.name}: {source.width}x{source.height} at {source.fps:.2f} fps"
-            + (f", {source.total_frames} frames" if source.total_frames else ""))
-
-
 def process_video(source: VideoSource, predictors: Sequence, run: VideoRun, video_path: Path,
                   json_path: Path | None, tracks_path: Path | None, stop: threading.Event,
                   window: Window | None = None) -> VideoResult:
@@ -454,8 +275,11 @@ def process_video(source: VideoSource, predictors: Sequence, run: VideoRun, vide
         tracking = None if run.tracking is None else RunTracking(
             predictors, run.tracking, run.threshold, source.fps / run.frame_stride, (source.width, source.height),
             tracks)
-        frame_writer = FrameWriter(writer, records, source.fps, run, RunStats(), tracking)
-        stats = run_pipeline(source, predictors, run, frame_writer, window, stop)
+        stats = RunStats()
+        drawer = FrameDrawer(run.draw, stats.speed_badge, tracking.decorate if tracking is not None else None)
+        steps = FrameSteps(source.fps, tracking, drawer, writer,
+                           FrameRecords(records, source.fps) if records is not None else None)
+        stats = run_pipeline(source, predictors, run, steps, stats, window, stop)
         summaries = tracking.close() if tracking is not None else []
     finally:
         try:
