@@ -198,10 +198,7 @@ def prepare_specs(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
     resolved = []
     for spec in specs:
         device = resolve_device(spec.device)
-        if spec.half and device.type != "cuda":
-            raise DetectError(f"--half needs a CUDA device, and the device is {device}")
-        backend = choose_backend(spec.backend, device)
-        check_precision(spec.precision, device, backend)
+        backend = check_runtime(device, spec.half, spec.backend, spec.precision)
         if backend != "torch" and not _cache_writable():
             print(f"warning: the export cache {cache_dir()} cannot be written (set FRCNN_CACHE to another folder); "
                   f"running {spec.name} with PyTorch instead of {backend}", file=sys.stderr)
@@ -248,36 +245,10 @@ def load_model(
 ) -> LoadedModel:
     """Build v1 or v2 with the official COCO weights or a local checkpoint, on `device`, run by `backend` at
     `precision` (int8: quantized with the `calibration` pictures or videos), on `threads` CPU threads (0: all)."""
-    if half and device.type != "cuda":
-        raise DetectError(f"--half needs a CUDA device, and the device is {device}")
-    backend = choose_backend(backend, device)
-    check_precision(precision, device, backend)
-    if weights is None:
-        state_dict = _official_state_dict(name)
-        source = f"COCO weights ({official_weights_path(name).name})"
-    else:
-        state_dict = read_checkpoint(weights)
-        source = str(weights)
-        found = architecture_of(state_dict)
-        if found is None:
-            raise DetectError(f"{weights} is not a Faster R-CNN ResNet50 FPN checkpoint")
-        if found != name:
-            raise DetectError(f"{weights} is a {found} checkpoint, but --model asks for {name}")
+    backend = check_runtime(device, half, backend, precision)
+    state_dict, source = _weights(name, weights)
     num_classes = state_dict[_CLASSIFIER_KEY].shape[0]
-    if labels is not None:
-        class_names = read_labels(labels)
-        if len(class_names) != num_classes:
-            raise DetectError(
-                f"labels file {labels} names {len(class_names) - 1} classes, "
-                f"but the checkpoint predicts {num_classes - 1} (plus the background)"
-            )
-    elif num_classes == len(COCO_INSTANCE_CATEGORY_NAMES):
-        class_names = list(COCO_INSTANCE_CATEGORY_NAMES)
-    else:
-        raise DetectError(
-            f"{weights} predicts {num_classes} classes, not COCO's {len(COCO_INSTANCE_CATEGORY_NAMES)}: "
-            f"pass --labels FILE with their names, one per line"
-        )
+    class_names = _class_names(num_classes, weights, labels)
     build = functools.partial(_build_with_state, name, num_classes, imgsz, proposals, state_dict, source)
     sizes = dict(min_size=imgsz, max_size=max_size_for(imgsz), proposals=proposals, precision=precision)
     if backend == "torch":
@@ -293,6 +264,42 @@ def load_model(
         graph = cached_int8(graph, calibration, imgsz)
     return LoadedModel(name, device, class_names, source, **sizes, run=RUNNERS[backend](graph, precision, threads),
                        backend=backend)
+
+
+def check_runtime(device: torch.device, half: bool, backend: str, precision: str) -> str:
+    """The runtime that will run a model on `device`, once --half, --backend and --precision are known to fit."""
+    if half and device.type != "cuda":
+        raise DetectError(f"--half needs a CUDA device, and the device is {device}")
+    backend = choose_backend(backend, device)
+    check_precision(precision, device, backend)
+    return backend
+
+
+def _weights(name: str, weights: str | os.PathLike | None) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict to load (the COCO weights, or a checkpoint of the right architecture) and how to name it."""
+    if weights is None:
+        return _official_state_dict(name), f"COCO weights ({official_weights_path(name).name})"
+    state_dict = read_checkpoint(weights)
+    found = architecture_of(state_dict)
+    if found is None:
+        raise DetectError(f"{weights} is not a Faster R-CNN ResNet50 FPN checkpoint")
+    if found != name:
+        raise DetectError(f"{weights} is a {found} checkpoint, but --model asks for {name}")
+    return state_dict, str(weights)
+
+
+def _class_names(num_classes: int, weights: str | os.PathLike | None, labels: str | os.PathLike | None) -> list[str]:
+    """The names of the checkpoint's classes: from the labels file, or COCO's when it predicts COCO's 91."""
+    if labels is not None:
+        class_names = read_labels(labels)
+        if len(class_names) != num_classes:
+            raise DetectError(f"labels file {labels} names {len(class_names) - 1} classes, "
+                              f"but the checkpoint predicts {num_classes - 1} (plus the background)")
+        return class_names
+    if num_classes == len(COCO_INSTANCE_CATEGORY_NAMES):
+        return list(COCO_INSTANCE_CATEGORY_NAMES)
+    raise DetectError(f"{weights} predicts {num_classes} classes, not COCO's {len(COCO_INSTANCE_CATEGORY_NAMES)}: "
+                      f"pass --labels FILE with their names, one per line")
 
 
 def _build_with_state(name: str, num_classes: int, imgsz: int, proposals: int, state_dict: Mapping[str, torch.Tensor],

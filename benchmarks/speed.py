@@ -38,17 +38,11 @@ from frcnn.evaluation.agreement import agreement, equivalent  # noqa: E402
 
 def seeded_weights(name: str, folder: Path) -> Path:
     """Seeded random weights with one class boosted (detections exist; speed does not depend on values)."""
-    import torch
-
-    from model import build_detector
+    from frcnn.synthetic.checkpoints import detector_state, save_checkpoint
 
     path = folder / f"{name}-seeded.pth"
     if not path.exists():
-        torch.manual_seed(0)
-        module = build_detector(name)
-        with torch.no_grad():
-            module.roi_heads.box_predictor.cls_score.bias[1] += 12.0
-        torch.save(module.state_dict(), path)
+        save_checkpoint(path, detector_state(name))
     return path
 
 

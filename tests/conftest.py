@@ -13,7 +13,7 @@ import pytest
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
-from checkpoints import detector_state, official_format, save_checkpoint  # noqa: E402
+from frcnn.synthetic.checkpoints import detector_state, official_format, save_checkpoint  # noqa: E402
 from helpers import scene  # noqa: E402
 
 

@@ -18,7 +18,7 @@ import detect_utils as du
 from frcnn import drawing
 from frcnn.cli import options
 from frcnn.inference import predictor
-from checkpoints import BOOSTED_LABEL
+from frcnn.synthetic.checkpoints import BOOSTED_LABEL
 from coco_names import COCO_INSTANCE_CATEGORY_NAMES
 from helpers import ROOT, leftovers, scene
 from frcnn.core.detections import Detections

@@ -13,8 +13,8 @@ LAYERS = [
     ("what the scripts share", ["detect_utils", "frcnn.cli"]),
     ("pipelines", ["frcnn.pipelines", "frcnn.video", "frcnn.training"]),
     ("inference", ["frcnn.inference", "frcnn.drawing", "frcnn.evaluation", "frcnn.analytics", "frcnn.reporting"]),
-    ("models and runtimes", ["model", "frcnn.runtimes"]),
-    ("value types", ["coco_names", "frcnn.core", "frcnn.synthetic", "frcnn"]),
+    ("models and runtimes", ["model", "frcnn.runtimes", "frcnn.synthetic"]),
+    ("value types", ["coco_names", "frcnn.core", "frcnn"]),
 ]
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights, FasterRCNN_ResNet50_FPN_Weights
 
-from checkpoints import detector_state, save_checkpoint
+from frcnn.synthetic.checkpoints import detector_state, save_checkpoint
 from coco_names import COCO_INSTANCE_CATEGORY_NAMES
 from model import DetectError, architecture_of, build_detector, load_model, read_checkpoint, resolve_device
 

@@ -271,6 +271,35 @@ class DetectionWorker:
         return dataclasses.replace(spec, **changes)
 
 
+class _Inputs:
+    """The inputs still to send: those of lost workers first, then the next keys, prepared one at a time."""
+
+    def __init__(self, keys: Iterator, prepare: Callable):
+        self.keys, self.prepare = keys, prepare
+        self.again: list = []  # (key, args, tries) of inputs whose worker was lost
+        self.exhausted = False
+
+    @property
+    def finished(self) -> bool:
+        return self.exhausted and not self.again
+
+    def take(self) -> tuple | None:
+        """(key, args, tries), with a DetectError for args when the input cannot be prepared; None when none is left
+        now."""
+        if self.again:
+            return self.again.pop(0)
+        if self.exhausted:
+            return None
+        key = next(self.keys, StopIteration)
+        if key is StopIteration:
+            self.exhausted = True
+            return None
+        try:
+            return key, self.prepare(key), 0
+        except DetectError as error:
+            return key, error, 0
+
+
 def _cause(error: BaseException) -> BaseException:
     """The exception a worker raised, from Ray's wrapper of it."""
     return getattr(error, "cause", None) or error
@@ -337,54 +366,56 @@ class WorkerPool:
         """(key, args, outcome) for every key, in the order they finish: `prepare(key)` gives the job's
         arguments here (None and the DetectError when it cannot), the outcome is the job's result or a DetectError.
         An input whose worker is lost for good goes to another worker, at most MAX_TASK_RETRIES times."""
-        ray = self.ray
-        keys = iter(keys)
+        inputs = _Inputs(iter(keys), prepare)
         in_flight: dict = {}  # ref -> (key, args, actor, tries)
-        again: list = []  # (key, args, tries) of inputs whose worker was lost
         held = {id(actor): 0 for actor in self.actors}
-        exhausted = False
         while True:
-            for actor in list(self._ready):
-                while held[id(actor)] < IN_FLIGHT_PER_WORKER and (again or not exhausted):
-                    if again:
-                        key, args, tries = again.pop(0)
-                    else:
-                        key = next(keys, StopIteration)
-                        if key is StopIteration:
-                            exhausted = True
-                            break
-                        try:
-                            args, tries = prepare(key), 0
-                        except DetectError as error:
-                            yield key, None, error
-                            continue
-                    in_flight[actor.run.remote(self.files, job, *args)] = (key, args, actor, tries)
-                    held[id(actor)] += 1
-            if exhausted and not in_flight and not again:
+            yield from self._submit(job, inputs, in_flight, held)
+            if inputs.finished and not in_flight:
                 return
             if not self._ready and not self._loading and not in_flight:
-                for key, _, _ in again:
+                for key, _, _ in inputs.again:
                     yield key, None, DetectError(f"{key}: not processed, every Ray worker was lost")
                 raise DetectError("every Ray worker was lost; the remaining inputs were not processed")
-            (ref,), _ = ray.wait([*in_flight, *self._loading], num_returns=1)
+            (ref,), _ = self.ray.wait([*in_flight, *self._loading], num_returns=1)
             if ref in self._loading:
                 self._loaded(ref)
                 continue
             key, args, actor, tries = in_flight.pop(ref)
             held[id(actor)] -= 1
-            try:
-                outcome = ray.get(ref)
-            except ray.exceptions.RayActorError as error:  # restarted more often than it may be: gone for good
-                if actor in self._ready:
-                    self._ready.remove(actor)
-                if tries < MAX_TASK_RETRIES:
-                    again.append((key, args, tries + 1))
+            outcome = self._outcome(ref, actor, key, args, tries, inputs)
+            if outcome is not None:
+                yield key, args, outcome
+
+    def _submit(self, job: Callable, inputs: "_Inputs", in_flight: dict, held: dict) -> Iterator[tuple]:
+        """Give every ready worker inputs up to IN_FLIGHT_PER_WORKER; yield the inputs that could not be prepared."""
+        for actor in list(self._ready):
+            while held[id(actor)] < IN_FLIGHT_PER_WORKER:
+                item = inputs.take()
+                if item is None:
+                    break
+                key, args, tries = item
+                if isinstance(args, DetectError):
+                    yield key, None, args
                     continue
-                outcome = DetectError(f"{key}: the Ray workers processing it were lost ({first_line(error)})")
-            except ray.exceptions.RayError as error:  # raised by the job on the worker, or lost from the store
-                cause = _cause(error)
-                outcome = DetectError(f"{key}: on a Ray worker: {type(cause).__name__}: {first_line(cause)}")
-            yield key, args, outcome
+                in_flight[actor.run.remote(self.files, job, *args)] = (key, args, actor, tries)
+                held[id(actor)] += 1
+
+    def _outcome(self, ref, actor, key, args, tries: int, inputs: "_Inputs"):
+        """The finished job's result or DetectError; None when its worker was lost and the input goes again."""
+        ray = self.ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayActorError as error:  # restarted more often than it may be: gone for good
+            if actor in self._ready:
+                self._ready.remove(actor)
+            if tries < MAX_TASK_RETRIES:
+                inputs.again.append((key, args, tries + 1))
+                return None
+            return DetectError(f"{key}: the Ray workers processing it were lost ({first_line(error)})")
+        except ray.exceptions.RayError as error:  # raised by the job on the worker, or lost from the store
+            cause = _cause(error)
+            return DetectError(f"{key}: on a Ray worker: {type(cause).__name__}: {first_line(cause)}")
 
     def _loaded(self, ref) -> None:
         actor = self._loading.pop(ref)
