@@ -18,7 +18,8 @@ from frcnn.cli import options
 from frcnn.core.errors import DetectError
 from frcnn.pipelines.jobs import PictureResult, detect_picture, open_pool
 from frcnn.core.specs import DrawOptions
-from frcnn.core.files import AtomicOutputs, IMAGE_SUFFIXES, decode_picture, is_url, source_bytes, write_bytes_atomically, write_json
+from frcnn.core.files import (IMAGE_SUFFIXES, AtomicOutputs, check_replaceable, decode_picture, is_url, source_bytes,
+                              write_bytes_atomically, write_json)
 from frcnn.video.window import show_window
 
 # PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
@@ -58,6 +59,17 @@ def output_paths(name: str, run: ImageRun) -> tuple[Path, Path]:
     return picture_path, picture_path.with_suffix(".json")
 
 
+def label_path(name: str, model: str, run: ImageRun) -> Path:
+    return run.out_dir / "labels" / model / f"{name}.txt"
+
+
+def check_outputs(source: str, name: str, run: ImageRun, models: list[str]) -> None:
+    """Before any work on an input: its outputs overwrite no input and no file this project did not write."""
+    outputs = [*output_paths(name, run), *(label_path(name, model, run) for model in models)]
+    du.check_not_an_input(outputs, run.inputs, source)
+    check_replaceable(outputs)
+
+
 def write_outputs(source: str, name: str, data: bytes, result: PictureResult, run: ImageRun) -> Path:
     """Write one picture's outputs (the drawn picture, its JSON, crops, label files); return the picture's path."""
     picture_path, json_path = output_paths(name, run)
@@ -70,14 +82,18 @@ def write_outputs(source: str, name: str, data: bytes, result: PictureResult, ru
                                                  "results": [p.record() for p in result.predictions]})
     image = decode_picture(data, source) if run.save_crops else None
     for prediction in result.predictions:
+        crops = run.out_dir / "crops" / prediction.model
         if run.save_crops:
-            du.write_crops(run.out_dir / "crops" / prediction.model, name, image, prediction.detections,
-                           prediction.class_names)
+            du.write_crops(crops, name, image, prediction.detections, prediction.class_names)
+        else:  # crops of an earlier run would describe other detections
+            du.remove_stale(du.old_crops(crops, name))
+        labels = label_path(name, prediction.model, run)
         if run.save_txt:
-            labels = run.out_dir / "labels" / prediction.model
-            du.write_yolo_classes(labels, prediction.class_names)
-            write_bytes_atomically(labels / f"{name}.txt", du.yolo_labels(
-                prediction.detections, result.width, result.height).encode("utf-8"))
+            du.write_yolo_classes(labels.parent, prediction.class_names)
+            write_bytes_atomically(labels, du.yolo_labels(prediction.detections, result.width,
+                                                          result.height).encode("utf-8"))
+        else:
+            du.remove_stale([labels])
     return picture_path
 
 
@@ -118,7 +134,7 @@ def process_all(pool, sources: list[str], run: ImageRun, show: bool, sliced: boo
     names = du.output_names(sources)
 
     def prepare(source: str) -> tuple:
-        du.check_not_an_input(output_paths(names[source], run), run.inputs)
+        check_outputs(source, names[source], run, [model.name for model in pool.models])
         return source_bytes(source), source, run.draw
 
     failed, showing, described = 0, show, not sliced

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from frcnn.core.errors import DetectError
-from frcnn.core.files import is_url, write_bytes_atomically, write_image
+from frcnn.core.files import is_url, write_bytes_atomically, write_image, written_here
 
 
 # ---------------------------------------------------------------- reading
@@ -108,12 +108,13 @@ def _path_names(sources: Sequence[str]) -> dict[str, str]:
     return names
 
 
-def check_not_an_input(outputs: Sequence[Path], inputs: Sequence[str]) -> None:
+def check_not_an_input(outputs: Sequence[Path], inputs: Sequence[str], current: str) -> None:
     """Refuse to write where an input of the run is: an input file is never overwritten."""
     for output in outputs:
         for source in inputs:
             if not is_url(source) and _same_file(output, Path(source)):
-                raise DetectError(f"{source}: the output {output} would overwrite an input; choose another --output")
+                raise DetectError(f"{current}: its output {output} would overwrite an input ({source}); "
+                                  f"choose another --output")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -130,9 +131,7 @@ def write_crops(folder: Path, name: str, image: np.ndarray, detections, class_na
     """Each detection cut out of the picture into `folder/<class>/<name>_<n>.jpg`, replacing the name's older crops."""
     from frcnn.core.detections import class_name
 
-    for old in folder.glob(f"*/{glob.escape(name)}_*.jpg"):
-        if old.stem[len(name) + 1:].isdigit():
-            old.unlink()
+    remove_stale(old_crops(folder, name))
     height, width = image.shape[:2]
     written = 0
     for number, (box, label) in enumerate(zip(detections.boxes, detections.labels), start=1):
@@ -159,6 +158,11 @@ def yolo_labels(detections, width: int, height: int) -> str:
     return "".join(line + "\n" for line in lines)
 
 
+def old_crops(folder: Path, name: str) -> list[Path]:
+    """The crops an earlier run cut from the picture of this name, in `folder/<class>/`."""
+    return [old for old in folder.glob(f"*/{glob.escape(name)}_*.jpg") if old.stem[len(name) + 1:].isdigit()]
+
+
 def write_yolo_classes(folder: Path, class_names: Sequence[str]) -> None:
     """`classes.txt`: line i names class index i of the label files (placeholders kept so the indices match)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,15 +170,24 @@ def write_yolo_classes(folder: Path, class_names: Sequence[str]) -> None:
 
 
 def prepare_output_dir(path: str | os.PathLike) -> Path:
-    """Create the output folder if needed; raise DetectError if that is impossible."""
+    """Check that the output folder can be made or written (it is made with its first file, so a failed run
+    leaves no empty folder); raise DetectError if not."""
     path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DetectError(f"cannot create output folder {path}: {error.strerror or error}") from error
-    if not os.access(path, os.W_OK):
-        raise DetectError(f"output folder {path} is not writable")
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor))
+    if existing.exists() and not existing.is_dir():
+        what = "the output folder" if existing == path else "a folder of the output path"
+        raise DetectError(f"--output {path}: {what} {existing} is a file")
+    if not os.access(existing, os.W_OK):
+        raise DetectError(f"output folder {path} is not writable" if existing == path
+                          else f"cannot create output folder {path}: {existing} is not writable")
     return path
+
+
+def remove_stale(paths: Sequence[Path]) -> None:
+    """Remove outputs an earlier run wrote that this run does not replace (labels or crops no longer asked for)."""
+    for path in paths:
+        if path.exists() and written_here(path):
+            path.unlink()
 
 
 # ---------------------------------------------------------------- loading and failing

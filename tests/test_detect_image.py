@@ -297,3 +297,43 @@ def test_help_and_usage_errors_answer_without_loading_pytorch(script):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--slice" in result.stdout and result.stdout.strip().splitlines()[-1] == "False False False"
+
+
+def test_a_file_the_project_did_not_write_is_never_replaced(tmp_path, checkpoints):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "birds.jpg"), scene(seed=1))
+    cv2.imwrite(str(folder / "birds_v2.jpg"), scene(seed=2))  # the user's own photo, with an output's name
+    before = (folder / "birds_v2.jpg").read_bytes()
+    result = detect(tmp_path, checkpoints, "--input", str(folder / "birds.jpg"), "--output", str(folder))
+    assert_one_line_error(result)
+    assert "birds_v2.jpg exists and was not written by this project" in result.stderr
+    assert (folder / "birds_v2.jpg").read_bytes() == before
+    # What the project wrote itself is replaced by a new run.
+    out = tmp_path / "out"
+    assert detect(tmp_path, checkpoints, "--input", str(folder / "birds.jpg"), "--output", str(out)).returncode == 0
+    first = (out / "birds_v2.jpg").stat().st_mtime_ns
+    assert detect(tmp_path, checkpoints, "--input", str(folder / "birds.jpg"), "--output", str(out)).returncode == 0
+    assert (out / "birds_v2.jpg").stat().st_mtime_ns != first
+
+
+def test_labels_and_crops_of_an_earlier_run_do_not_stay_behind(tmp_path, checkpoints, photo):
+    out = tmp_path / "out"
+    first = detect(tmp_path, checkpoints, "--input", str(photo), "--output", str(out), "--save-txt", "--save-crops")
+    assert first.returncode == 0, first.stderr
+    assert (out / "labels" / "v2" / "photo.txt").exists() and list((out / "crops" / "v2").rglob("photo_*.jpg"))
+    second = detect(tmp_path, checkpoints, "--input", str(photo), "--output", str(out))
+    assert second.returncode == 0, second.stderr
+    assert not (out / "labels" / "v2" / "photo.txt").exists()
+    assert not list((out / "crops" / "v2").rglob("photo_*.jpg"))
+
+
+def test_a_failed_run_leaves_no_empty_output_folder(tmp_path, checkpoints, photo):
+    result = detect(tmp_path, checkpoints, "--input", str(photo), "--output", str(tmp_path / "new" / "out"),
+                    "--device", "cuda")
+    assert result.returncode != 0
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "a-file").write_text("x")
+    result = detect(tmp_path, checkpoints, "--input", str(photo), "--output", str(tmp_path / "a-file"))
+    assert_one_line_error(result)
+    assert "is a file" in result.stderr

@@ -30,6 +30,9 @@ VIDEO_SUFFIXES = {
 }
 URL_TIMEOUT_S = 20
 URL_MAX_BYTES = 100 * 1024 * 1024
+# Pictures this project writes carry this in a JPEG comment, so that a later run knows which files it may
+# replace: a user's own photo that has an output's name is never overwritten.
+OUTPUT_MARK = b"written by frcnn-v1-v2"
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
@@ -105,6 +108,8 @@ class AtomicOutputs:
         self._stale = [Path(p) for p in stale if Path(p) not in self._temporary]
 
     def __enter__(self) -> dict[Path, Path]:
+        for final in self._temporary:  # folders appear with their first file: a failed run leaves none
+            final.parent.mkdir(parents=True, exist_ok=True)
         return self._temporary
 
     def __exit__(self, exc_type, exc, traceback) -> None:
@@ -132,10 +137,49 @@ def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 92) -> bytes:
+    """The picture as JPEG, carrying the project's mark (a comment segment right after the start marker)."""
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise DetectError(f"could not encode a {image.shape[1]}x{image.shape[0]} picture as JPEG")
-    return encoded.tobytes()
+    data = encoded.tobytes()
+    comment = b"\xff\xfe" + (len(OUTPUT_MARK) + 2).to_bytes(2, "big") + OUTPUT_MARK
+    return data[:2] + comment + data[2:]
+
+
+def written_here(path: Path) -> bool:
+    """Whether an existing file is one this project wrote (and a new run may replace): a JPEG with its mark, a
+    JSON record of its kind, or a YOLO label file."""
+    try:
+        suffix = path.suffix.lower()
+        if suffix in (".jpg", ".jpeg"):
+            with open(path, "rb") as handle:
+                return OUTPUT_MARK in handle.read(64)
+        if suffix == ".json":
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return isinstance(record, dict) and {"file", "results"} <= record.keys()
+        if suffix == ".txt":
+            return all(_is_yolo_line(line) for line in path.read_text(encoding="utf-8").splitlines())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return False
+
+
+def _is_yolo_line(line: str) -> bool:
+    parts = line.split()
+    if not parts:
+        return True
+    try:
+        return len(parts) in (5, 6) and int(parts[0]) >= 0 and all(0 <= float(v) <= 1 for v in parts[1:5])
+    except ValueError:
+        return False
+
+
+def check_replaceable(paths: Sequence[Path]) -> None:
+    """Refuse to replace a file this project did not write (a user's own photo that happens to have the name)."""
+    for path in paths:
+        if path.exists() and not written_here(path):
+            raise DetectError(f"{path} exists and was not written by this project: it is left as it is; "
+                              f"move it, or choose another --output")
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 92) -> None:
