@@ -3,6 +3,8 @@
     python evaluate.py --data coco/ --model both
     python evaluate.py --images my/images --annotations my/labels.json --model v2 --weights ft.pth --labels names.txt
     python evaluate.py --annotations my/labels.json --predictions results.json
+    python evaluate.py --data coco/ --model both --report        # and the plots, a gallery and report.html
+    python evaluate.py --compare runs/fp32 runs/int8 --plots --output runs/fp32-vs-int8
 
 Detections are appended to `<model>_results.json` as images finish, and each finished image is recorded in
 `<model>_progress.jsonl`: run the same command again after an interruption and it carries on where it stopped.
@@ -15,6 +17,7 @@ import contextlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,9 @@ from frcnn.evaluation.coco import (METRIC_NAMES, CocoSet, category_map, load_set
                                    to_coco_results)
 from frcnn.pipelines.jobs import detect_for_scoring, pools_per_model
 from frcnn.core.files import read_bytes, write_bytes_atomically, write_json
+from frcnn.reporting.report import PAGE, ReportOptions, write_report
+from frcnn.reporting.runs import (PREDICTIONS, Run, RunEntry, find_runs, load_run, read_json, read_set_record,
+                                  recorded_set, set_record, write_set_record)
 
 # torchvision's published COCO val2017 box mAP (the weights' documentation).
 PUBLISHED_AP = {"v1": 0.370, "v2": 0.467}
@@ -182,7 +188,7 @@ def format_table(rows: dict[str, dict], subset_note: str) -> str:
     header = ["metric", *names] + ([f"{names[1]} - {names[0]}"] if len(names) == 2 else [])
     lines = [header]
     for metric in [*METRIC_NAMES, "AR100"]:
-        values = [rows[name][metric] for name in names]
+        values = [rows[name].get(metric) for name in names]
         cells = [metric, *("-" if v is None else f"{100 * v:.1f}" for v in values)]
         if len(header) > len(names) + 1:
             cells.append("-" if None in values else f"{100 * (values[1] - values[0]):+.1f}")
@@ -208,36 +214,10 @@ def format_table(rows: dict[str, dict], subset_note: str) -> str:
 def read_runs(folders: list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
     """The metrics and settings each results folder holds, one column per model run in it."""
     metrics, settings = {}, {}
-    for folder, name in zip(map(Path, folders), _distinct_names(folders)):
-        if not folder.is_dir():
-            raise DetectError(f"{folder}: results folder not found")
-        found = sorted(folder.glob("*_metrics.json")) or sorted(folder.glob("metrics.json"))
-        if not found:
-            raise DetectError(f"{folder}: no metrics here (run evaluate.py with --output {folder} first)")
-        for path in found:
-            model = path.name[:-len("_metrics.json")] if path.name != "metrics.json" else "predictions"
-            label = name if len(found) == 1 else f"{name}/{model}"
-            metrics[label] = _read_json(path)
-            settings_path = folder / f"{model}_settings.json"
-            settings[label] = _read_json(settings_path) if settings_path.exists() else {}
+    for entry in find_runs(folders):
+        metrics[entry.label] = read_json(entry.metrics_path)
+        settings[entry.label] = read_json(entry.settings_path) if entry.settings_path.exists() else {}
     return metrics, settings
-
-
-def _distinct_names(folders: list[str]) -> list[str]:
-    """Each folder's name, with as many parent folders as it takes to tell them apart."""
-    parts = [Path(folder).resolve().parts for folder in folders]
-    for depth in range(1, max(map(len, parts)) + 1):
-        names = ["/".join(p[-depth:]) for p in parts]
-        if len(set(names)) == len(names):
-            return names
-    return [str(folder) for folder in folders]
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise DetectError(f"{path}: not readable ({error})") from error
 
 
 def settings_differences(settings: dict[str, dict]) -> list[str]:
@@ -251,8 +231,8 @@ def settings_differences(settings: dict[str, dict]) -> list[str]:
     return lines
 
 
-def compare(folders: list[str]) -> int:
-    """Print the metrics of earlier runs side by side, with what differs between them."""
+def compare(folders: list[str], plots: PlotRequest | None = None) -> int:
+    """Print the metrics of earlier runs side by side, with what differs between them (and plot them if asked)."""
     metrics, settings = read_runs(folders)
     images = {label: m.get("images") for label, m in metrics.items()}
     print(format_table(metrics, ""))
@@ -262,7 +242,120 @@ def compare(folders: list[str]) -> int:
     if len(set(images.values())) > 1:
         print(f"warning: the runs scored different numbers of images ({images}): the figures are not comparable",
               file=sys.stderr)
+    if plots is not None:
+        plot_folders(folders, plots)
     return 0
+
+
+# ---------------------------------------------------------------- plots and the report
+
+
+@dataclass(frozen=True)
+class PlotRequest:
+    """What --plots / --report ask for: where they go, the set given (else the one the results folders recorded),
+    and the report's options."""
+
+    output: str
+    data: str | None
+    images: str | None
+    annotations: str | None
+    options: ReportOptions
+
+
+def plot_folders(folders: list[str], request: PlotRequest) -> None:
+    """Plot the runs earlier evaluations left in `folders` (one or two runs in all)."""
+    entries = find_runs(folders)
+    if len(entries) > 2:
+        raise DetectError(f"--plots shows one run or compares two, and {' and '.join(folders)} hold {len(entries)} "
+                          f"({', '.join(e.label for e in entries)}): give folders with one run each")
+    data = set_for_plots(folders, request)
+    runs = [load_run(entry, data.coco) for entry in entries]
+    write_plots(data, runs, du.prepare_output_dir(request.output), request.options)
+
+
+def set_for_plots(folders: list[str], request: PlotRequest) -> CocoSet:
+    """The set to score the runs on: the one given (--data or --annotations), else the one their folders recorded."""
+    if request.data or request.annotations:
+        images, annotations = locate(request.data, request.images, request.annotations)
+        given = set_record(annotations, images)["sha256"]
+        for folder in folders:
+            record = read_set_record(folder)
+            if record is not None and record.get("sha256") != given:
+                print(f"warning: {folder} holds results made on {record.get('annotations')}; they are scored here "
+                      f"against {annotations}", file=sys.stderr)
+        return load_set(images, annotations)
+    return _recorded(folders, Path(request.images) if request.images else None)
+
+
+def _recorded(folders: list[str], images: Path | None) -> CocoSet:
+    """The set the folders recorded (`images`, if given, for its pictures)."""
+    record = recorded_set(folders)
+    if record is None:
+        raise DetectError(f"{', '.join(folders)}: no record of the set these results are of; give --annotations FILE "
+                          f"(and --images DIR for the gallery)")
+    annotations = Path(record["annotations"])
+    if not annotations.is_file():
+        raise DetectError(f"{annotations}: the annotation file these results were scored on is gone; give "
+                          f"--annotations FILE")
+    if set_record(annotations, None)["sha256"] != record.get("sha256"):
+        print(f"warning: {annotations} has changed since the results were scored", file=sys.stderr)
+    if images is not None and not images.is_dir():
+        raise DetectError(f"{images}: images folder not found")
+    images = images or (Path(record["images"]) if record.get("images") else None)
+    if images is not None and not images.is_dir():
+        print(f"warning: {images}: the images folder is gone, the gallery is left out (give --images DIR)",
+              file=sys.stderr)
+        images = None
+    return load_set(images, annotations)
+
+
+def write_plots(data: CocoSet, runs: list[Run], out_dir: Path, options: ReportOptions) -> None:
+    """The plots (and report.html) of one or two runs read back, with what the page says about them."""
+    notes = [f"Set: {data.annotations} ({len(data.coco.getImgIds())} images listed)."]
+    differences = settings_differences({run.label: run.settings for run in runs})
+    if differences:
+        notes.append("Settings that differ: " + "; ".join(line.strip() for line in differences) + ".")
+    timed = [f"{run.label} {run.metrics['ms_per_image']:.0f} ms" for run in runs if run.metrics.get("ms_per_image")]
+    if timed:
+        notes.append("Time per image: " + ", ".join(timed) + ".")
+    write_report(data.coco.dataset, data.images_dir, runs, out_dir, options, notes)
+    print(f"plots{' and ' + PAGE if options.page else ''} in {out_dir}", file=sys.stderr)
+
+
+def plot_this_run(data: CocoSet, out_dir: Path, models: list[str], options: ReportOptions) -> None:
+    """Plot the runs this command just scored, read back from `out_dir`."""
+    runs = [load_run(RunEntry(model, out_dir, model), data.coco) for model in models]
+    write_plots(data, runs, out_dir, options)
+
+
+def score_predictions(data: CocoSet, source: str, image_ids: list[int], out_dir: Path, note: str) -> str:
+    """Score a COCO results file over `image_ids`; its metrics, a copy of it and its set are kept in `out_dir`."""
+    detections = read_predictions(Path(source), data.coco)
+    metrics = {**score(data.coco, detections, image_ids), "images": len(image_ids)}
+    write_json(out_dir / "metrics.json", metrics)
+    keep_predictions(out_dir, source, detections)
+    write_set_record(out_dir, set_record(data.annotations, data.images_dir))
+    print(format_table({PREDICTIONS: metrics}, note))
+    return PREDICTIONS
+
+
+def keep_predictions(out_dir: Path, source: str, detections: list[dict]) -> None:
+    """Keep a copy of a scored results file beside its metrics, so the folder can be plotted or compared later."""
+    target = out_dir / f"{PREDICTIONS}_results.json"
+    if Path(source).resolve() != target.resolve():  # never overwrite the input itself
+        write_bytes_atomically(target, _results_text(detections).encode())
+    write_json(out_dir / f"{PREDICTIONS}_settings.json", {"predictions": str(Path(source).resolve())})
+
+
+def gallery_count(text: str) -> int:
+    """--gallery: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare", nargs="+", metavar="DIR",
                         help="print the metrics of earlier runs' --output folders side by side (no model is run): "
                              "fp32 against int8, with and without --slice, v1 against a fine-tuned v2 ...")
+    parser.add_argument("--plots", action="store_true",
+                        help="also draw where the runs differ: precision-recall curves, AP per class and per object "
+                             "size, the COCO error analysis, a confusion matrix and a gallery (PNG, CSV, JPEG in "
+                             "--output); with --compare, of those folders' runs; alone, of the runs --output holds")
+    parser.add_argument("--report", action="store_true", help="--plots, and report.html showing them all on one page")
+    parser.add_argument("--gallery", type=gallery_count, metavar="N",
+                        help="with --plots: the N pictures where the runs differ most (default 8; 0: none)")
     parser.add_argument("--max-images", type=options.positive_int, metavar="N",
                         help="evaluate only the first N images by id (the same ones every run)")
     parser.add_argument("--output", default=os.path.join("outputs", "eval"), metavar="DIR",
@@ -285,11 +385,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def plot_request(args: argparse.Namespace, parser: argparse.ArgumentParser) -> PlotRequest | None:
+    """What --plots / --report / --gallery ask for (None: no plots)."""
+    if not (args.plots or args.report):
+        if args.gallery is not None:
+            parser.error("--gallery goes with --plots or --report")
+        return None
+    options = ReportOptions(gallery=8 if args.gallery is None else args.gallery, page=args.report)
+    return PlotRequest(args.output, args.data, args.images, args.annotations, options)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    request = plot_request(args, parser)
     if args.compare:
-        return du.run_main(lambda: compare(args.compare), "\ninterrupted")
+        if request and len(args.compare) > 2:
+            parser.error("--plots and --report compare at most two folders")
+        return du.run_main(lambda: compare(args.compare, request), "\ninterrupted")
+    if request and not (args.data or args.images or args.predictions):  # plot what --output already holds
+        return du.run_main(lambda: compare([args.output], request), "\ninterrupted")
     if not args.data and not args.annotations:
         parser.error("give --data DIR, or --annotations FILE (with --images DIR unless --predictions is given)")
     if not args.data and not args.images and not args.predictions:
@@ -307,18 +422,19 @@ def main(argv: list[str] | None = None) -> int:
         subset = len(image_ids) < len(data.coco.getImgIds())
         note = f"; here {len(image_ids)} of {len(data.coco.getImgIds())} images" if subset else ""
         if args.predictions:
-            detections = read_predictions(Path(args.predictions), data.coco)
-            metrics = {**score(data.coco, detections, image_ids), "images": len(image_ids)}
-            write_json(out_dir / "metrics.json", metrics)
-            print(format_table({"predictions": metrics}, note))
-            return 0
-        rows = {}
-        with contextlib.ExitStack() as stack:
-            for pool in pools_per_model(stack, ray, [[spec] for spec in specs], detect, len(image_ids)):
-                log = run_model(pool, data, image_ids, out_dir)
-                rows[log.name] = model_metrics(data, log, image_ids, out_dir)
-        print(format_table(rows, note))
-        print(f"results and metrics in {out_dir}", file=sys.stderr)
+            scored = [score_predictions(data, args.predictions, image_ids, out_dir, note)]
+        else:
+            rows = {}
+            with contextlib.ExitStack() as stack:
+                for pool in pools_per_model(stack, ray, [[spec] for spec in specs], detect, len(image_ids)):
+                    log = run_model(pool, data, image_ids, out_dir)
+                    rows[log.name] = model_metrics(data, log, image_ids, out_dir)
+            write_set_record(out_dir, set_record(annotations, images_dir))  # beside the metrics: what they scored
+            print(format_table(rows, note))
+            print(f"results and metrics in {out_dir}", file=sys.stderr)
+            scored = list(rows)
+        if request:
+            plot_this_run(data, out_dir, scored, request.options)
         return 0
 
     return du.run_main(body, "\ninterrupted: finished images are kept; run the same command again to resume")
