@@ -27,10 +27,16 @@ import detect_utils as du
 from frcnn.cli import options
 from frcnn.core.errors import DetectError
 from frcnn.pipelines.jobs import open_pool
-from frcnn.core.specs import TrackOptions
-from frcnn.inference.counting import parse_count_line
+from frcnn.analytics.geometry import ANCHORS
+from frcnn.analytics.lines import UNNAMED as UNNAMED_LINE, name_lines, parse_line
+from frcnn.analytics.outputs import CROPS, AnalyticsFiles, CropStage
+from frcnn.analytics.speed import SPEED_UNITS, parse_calibration
+from frcnn.analytics.summary import report_lines
+from frcnn.analytics.zones import name_zones, parse_zone
+from frcnn.core.specs import AnalyticsOptions, SpeedOptions, TrackOptions
 from frcnn.inference.tracking import LOW_SCORE_FLOOR
-from frcnn.video.pipeline import EncodedVideo, VideoResult, VideoRun, Window, detect_video_bytes, process_video
+from frcnn.video.pipeline import (EncodedVideo, VideoResult, VideoRun, Window, analytics_files, detect_video_bytes,
+                                  process_video)
 from frcnn.video.sources import VideoSource, describe_source, is_live, live_name, open_source
 from frcnn.core.files import AtomicOutputs, VIDEO_SUFFIXES, read_bytes
 
@@ -91,30 +97,95 @@ def build_parser() -> argparse.ArgumentParser:
                         help="follow objects across frames (ByteTrack): each box gets an ID, counted at the end")
     tracks.add_argument("--trails", type=options.positive_int, metavar="N",
                         help="draw the last N centre points of each track (implies --track)")
-    tracks.add_argument("--count-line", type=_count_line, metavar="X1,Y1,X2,Y2",
+    tracks.add_argument("--count-line", type=_checked(parse_line), action="append", metavar="[NAME=]X1,Y1,X2,Y2",
                         help="count tracks crossing this line, per class and direction; pixels, or fractions of "
-                             "the width and height when all four are within 0..1 (implies --track)")
+                             "the width and height when all four are within 0..1; give it again for more lines, "
+                             "each with a name (implies --track)")
     tracks.add_argument("--detect-every", type=options.positive_int, default=1, metavar="N",
                         help="run the model on every Nth processed frame only; the tracker carries the boxes "
                              "in between (implies --track; default 1)")
     tracks.add_argument("--track-buffer", type=options.seconds_up_to_an_hour, default=1.0, metavar="SECONDS",
                         help="how long an object that is not seen keeps its ID (default 1)")
+    add_analytics_options(parser)
     return parser
 
 
-def _count_line(text: str) -> tuple[float, float, float, float]:
-    try:
-        return parse_count_line(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+def add_analytics_options(parser: argparse.ArgumentParser) -> None:
+    """Zones, speed, the heatmap and crops per track: each implies --track."""
+    group = parser.add_argument_group("video analytics (each implies --track)")
+    group.add_argument("--zone", type=_checked(parse_zone), action="append", metavar="NAME=X1,Y1,X2,Y2,X3,Y3,...",
+                       help="a polygon (or NAME=rect:X1,Y1,X2,Y2) in pixels, or fractions of the frame when all "
+                            "values are within 0..1: objects inside per class, entries, exits and dwell times; "
+                            "give it again for more zones")
+    group.add_argument("--anchor", choices=ANCHORS,
+                       help="the point of a box that is in a zone, heats the heatmap and moves at its speed: "
+                            "bottom (default: the bottom centre, where it meets the ground) or center")
+    group.add_argument("--speed", action="store_true",
+                       help="each track's speed, from a calibration: --meters-per-pixel or --calibrate")
+    group.add_argument("--meters-per-pixel", type=options.positive_number, metavar="M",
+                       help="the ground's scale in a top-down view (implies --speed)")
+    group.add_argument("--calibrate", type=_checked(parse_calibration), metavar="X1,Y1,...,X4,Y4=W,H",
+                       help="four picture points, in order around a real W x H metre rectangle on the ground "
+                            "(lane markings, a court): a perspective calibration (implies --speed)")
+    group.add_argument("--speed-unit", choices=list(SPEED_UNITS), help="km/h (default), m/s or mph")
+    group.add_argument("--heatmap", action="store_true",
+                       help="overlay where tracked objects have been, and write <name>_<model>_heatmap.png")
+    group.add_argument("--heatmap-decay", type=options.positive_number, metavar="SECONDS",
+                       help="the overlay's heat halves every SECONDS (default: it never fades)")
+    group.add_argument("--save-crops", action="store_true",
+                       help="save each track's best view once, when it ends: crops/<model>/<class>/<name>_<track>.jpg")
 
 
-def track_options(args: argparse.Namespace) -> TrackOptions | None:
-    """Tracking as a value; --trails, --count-line and --detect-every each imply it."""
-    if not (args.track or args.trails or args.count_line or args.detect_every > 1):
+def _checked(parse):
+    """An argparse type from a parser that raises ValueError: the message becomes a one-line usage error."""
+    def parse_option(text: str):
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse_option
+
+
+def track_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TrackOptions | None:
+    """Tracking as a value; --trails, --count-line, --detect-every and every analytics option imply it."""
+    analytics = analytics_options(args, parser)
+    if not (args.track or args.trails or args.detect_every > 1 or analytics.enabled):
         return None
-    return TrackOptions(trails=args.trails or 0, count_line=args.count_line, detect_every=args.detect_every,
-                        lost_seconds=args.track_buffer)
+    return TrackOptions(trails=args.trails or 0, detect_every=args.detect_every, lost_seconds=args.track_buffer,
+                        analytics=analytics)
+
+
+def analytics_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> AnalyticsOptions:
+    """Lines, zones, speed, heatmap and crops as one value; a usage error where they do not fit together."""
+    try:
+        lines, zones = name_lines(args.count_line or []), name_zones(args.zone or [])
+    except ValueError as error:
+        parser.error(str(error))
+    if args.heatmap_decay is not None and not args.heatmap:
+        parser.error("--heatmap-decay is for --heatmap")
+    measured = AnalyticsOptions(lines=lines, zones=zones, speed=speed_options(args, parser), heatmap=args.heatmap,
+                                heatmap_half_life=args.heatmap_decay or 0.0, crops=args.save_crops)
+    if args.anchor is not None and not (zones or measured.speed or args.heatmap):
+        parser.error("--anchor is for --zone, --speed and --heatmap")
+    return dataclasses.replace(measured, anchor=args.anchor or "bottom")
+
+
+def speed_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SpeedOptions | None:
+    """The calibration and unit of --speed (which a calibration implies); None without either."""
+    if args.meters_per_pixel is not None and args.calibrate is not None:
+        parser.error("--meters-per-pixel and --calibrate are two calibrations: choose one")
+    calibrated = args.meters_per_pixel is not None or args.calibrate is not None
+    if args.speed and not calibrated:
+        parser.error("--speed needs a calibration: --meters-per-pixel M (a top-down view) or "
+                     "--calibrate X1,Y1,...,X4,Y4=W,H (four points of a W x H metre rectangle)")
+    if not calibrated:
+        if args.speed_unit is not None:
+            parser.error("--speed-unit is for --speed")
+        return None
+    corners, rectangle = args.calibrate or (None, None)
+    return SpeedOptions(meters_per_pixel=args.meters_per_pixel, corners=corners, rectangle=rectangle,
+                        unit=args.speed_unit or "km/h")
 
 
 def output_base_names(sources: list[str]) -> dict[str, str]:
@@ -125,24 +196,45 @@ def output_base_names(sources: list[str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class VideoOutputs:
-    """Where one video's outputs go: the drawn video, and its records when asked for."""
+    """Where one video's outputs go: the drawn video, its records when asked for, and each model's analytics."""
 
     video: Path
     records: Path | None
     tracks: Path | None
+    analytics: dict[str, AnalyticsFiles]
+    possible_analytics: tuple[Path, ...]  # what this run's models may have left from an earlier run
+    name: str
 
     @classmethod
     def named(cls, out_dir: Path, name: str, run: VideoRun, records: bool) -> "VideoOutputs":
         video = out_dir / f"{name}_{run.model_option}.mp4"
+        models = options.model_names(run.model_option)
         return cls(video, video.with_suffix(".jsonl") if records else None,
-                   video.with_name(f"{video.stem}_tracks.jsonl") if run.tracking else None)
+                   video.with_name(f"{video.stem}_tracks.jsonl") if run.tracking else None,
+                   analytics_files(out_dir, name, models, run),
+                   tuple(path for model in models for path in AnalyticsFiles.possible(out_dir, name, model)), name)
 
     def written(self) -> list[Path]:
-        return [p for p in (self.video, self.records, self.tracks) if p is not None]
+        """The files written as one set (crops apart: they go to crops/ when the set lands)."""
+        return [p for p in (self.video, self.records, self.tracks) if p is not None] + [
+            path for files in self.analytics.values() for path in files.files()]
 
     def stale(self) -> list[Path]:
         """Records an earlier run left beside the video: they would describe another video."""
-        return [self.video.with_suffix(".jsonl"), self.video.with_name(f"{self.video.stem}_tracks.jsonl")]
+        return [self.video.with_suffix(".jsonl"), self.video.with_name(f"{self.video.stem}_tracks.jsonl"),
+                *self.possible_analytics]
+
+    @property
+    def crops(self) -> bool:
+        return any(files.crops is not None for files in self.analytics.values())
+
+    def staged(self, stack: contextlib.ExitStack) -> tuple[dict[Path, Path], Path | None]:
+        """Enter the set's temporary paths and, with crops, their staging folder: both land when `stack` closes
+        without an error (the crops after the files), and neither does otherwise."""
+        stage = None
+        if self.crops:
+            stage = stack.enter_context(CropStage(self.video.parent, self.name, list(self.analytics)))
+        return stack.enter_context(AtomicOutputs(self.written(), stale=self.stale())), stage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     ray = options.ray_options(args, parser)
     if ray is not None and args.show:
         parser.error("--show is not available with --ray: the videos are drawn on the workers")
-    tracking = track_options(args)
+    tracking = track_options(args, parser)
     run = VideoRun(frame_stride=args.frame_stride, max_frames=args.max_frames, batch=args.batch, show=args.show,
                    model_option=args.model, draw=options.draw_options(args), threshold=detect.threshold,
                    tracking=tracking)
@@ -226,7 +318,7 @@ def process_here(sources: list[str], opened: dict[str, VideoSource], names: dict
                 continue
             try:
                 outputs = VideoOutputs.named(out_dir, names[spec], run, records)
-                du.check_not_an_input(outputs.written(), [name for name in names if not is_live(name)])
+                du.check_not_an_input(outputs.written(), [name for name in names if not is_live(name)], spec)
                 counter = f"[{number}/{len(sources)}] " if len(sources) > 1 else ""
                 print(counter + describe_source(source), file=sys.stderr)
                 if window is not None:
@@ -245,10 +337,12 @@ def process_here(sources: list[str], opened: dict[str, VideoSource], names: dict
 def detect_to_files(source: VideoSource, predictors: list, run: VideoRun, outputs: VideoOutputs,
                     stop: threading.Event, window: Window | None) -> VideoResult:
     """One opened video's outputs, written together: none if it fails, and records left from earlier runs go."""
-    with AtomicOutputs(outputs.written(), stale=outputs.stale()) as temporary:
+    with contextlib.ExitStack() as stack:
+        temporary, stage = outputs.staged(stack)
         result = process_video(source, predictors, run, temporary[outputs.video],
                                outputs.records and temporary[outputs.records],
-                               outputs.tracks and temporary[outputs.tracks], stop, window)
+                               outputs.tracks and temporary[outputs.tracks], stop, window,
+                               {model: files.at(temporary, stage) for model, files in outputs.analytics.items()})
         if result.frames == 0:  # leaving the block by an exception keeps no file
             raise DetectError(f"{source.spec}: no frame could be read")
     return result
@@ -260,7 +354,7 @@ def process_on_workers(pool, sources: list[str], names: dict[str, str], run: Vid
     plan = {spec: VideoOutputs.named(out_dir, names[spec], run, records) for spec in sources}
 
     def prepare(spec: str) -> tuple:
-        du.check_not_an_input(plan[spec].written(), list(names))
+        du.check_not_an_input(plan[spec].written(), list(names), spec)
         return read_bytes(spec), spec, names[spec], run, records, run.tracking is not None
 
     failed = 0
@@ -278,12 +372,21 @@ def process_on_workers(pool, sources: list[str], names: dict[str, str], run: Vid
 
 
 def write_encoded(encoded: EncodedVideo, outputs: VideoOutputs) -> None:
-    """A worker's finished video and records, written as one set like a video processed here."""
-    with AtomicOutputs(outputs.written(), stale=outputs.stale()) as temporary:
+    """A worker's finished video, records and analytics, written as one set like a video processed here."""
+    with contextlib.ExitStack() as stack:
+        temporary, stage = outputs.staged(stack)
         for path, data in ((outputs.video, encoded.video), (outputs.records, encoded.records),
                            (outputs.tracks, encoded.tracks)):
             if path is not None:
                 temporary[path].write_bytes(data or b"")
+        for relative, data in encoded.analytics.items():  # named as here, relative to the outputs' folder
+            parts = Path(relative).parts
+            if parts[0] == CROPS and stage is not None:
+                target = stage.joinpath(*parts[1:])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            elif outputs.video.parent / relative in temporary:
+                temporary[outputs.video.parent / relative].write_bytes(data)
 
 
 def report(spec: str, result: VideoResult, outputs: VideoOutputs) -> None:
@@ -291,20 +394,27 @@ def report(spec: str, result: VideoResult, outputs: VideoOutputs) -> None:
     if result.unreadable:
         tqdm.write(f"warning: {result.unreadable} frame(s) of {spec} could not be read and were skipped",
                    file=sys.stderr)
-    tqdm.write(f"{result.frames} frames -> " + ", ".join(map(str, outputs.written())), file=sys.stdout)
+    crops = [f"{files.crops}/" for files in outputs.analytics.values() if files.crops is not None]
+    tqdm.write(f"{result.frames} frames -> " + ", ".join([*map(str, outputs.written()), *crops]), file=sys.stdout)
     for summary in result.summaries:
         tqdm.write(tracking_summary(summary, several=len(result.summaries) > 1), file=sys.stdout)
     tqdm.write(result.speed, file=sys.stdout)
 
 
 def tracking_summary(summary: dict, several: bool) -> str:
-    """`tracked: 31 car, 12 person` (with the model's name when there are several), and the line's counts."""
+    """`tracked: 31 car, 12 person` (with the model's name when there are several), the one unnamed line's
+    counts, and what the analytics measured (named lines, zones, speeds)."""
     prefix = f"{summary['model']} " if several else ""
     found = ", ".join(f"{n} {name}" for name, n in summary["distinct"].items()) or "nothing"
     text = f"{prefix}tracked: {found}"
-    for direction, counts in summary.get("crossings", {}).items():
+    measured = summary.get("analytics", {})
+    lines = measured.get("lines", {})
+    unnamed = "crossings" in summary and set(lines) <= {UNNAMED_LINE}
+    for direction, counts in (summary["crossings"].items() if unnamed else ()):
         crossed = ", ".join(f"{n} {name}" for name, n in counts.items()) or "none"
         text += f"\n{prefix}crossed {direction.replace('_', ' ')}: {crossed}"
+    for line in report_lines(measured, named_lines=not unnamed):
+        text += f"\n{prefix}{line}"
     return text
 
 

@@ -215,3 +215,73 @@ def render(image: np.ndarray, predictions: Sequence[Prediction], options: DrawOp
             panel = titled_panel(panel, panel_title(prediction))
         panels.append(panel)
     return panels[0] if len(panels) == 1 else np.hstack(panels)
+
+
+# ---------------------------------------------------------------- video analytics: zones, named lines, heat, tags
+
+
+def zone_colour(index: int) -> tuple[int, int, int]:
+    """A colour per zone (by its position among the zones), apart from the first classes' colours."""
+    return class_colour(index * 5 + 41)
+
+
+def draw_zone(image: np.ndarray, polygon: np.ndarray, colour: tuple[int, int, int], text: str,
+              opacity: float = 0.3) -> None:
+    """A filled, half-transparent polygon with its outline and a label (its name and live counts), in place."""
+    style = DrawStyle.for_picture(*image.shape[:2])
+    height, width = image.shape[:2]
+    points = np.round(np.asarray(polygon)).astype(np.int32).reshape(-1, 1, 2)
+    x, y, w, h = cv2.boundingRect(points)
+    x1, y1, x2, y2 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+    if x2 > x1 and y2 > y1:  # blend only the polygon's bounding box: a full-frame copy per zone costs more
+        region = image[y1:y2, x1:x2]
+        filled = region.copy()
+        cv2.fillPoly(filled, [points - [x1, y1]], colour)
+        cv2.addWeighted(filled, opacity, region, 1 - opacity, 0, dst=region)
+    cv2.polylines(image, [points], True, colour, style.line, cv2.LINE_AA)
+    box = _label_box(text, min(max(0, x), width - 1), min(max(0, y), height - 1), style, width, above=False)
+    _draw_label_at(image, text, box, colour, style)
+
+
+def draw_named_count_line(image: np.ndarray, line: tuple[int, int, int, int], name: str,
+                          totals: dict[str, dict[str, int]]) -> None:
+    """A counting line with its counts (as `draw_count_line`) and its name at its far end, in place."""
+    draw_count_line(image, line, totals)
+    style = DrawStyle.for_picture(*image.shape[:2])
+    # The counts hang below the line's top-left; the name goes at its other (lower, else right) end.
+    far = max(line[:2], line[2:], key=lambda point: (point[1], point[0]))
+    box = _label_box(name, far[0], far[1], style, image.shape[1], above=False)
+    if box[3] > image.shape[0]:
+        box = _label_box(name, far[0], far[1], style, image.shape[1], above=True)
+    _draw_label_at(image, name, box, (40, 40, 220), style)
+
+
+def draw_heat(image: np.ndarray, heat: np.ndarray, cell: int = 1, opacity: float = 0.6) -> np.ndarray:
+    """A heat grid (cells of `cell` pixels) in colour over the picture, in place: hot is red, none leaves the
+    picture as it is; returns the picture."""
+    peak = float(heat.max()) if heat.size else 0.0
+    if peak <= 0:
+        return image
+    height, width = image.shape[:2]
+    level = cv2.resize((heat / peak).astype(np.float32), (heat.shape[1] * cell, heat.shape[0] * cell),
+                       interpolation=cv2.INTER_LINEAR)[:height, :width]
+    level = cv2.GaussianBlur(level, (0, 0), max(1.0, cell))
+    level = np.clip(level / max(float(level.max()), 1e-9), 0.0, 1.0)
+    colours = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET).astype(np.float32)
+    alpha = (opacity * np.sqrt(level))[..., None]  # the square root keeps faint traces visible
+    image[:] = (image.astype(np.float32) * (1 - alpha) + colours * alpha).round().astype(np.uint8)
+    return image
+
+
+def draw_box_tags(image: np.ndarray, boxes: np.ndarray, texts: Sequence[str],
+                  colours: Sequence[tuple[int, int, int]]) -> None:
+    """A small label under each box (a track's speed, say), inside its bottom where the picture ends, in place."""
+    style = DrawStyle.for_picture(*image.shape[:2])
+    style = DrawStyle(style.line, max(0.35, style.font_scale * 0.8), style.font_thickness, max(1, style.pad - 1))
+    height, width = image.shape[:2]
+    for box, text, colour in zip(np.asarray(boxes).reshape(-1, 4), texts, colours):
+        x1, y2 = int(round(box[0])), int(round(min(box[3], height - 1)))
+        spot = _label_box(text, x1, y2, style, width, above=False)
+        if spot[3] > height:
+            spot = _label_box(text, x1, y2, style, width, above=True)
+        _draw_label_at(image, text, spot, colour, style)

@@ -70,13 +70,59 @@ class DrawOptions:
 
 
 @dataclass(frozen=True)
+class CountLine:
+    """A counting line: its name (None: the one unnamed line) and its ends, in pixels or fractions of the frame."""
+
+    points: tuple[float, float, float, float]
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A named polygon, as (x, y) pairs in pixels or fractions of the frame (when every value is within [0, 1])."""
+
+    name: str
+    points: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """Speed from the picture: metres per pixel (a top-down view), or four picture points of a W x H metre
+    rectangle (a perspective transform); shown in `unit`, smoothed over `window` seconds."""
+
+    meters_per_pixel: float | None = None
+    corners: tuple[tuple[float, float], ...] | None = None  # the rectangle's corners, in order around it
+    rectangle: tuple[float, float] | None = None  # its width and height in metres
+    unit: str = "km/h"
+    window: float = 0.5
+
+
+@dataclass(frozen=True)
+class AnalyticsOptions:
+    """What is measured on the tracks: lines, zones, speed, a heatmap, one crop per track."""
+
+    lines: tuple[CountLine, ...] = ()
+    zones: tuple[Zone, ...] = ()
+    anchor: str = "bottom"  # the point of a box that is in a zone, on the heatmap, and moves: bottom centre, or centre
+    speed: SpeedOptions | None = None
+    heatmap: bool = False
+    heatmap_half_life: float = 0.0  # seconds for the drawn heat to halve (0: it never fades)
+    crops: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is measured (and the analytics' files written)."""
+        return bool(self.lines or self.zones or self.speed or self.heatmap or self.crops)
+
+
+@dataclass(frozen=True)
 class TrackOptions:
-    """Tracking in video: IDs across frames, trails, a counting line, and detection on every Nth frame only."""
+    """Tracking in video: IDs across frames, trails, detection on every Nth frame only, and the analytics on top."""
 
     trails: int = 0  # centre points drawn per track (0: none)
-    count_line: tuple[float, float, float, float] | None = None  # pixels, or fractions when all are within [0, 1]
     detect_every: int = 1
     lost_seconds: float = 1.0  # how long a track that is not seen keeps its ID
+    analytics: AnalyticsOptions = AnalyticsOptions()
 
 
 @dataclass(frozen=True)

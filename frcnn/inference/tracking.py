@@ -1,9 +1,9 @@
-"""Following objects across video frames: IDs, boxes carried between detected frames, counting across a line.
+"""Following objects across video frames: IDs, and boxes carried between detected frames.
 
 The association itself is ByteTrack from the `trackers` package (Apache-2.0), behind `ObjectTracker`, so it can be
 replaced without touching the rest. One `VideoTracking` per model and per source: it tracks, keeps each live
-track's record and trail, counts line crossings, and hands each finished track on (and forgets it), so memory
-stays flat however long the video.
+track's record and trail, and hands each finished track on (and forgets it), so memory stays flat however long
+the video. What is measured on the tracks (lines, zones, speed) is frcnn.analytics' job.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Callable
 import numpy as np
 
 from frcnn.core.detections import Detections, class_name
-from frcnn.inference.counting import LineCounter, line_in_pixels
 from frcnn.core.specs import TrackOptions
 
 # ByteTrack's second association uses boxes below the drawing threshold, down to this score.
@@ -95,14 +94,14 @@ class TrackRecord:
 
 
 class VideoTracking:
-    """Tracking for one model on one source: IDs, carried boxes, records, trails, line counts, finished tracks."""
+    """Tracking for one model on one source: IDs, carried boxes, records, trails, finished tracks."""
 
     def __init__(self, model: str, class_names, options: TrackOptions, frame_rate: float, threshold: float,
                  frame_size: tuple[int, int], on_finished: Callable[[dict], None]):
+        # `frame_size` is kept for callers: what depends on the frame's size (lines, zones) is frcnn.analytics' now.
         self.model, self.class_names, self.options, self.threshold = model, class_names, options, threshold
         self.tracker = ObjectTracker(frame_rate, threshold, options.lost_seconds)
         self.records: dict[int, TrackRecord] = {}
-        self.counter = LineCounter(line_in_pixels(options.count_line, *frame_size)) if options.count_line else None
         self.on_finished = on_finished
         self.distinct: Counter = Counter()
 
@@ -138,26 +137,22 @@ class VideoTracking:
         record.boxes.append([frame, *box.tolist(), score])
         record.labels[label] += 1
         record.last_label, record.last_score = label, score
-        centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float64)
-        record.trail.append((float(centre[0]), float(centre[1])))
-        if self.counter is not None:
-            self.counter.update(track_id, centre, class_name(self.class_names, record.label))
+        record.trail.append((float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2))
 
     def _finish(self, track_ids) -> None:
         for track_id in track_ids:
             record = self.records.pop(track_id)
             self.distinct[class_name(self.class_names, record.label)] += 1
-            if self.counter is not None:
-                self.counter.forget(track_id)
             self.on_finished(record.to_json(self.model, self.class_names))
 
     def close(self) -> dict:
-        """Finish every live track; return the summary: distinct objects per class and line crossings."""
+        """Finish every live track; return the summary: distinct objects per class."""
         self._finish(list(self.records))
-        summary = {"model": self.model, "distinct": dict(self.distinct.most_common())}
-        if self.counter is not None:
-            summary["crossings"] = self.counter.totals()
-        return summary
+        return {"model": self.model, "distinct": dict(self.distinct.most_common())}
+
+    def class_of(self, track_id: int) -> str:
+        """The class a live track was detected as most often so far."""
+        return class_name(self.class_names, self.records[track_id].label)
 
     def trails(self) -> dict[int, list[tuple[float, float]]]:
         return {i: list(r.trail) for i, r in self.records.items()} if self.options.trails else {}

@@ -18,13 +18,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TextIO
 
 import numpy as np
 from tqdm import tqdm
 
+from frcnn.analytics.outputs import AnalyticsFiles
 from frcnn.core.errors import DetectError
 from frcnn.core.specs import DrawOptions, TrackOptions
+from frcnn.video.analytics_step import AnalyticsOverlay, RunAnalytics
 from frcnn.video.tracking_step import RunTracking
 from frcnn.video.sources import VideoSource, describe_source, open_source
 from frcnn.video.steps import FrameDrawer, FrameRecords, FrameSteps
@@ -266,40 +268,60 @@ class VideoResult:
 
 def process_video(source: VideoSource, predictors: Sequence, run: VideoRun, video_path: Path,
                   json_path: Path | None, tracks_path: Path | None, stop: threading.Event,
-                  window: Window | None = None) -> VideoResult:
-    """Detect (and track) through an opened source, writing the drawn video and the records to these paths."""
+                  window: Window | None = None,
+                  analytics_files: dict[str, AnalyticsFiles] | None = None) -> VideoResult:
+    """Detect (and track, and analyse) through an opened source, writing the drawn video, the records and each
+    model's analytics to these paths."""
     writer = H264Writer(video_path, source.fps / run.frame_stride)
-    records = open(json_path, "w", encoding="utf-8") if json_path else None
-    tracks = open(tracks_path, "w", encoding="utf-8") if tracks_path else None
-    try:
+    with contextlib.ExitStack() as handles:
+        records, tracks = (_open_text(handles, path) for path in (json_path, tracks_path))
+        handles.callback(writer.close)  # the video is finished whatever fails after this
         tracking = None if run.tracking is None else RunTracking(
             predictors, run.tracking, run.threshold, source.fps / run.frame_stride, (source.width, source.height),
             tracks)
+        analytics = _analytics_step(handles, tracking, source, run, analytics_files)
         stats = RunStats()
-        drawer = FrameDrawer(run.draw, stats.speed_badge, tracking.decorate if tracking is not None else None)
-        steps = FrameSteps(source.fps, tracking, drawer, writer,
-                           FrameRecords(records, source.fps) if records is not None else None)
+        decorations = [*([AnalyticsOverlay(analytics)] if analytics else []),
+                       *([tracking.decorate] if tracking else [])]
+        steps = FrameSteps(source.fps, tracking, FrameDrawer(run.draw, stats.speed_badge, decorations), writer,
+                           FrameRecords(records, source.fps) if records is not None else None, analytics)
         stats = run_pipeline(source, predictors, run, steps, stats, window, stop)
-        summaries = tracking.close() if tracking is not None else []
-    finally:
-        try:
-            writer.close()
-        finally:
-            for handle in (records, tracks):
-                if handle is not None:
-                    handle.close()
+        summaries = analytics.close() if analytics else tracking.close() if tracking else []
     return VideoResult(stats.written, source.unreadable, summaries, stats.summary())
+
+
+def _open_text(handles: contextlib.ExitStack, path: Path | None) -> TextIO | None:
+    return None if path is None else handles.enter_context(open(path, "w", encoding="utf-8"))
+
+
+def _analytics_step(handles: contextlib.ExitStack, tracking: RunTracking | None, source: VideoSource, run: VideoRun,
+                    files: dict[str, AnalyticsFiles] | None) -> RunAnalytics | None:
+    """The analysis step when the run measures anything, with each model's events log open."""
+    if tracking is None or not run.tracking.analytics.enabled:
+        return None
+    events = {name: _open_text(handles, f.events) for name, f in (files or {}).items()}
+    return RunAnalytics(tracking, run.tracking.analytics, (source.width, source.height),
+                        run.frame_stride / source.fps, files, events)
+
+
+def analytics_files(folder: Path, name: str, models: Sequence[str], run: VideoRun) -> dict[str, AnalyticsFiles]:
+    """Where each model's analytics of the video `name` go in `folder` (none when the run measures nothing)."""
+    if run.tracking is None or not run.tracking.analytics.enabled:
+        return {}
+    return {model: AnalyticsFiles.named(folder, name, model, run.tracking.analytics) for model in models}
 
 
 @dataclass
 class EncodedVideo:
-    """A video processed away from its outputs' folder: the result, and each output file's bytes."""
+    """A video processed away from its outputs' folder: the result, and each output file's bytes (the analytics'
+    by their path relative to the outputs' folder: `clip_v2_events.jsonl`, `crops/v2/car/clip_3.jpg`)."""
 
     result: VideoResult
     description: str
     video: bytes
     records: bytes | None
     tracks: bytes | None
+    analytics: dict[str, bytes] = field(default_factory=dict)
 
 
 def detect_video_bytes(predictors: Sequence, data: bytes, origin: str, name: str, run: VideoRun,
@@ -310,17 +332,21 @@ def detect_video_bytes(predictors: Sequence, data: bytes, origin: str, name: str
         path = Path(folder) / f"input{Path(origin).suffix}"
         path.write_bytes(data)
         outputs = [Path(folder) / file for file in ("out.mp4", "out.jsonl", "out_tracks.jsonl")]
+        measured = Path(folder) / "analytics"
+        files = analytics_files(measured, name, [p.name for p in predictors], run)
         try:
             source = open_source(str(path))
         except DetectError as error:
             raise DetectError(str(error).replace(str(path), origin)) from None
         source.name, source.spec = name, origin
         try:
+            measured.mkdir()
             result = process_video(source, predictors, run, outputs[0], outputs[1] if records else None,
-                                   outputs[2] if tracks else None, threading.Event())
+                                   outputs[2] if tracks else None, threading.Event(), analytics_files=files)
         finally:
             source.close()
         if result.frames == 0:
             raise DetectError(f"{origin}: no frame could be read")
         video, jsonl, track_lines = (p.read_bytes() if p.exists() else None for p in outputs)
-        return EncodedVideo(result, describe_source(source), video, jsonl, track_lines)
+        extra = {p.relative_to(measured).as_posix(): p.read_bytes() for p in sorted(measured.rglob("*")) if p.is_file()}
+        return EncodedVideo(result, describe_source(source), video, jsonl, track_lines, extra)
