@@ -182,8 +182,9 @@ def model_metrics(data: CocoSet, log: ResultsLog, image_ids: list[int], out_dir:
 # ---------------------------------------------------------------- reporting
 
 
-def format_table(rows: dict[str, dict], subset_note: str) -> str:
-    """Metrics as percentages, one column per model or run (and their difference when there are two)."""
+def format_table(rows: dict[str, dict], subset_note: str, published: bool = False) -> str:
+    """Metrics as percentages, one column per model or run (and their difference when there are two); with
+    `published`, torchvision's own figures for its COCO weights beside them (only meaningful for those weights)."""
     names = list(rows)
     header = ["metric", *names] + ([f"{names[1]} - {names[0]}"] if len(names) == 2 else [])
     lines = [header]
@@ -193,17 +194,18 @@ def format_table(rows: dict[str, dict], subset_note: str) -> str:
         if len(header) > len(names) + 1:
             cells.append("-" if None in values else f"{100 * (values[1] - values[0]):+.1f}")
         lines.append(cells)
-    if all(name in PUBLISHED_AP for name in names):
-        published = [f"{100 * PUBLISHED_AP[name]:.1f}" for name in names]
+    published = published and all(name in PUBLISHED_AP for name in names)
+    if published:
+        figures = [f"{100 * PUBLISHED_AP[name]:.1f}" for name in names]
         diff = ([f"{100 * (PUBLISHED_AP[names[1]] - PUBLISHED_AP[names[0]]):+.1f}"]
                 if len(header) > len(names) + 1 else [])
-        lines.append(["AP published*", *published, *diff])
+        lines.append(["AP published*", *figures, *diff])
     lines.append(["ms / image", *(f"{rows[n]['ms_per_image']:.0f}" if rows[n].get("ms_per_image") else "-"
                                   for n in names)] + ([""] if len(header) > len(names) + 1 else []))
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     text = "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
                      for row in lines)
-    if any(name in PUBLISHED_AP for name in names):
+    if published:
         text += "\n* torchvision's COCO val2017 box AP for its COCO weights, on all 5,000 images" + subset_note
     return text
 
@@ -430,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
                     log = run_model(pool, data, image_ids, out_dir)
                     rows[log.name] = model_metrics(data, log, image_ids, out_dir)
             write_set_record(out_dir, set_record(annotations, images_dir))  # beside the metrics: what they scored
-            print(format_table(rows, note))
+            # torchvision's figures describe its COCO weights on COCO, nothing else
+            print(format_table(rows, note, published=args.data is not None and all(s.weights is None for s in specs)))
             print(f"results and metrics in {out_dir}", file=sys.stderr)
             scored = list(rows)
         if request:

@@ -79,7 +79,17 @@ def test_seeded_checkpoints_run_and_write_both_files(tmp_path, checkpoints):
         assert {r["category_id"] for r in results} == {1}  # the boosted class, "person", is category 1
         metrics = metrics_of(tmp_path / "outputs" / "eval" / f"{name}_metrics.json")
         assert metrics["images"] == 2 and 0 <= metrics["AP"] <= 1 and metrics["ms_per_image"] > 0
-    assert "v2 - v1" in result.stdout and "37.0" in result.stdout and "46.7" in result.stdout
+    assert "v2 - v1" in result.stdout
+    assert "published" not in result.stdout  # torchvision's figures are of its COCO weights, not of these checkpoints
+
+
+def test_published_figures_are_shown_only_when_asked():
+    from evaluate import format_table
+
+    rows = {name: {"AP": 0.3, "ms_per_image": 10.0} for name in ("v1", "v2")}
+    shown = format_table(rows, "", published=True)
+    assert "AP published*" in shown and "37.0" in shown and "46.7" in shown and "+9.7" in shown
+    assert "published" not in format_table(rows, "")
 
 
 def test_max_images_takes_the_same_subset(tmp_path, checkpoints):

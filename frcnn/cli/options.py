@@ -6,6 +6,7 @@ Nothing here imports PyTorch: `--help` and usage errors answer at once.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Sequence
 
 from coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class, read_labels
@@ -80,6 +81,14 @@ def seconds_up_to_an_hour(text: str) -> float:
     return value
 
 
+def device_name(text: str) -> str:
+    """auto, cpu, mps, cuda or cuda:N (whether it exists here is checked when the model loads)."""
+    name = text.strip().lower()
+    if name in ("auto", "cpu", "mps", "cuda") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise argparse.ArgumentTypeError(f"unknown device '{text}' (use auto, cpu, cuda, cuda:N or mps)")
+
+
 def _imgsz(text: str) -> int:
     value = positive_int(text)
     if value < 32:
@@ -108,7 +117,7 @@ def add_model_options(parser: argparse.ArgumentParser, both_means: str = "both s
     parser.add_argument("--model", choices=[*MODEL_NAMES, "both"], default="v2", help=f"v1, v2 (default), or {both_means}")
     parser.add_argument("--imgsz", type=_imgsz, default=DEFAULT_IMGSZ,
                         help=f"shorter side the model sees, in pixels (default {DEFAULT_IMGSZ}; smaller is faster)")
-    parser.add_argument("--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--device", type=device_name, default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     parser.add_argument("--weights", nargs="+", metavar="PATH",
                         help="local checkpoint instead of the COCO weights (with --model both: v1's, then v2's)")
     parser.add_argument("--labels", metavar="FILE", help="class names of a fine-tuned checkpoint, one per line")
@@ -213,6 +222,8 @@ def model_specs(args: argparse.Namespace, parser: argparse.ArgumentParser,
     names = model_names(args.model)
     if args.weights is not None and len(args.weights) != len(names):
         parser.error(f"--model {args.model} takes {len(names)} --weights path(s), got {len(args.weights)}")
+    if args.labels and not Path(args.labels).is_file():
+        parser.error(f"--labels {args.labels}: file not found")
     if args.calibration and args.precision != "int8":
         parser.error("--calibration is for --precision int8")
     if args.precision != "fp32" and args.half:

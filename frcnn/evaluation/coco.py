@@ -4,8 +4,8 @@ metrics. The one scorer behind evaluate.py and training's validation, so their n
 from __future__ import annotations
 
 import contextlib
+import io
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +50,7 @@ def load_set(images: Path | None, annotations: Path) -> CocoSet:
     coco = COCO()
     coco.dataset = dataset
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # pycocotools reports its progress on stdout
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' progress notes: kept off the terminal
             coco.createIndex()
     except (KeyError, TypeError) as error:
         raise DetectError(f"{annotations}: malformed COCO annotations (missing {error})") from error
@@ -93,7 +93,7 @@ def score(coco, detections: list[dict], image_ids: list[int]) -> dict[str, float
 
     if not detections:
         return {**{name: 0.0 for name in METRIC_NAMES}, "AR100": 0.0}
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(io.StringIO()):  # its own table and notes: ours is printed instead
         results = coco.loadRes(detections)
         evaluation = COCOeval(coco, results, iouType="bbox")
         evaluation.params.imgIds = image_ids

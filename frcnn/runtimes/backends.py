@@ -8,6 +8,7 @@ import os
 
 import torch
 
+from frcnn.core.cpu import BF16_FLAGS, cpu_flags
 from frcnn.core.errors import DetectError
 from frcnn.core.specs import BACKENDS, PRECISIONS
 
@@ -35,11 +36,14 @@ _BF16_ISA_CAPS = ("BF16", "FP16", "AMX", "AVX10", "ALL", "DEFAULT")
 
 def cpu_has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin can run in bf16 here."""
-    import openvino
-
     cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
     if cap and not any(name in cap for name in _BF16_ISA_CAPS):
         return False
+    flags = cpu_flags()
+    if flags is not None and not flags & set(BF16_FLAGS):  # known at once, without starting OpenVINO
+        return False
+    import openvino
+
     return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
