@@ -130,11 +130,11 @@ def _official_state_dict(name: str) -> dict[str, torch.Tensor]:
 
 def _missing_weights_message(names: list[str], reason: object) -> str:
     folder = official_weights_path(names[0]).parent
-    files = "; ".join(f"{official_weights_path(n).name} from {OFFICIAL_WEIGHTS[n].url}" for n in names)
+    files = "".join(f"\n  {OFFICIAL_WEIGHTS[n].url}" for n in names)
     which = " and ".join(names)
     return (f"the {which} COCO weights are not cached and could not be downloaded ({reason}): "
-            f"put {files} in {folder} (set TORCH_HOME to cache elsewhere), "
-            f"or pass --weights PATH to a local checkpoint")
+            f"pass --weights PATH to a local checkpoint, or download{files}\n"
+            f"and put {'them' if len(names) > 1 else 'it'} in {folder} (set TORCH_HOME to cache elsewhere)")
 
 
 def fetch_official_weights(names: list[str]) -> None:
@@ -156,6 +156,14 @@ def fetch_official_weights(names: list[str]) -> None:
         raise DetectError(_missing_weights_message(failed, reason))
 
 
+def _looks_saved_by_torch(path: Path) -> bool:
+    """A zip archive (torch.save since 1.6) or a pickle stream (older ones): other bytes are no checkpoint at all,
+    even where the unpickler, reading text as opcodes, reports objects it refuses."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state_dict (plain, or under a 'model' / 'state_dict' key) without running any code."""
     path = Path(path)
@@ -166,7 +174,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower():
+        if "weights only" in str(error).lower() and _looks_saved_by_torch(path):
             raise DetectError(
                 f"refused to load {path}: it holds Python objects besides tensors, "
                 f"which could run code when loaded; save the model's state_dict instead"

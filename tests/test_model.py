@@ -152,3 +152,12 @@ def test_devices():
 def test_unknown_model_name():
     with pytest.raises(DetectError, match="unknown model"):
         build_detector("v3")
+
+
+def test_a_text_file_given_as_weights_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("class names, one per line\nperson\ncar\n")  # 'c' reads as a pickle opcode
+    with pytest.raises(DetectError) as caught:
+        read_checkpoint(path)
+    assert "not a readable PyTorch checkpoint" in str(caught.value)
+    assert "Python objects" not in str(caught.value)
