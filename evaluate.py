@@ -349,17 +349,6 @@ def keep_predictions(out_dir: Path, source: str, detections: list[dict]) -> None
     write_json(out_dir / f"{PREDICTIONS}_settings.json", {"predictions": str(Path(source).resolve())})
 
 
-def gallery_count(text: str) -> int:
-    """--gallery: a whole number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Box mAP of Faster R-CNN v1 / v2 on a COCO-format set.")
     parser.add_argument("--data", metavar="DIR", help="a COCO folder with val2017/ and annotations/instances_val2017.json")
@@ -374,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "size, the COCO error analysis, a confusion matrix and a gallery (PNG, CSV, JPEG in "
                              "--output); with --compare, of those folders' runs; alone, of the runs --output holds")
     parser.add_argument("--report", action="store_true", help="--plots, and report.html showing them all on one page")
-    parser.add_argument("--gallery", type=gallery_count, metavar="N",
+    parser.add_argument("--gallery", type=options.non_negative_int, metavar="N",
                         help="with --plots: the N pictures where the runs differ most (default 8; 0: none)")
     parser.add_argument("--max-images", type=options.positive_int, metavar="N",
                         help="evaluate only the first N images by id (the same ones every run)")

@@ -46,14 +46,22 @@ def overlap_ratio(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
+def _whole(text: str, least: int, must: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text} must be {must}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _whole(text, 1, "at least 1")
+
+
+def non_negative_int(text: str) -> int:
+    return _whole(text, 0, "0 or more")
 
 
 def positive_number(text: str) -> float:
