@@ -1,0 +1,300 @@
+"""How good is it: v1 and v2 trained on the synthetic world, then what every speed and small-object option costs
+in accuracy, measured with the project's own scripts on held-out pictures whose every answer is known.
+
+    python benchmarks/quality.py            # trains once (cached in the user cache), then measures
+    python benchmarks/quality.py --quick    # a tiny world and a few steps: checks that everything still works
+
+Training runs `train.py`; measuring runs `evaluate.py` (AP on the held-out split, with each option) and
+`detect_video.py --track` (tracking against the world video's ground truth). A second run with the same world and
+training settings starts at the measurements. Prints one table per question and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from common import ROOT, machine, machine_line, use_the_project
+
+use_the_project()
+
+from frcnn.evaluation.tracks import score_tracks  # noqa: E402
+from frcnn.runtimes.cache import cache_dir  # noqa: E402
+from frcnn.synthetic import world  # noqa: E402
+
+SHOWN_SCORE = 0.5  # what a user sees by default: the scripts' --threshold
+MATCH_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class WorldSize:
+    """How much world to make: pictures for training and for measuring, the tiny-object split, the video."""
+
+    seed: int = 0
+    train: int = 400
+    val: int = 120
+    size: int = 160
+    tiny: int = 4
+    tiny_size: tuple[int, int] = (1920, 1080)
+    video_frames: int = 150
+
+
+@dataclass(frozen=True)
+class Training:
+    """The training settings handed to train.py (the cache key, with the world)."""
+
+    # Epochs of v1 and of v2: the same CPU time for both, since a v2 step costs about twice a v1 step.
+    epochs: tuple[int, int] = (2, 1)
+    batch: int = 4
+    imgsz: int = 160
+    box_batch: int = 128  # torchvision's 512 made a CPU step 2.4x slower at small pictures
+    lr: float | None = 0.01
+    device: str = "cpu"
+
+
+QUICK_WORLD = WorldSize(train=8, val=4, size=128, tiny=1, tiny_size=(480, 270), video_frames=12)
+QUICK_TRAINING = Training(epochs=(1, 1), batch=2, imgsz=128, box_batch=64)
+
+
+def key_of(*values) -> str:
+    return hashlib.sha256(json.dumps([asdict(v) for v in values], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run(command: list[str], what: str) -> subprocess.CompletedProcess:
+    """A project script as a child process; its progress goes to our stderr, its failure ends the benchmark."""
+    print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
+    result = subprocess.run([sys.executable, *command], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"error: {what} failed (exit {result.returncode}): {' '.join(command)}")
+    return result
+
+
+# ---------------------------------------------------------------- the world and the trained models
+
+
+def make_world(folder: Path, size: WorldSize) -> Path:
+    """The world's splits in `folder`, written once (the same seed gives the same files)."""
+    done = folder / "world.json"
+    if done.exists():
+        return folder
+    side = (size.size, size.size)
+    world.write_split(folder / "train", size.seed, size.train, side)
+    world.write_split(folder / "val", size.seed + 1, size.val, side)
+    world.write_tiny_split(folder / "tiny", size.seed + 2, size.tiny, size.tiny_size)
+    world.write_video(folder / "video", size.seed + 3, size.video_frames)
+    done.write_text(json.dumps(asdict(size)))
+    return folder
+
+
+def train_command(name: str, world_dir: Path, settings: Training, folder: Path) -> list[str]:
+    """train.py's arguments for one model (from scratch on the world's training split, validated on its val split)."""
+    epochs = settings.epochs[0 if name == "v1" else 1]
+    command = ["train.py", "--model", name, "--from-scratch", "--images", str(world_dir / "train" / "images"),
+               "--annotations", str(world_dir / "train" / "annotations.json"),
+               "--val-images", str(world_dir / "val" / "images"),
+               "--val-annotations", str(world_dir / "val" / "annotations.json"),
+               "--imgsz", str(settings.imgsz), "--batch", str(settings.batch), "--epochs", str(epochs),
+               "--box-batch", str(settings.box_batch), "--device", settings.device, "--output", str(folder)]
+    if settings.lr is not None:
+        command += ["--lr", str(settings.lr)]
+    return command
+
+
+def train(name: str, world_dir: Path, settings: Training, folder: Path) -> dict:
+    """A model trained on the world from scratch with train.py, from the cache when it finished before."""
+    finished = folder / "finished.json"
+    if finished.exists():
+        return json.loads(finished.read_text())
+    epochs = settings.epochs[0 if name == "v1" else 1]
+    if len(learning_curve(folder)) < epochs:
+        command = train_command(name, world_dir, settings, folder)
+        if (folder / "resume").exists():  # an interrupted run continues with its own settings
+            command = ["train.py", "--resume", str(folder), "--device", settings.device]
+        run(command, f"training {name} on the world ({epochs} epochs; resumable)")
+    curve = learning_curve(folder)
+    record = {"model": name, "epochs": epochs, "seconds": round(sum(float(row.get("train_s", 0)) for row in curve)),
+              "curve": curve}
+    finished.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def learning_curve(folder: Path) -> list[dict]:
+    """train.py's results.csv, one row per epoch."""
+    path = folder / "results.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [dict(row) for row in csv.DictReader(handle)]
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def evaluate(name: str, model_dir: Path, split: Path, imgsz: int, out: Path, extra: list[str]) -> dict:
+    """evaluate.py on a world split with the trained model and `extra` options; its metrics, plus false
+    positives per picture among the boxes a user is shown."""
+    command = ["evaluate.py", "--model", name, "--weights", str(model_dir / "best.pth"),
+               "--labels", str(model_dir / "labels.txt"), "--images", str(split / "images"),
+               "--annotations", str(split / "annotations.json"), "--imgsz", str(imgsz), "--output", str(out), *extra]
+    run(command, f"measuring {name} {' '.join(extra) or 'OpenVINO fp32'} on {split.name}")
+    metrics = json.loads((out / f"{name}_metrics.json").read_text())
+    results = json.loads((out / f"{name}_results.json").read_text())
+    truth = json.loads((split / "annotations.json").read_text())
+    metrics["false_per_picture"] = false_positives(results, truth) / max(1, len(truth["images"]))
+    return metrics
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    w, h = min(ax2, bx2) - max(a[0], b[0]), min(ay2, by2) - max(a[1], b[1])
+    inter = max(0.0, w) * max(0.0, h)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def false_positives(results: list[dict], truth: dict) -> int:
+    """Shown boxes (score >= 0.5) that match no object of their class at IoU >= 0.5, each object matched once."""
+    objects: dict[tuple[int, int], list[list[float]]] = {}
+    for annotation in truth["annotations"]:
+        objects.setdefault((annotation["image_id"], annotation["category_id"]), []).append(annotation["bbox"])
+    false = 0
+    for result in sorted(results, key=lambda r: -r["score"]):
+        if result["score"] < SHOWN_SCORE:
+            continue
+        candidates = objects.get((result["image_id"], result["category_id"]), [])
+        overlaps = [_iou(result["bbox"], box) for box in candidates]
+        if overlaps and max(overlaps) >= MATCH_IOU:
+            candidates.pop(overlaps.index(max(overlaps)))
+        else:
+            false += 1
+    return false
+
+
+def precision_rows(bf16: bool, int8: bool) -> list[tuple[str, list[str]]]:
+    rows = [("PyTorch fp32", ["--backend", "torch"]), ("OpenVINO fp32", [])]
+    if int8:
+        rows.append(("int8", ["--precision", "int8"]))
+    if bf16:
+        rows.append(("bf16", ["--precision", "bf16"]))
+    rows.append(("fp32, --proposals 300", ["--proposals", "300"]))
+    if int8:
+        rows.append(("int8, --proposals 300", ["--precision", "int8", "--proposals", "300"]))
+    return rows
+
+
+def measure_precisions(name: str, model_dir: Path, world_dir: Path, imgsz: int, out: Path, bf16: bool,
+                       int8: bool) -> dict:
+    calibration = ["--calibration", str(world_dir / "train" / "images")]
+    table = {}
+    for label, extra in precision_rows(bf16, int8):
+        extra = extra + calibration if "int8" in extra else extra
+        folder = out / f"{name}-{label.replace(' ', '').replace(',', '-')}"
+        table[label] = evaluate(name, model_dir, world_dir / "val", imgsz, folder, extra)
+    return table
+
+
+def measure_slicing(name: str, model_dir: Path, world_dir: Path, imgsz: int, out: Path) -> dict:
+    rows = {"whole picture": [], f"--slice {imgsz}": ["--slice", str(imgsz)], "--slice auto": ["--slice", "auto"]}
+    return {label: evaluate(name, model_dir, world_dir / "tiny", imgsz, out / f"{name}-tiny-{i}", extra)
+            for i, (label, extra) in enumerate(rows.items())}
+
+
+def measure_tracking(name: str, model_dir: Path, world_dir: Path, imgsz: int, out: Path) -> dict:
+    """--track with --detect-every 1, 2, 4 on the world video, scored against its ground-truth tracks."""
+    video, truth = world_dir / "video" / "video.mp4", world_dir / "video" / "gt" / "gt.txt"
+    table = {}
+    for every in (1, 2, 4):
+        folder = out / f"{name}-track-{every}"
+        run(["detect_video.py", "--input", str(video), "--model", name, "--weights", str(model_dir / "best.pth"),
+             "--labels", str(model_dir / "labels.txt"), "--imgsz", str(imgsz), "--track", "--detect-every",
+             str(every), "--json", "--output", str(folder)], f"tracking with {name}, detecting every {every} frame(s)")
+        table[str(every)] = score_tracks(folder / f"video_{name}.jsonl", truth)
+    return table
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def format_report(report: dict) -> str:
+    lines = [machine_line(report["machine"]), f"world: {report['world']}", f"training: {report['training']}"]
+    for name, model in report["models"].items():
+        curve = model["trained"].get("curve", [])
+        last = curve[-1] if curve else {}
+        lines.append(f"\n{name}: trained {model['trained'].get('seconds', '?')} s, {len(curve)} epoch(s); "
+                     f"last epoch: {', '.join(f'{k} {v}' for k, v in last.items())}")
+        fp32 = model["precisions"]["OpenVINO fp32"]["AP"]
+        lines.append("option | AP | AP50 | AP_small | AR100 | AP - OpenVINO fp32 | false boxes shown / picture")
+        for label, m in model["precisions"].items():
+            lines.append(f"{label} | {_cell(m['AP'])} | {_cell(m['AP50'])} | {_cell(m['AP_small'])} | "
+                         f"{_cell(m['AR100'])} | {100 * (m['AP'] - fp32):+.1f} | {m['false_per_picture']:.2f}")
+        lines.append("tiny objects in large pictures | AP | AP50 | AP_small | AR100 | false boxes shown / picture")
+        for label, m in model["slicing"].items():
+            lines.append(f"{label} | {_cell(m['AP'])} | {_cell(m['AP50'])} | {_cell(m['AP_small'])} | "
+                         f"{_cell(m['AR100'])} | {m['false_per_picture']:.2f}")
+        if model.get("tracking"):
+            lines.append("--detect-every | IDF1 | MOTA | HOTA | ID switches | carried boxes' IoU with the truth")
+            for every, t in model["tracking"].items():
+                carried = "-" if t["carried_iou"] is None else f"{t['carried_iou']:.3f}"
+                lines.append(f"{every} | {_cell(t['IDF1'])} | {_cell(t['MOTA'])} | {_cell(t['HOTA'])} | "
+                             f"{t['IDSW']} | {carried}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny world, one short epoch, fp32 only: a check")
+    parser.add_argument("--models", nargs="+", default=["v1", "v2"], choices=["v1", "v2"])
+    parser.add_argument("--epochs", type=int, nargs=2, metavar=("V1", "V2"),
+                        help="training epochs of v1 and v2 (default 2 1: the same CPU time; --quick 1 1)")
+    parser.add_argument("--print-train-commands", action="store_true",
+                        help="print the training commands (to run them elsewhere, e.g. on a GPU) and stop")
+    parser.add_argument("--device", default="cpu", help="where to train: cpu or cuda (measuring is on the CPU)")
+    parser.add_argument("--no-int8", action="store_true", help="leave out int8 (its calibration takes minutes)")
+    parser.add_argument("--no-tracking", action="store_true", help="leave out the video measurements")
+    parser.add_argument("--cache", type=Path, help="where the world and the models are kept (default: the user cache)")
+    parser.add_argument("--json-out", type=Path, default=ROOT / "outputs" / "quality.json")
+    args = parser.parse_args()
+    size = QUICK_WORLD if args.quick else WorldSize()
+    settings = QUICK_TRAINING if args.quick else Training()
+    settings = Training(**{**asdict(settings), "device": args.device,
+                           **({"epochs": tuple(args.epochs)} if args.epochs else {})})
+    base = (args.cache or cache_dir() / "quality") / f"world-{key_of(size)}"
+    world_dir = make_world(base, size)
+    trained_root = base / f"trained-{key_of(size, settings)}"
+    if args.print_train_commands:
+        for name in args.models:
+            print(" ".join(["python", *train_command(name, world_dir, settings, trained_root / name)]))
+        return 0
+    info = machine()
+    bf16 = "avx512_bf16" in info["cpu_flags"] or "amx_bf16" in info["cpu_flags"]
+    report = {"machine": info, "world": asdict(size), "training": asdict(settings), "models": {}}
+    for name in args.models:
+        model_dir = trained_root / name
+        measured = trained_root / "measured"
+        entry = {"trained": train(name, world_dir, settings, model_dir)}
+        entry["precisions"] = measure_precisions(name, model_dir, world_dir, settings.imgsz, measured,
+                                                 bf16 and not args.quick, not (args.no_int8 or args.quick))
+        entry["slicing"] = measure_slicing(name, model_dir, world_dir, settings.imgsz, measured)
+        if not args.no_tracking:
+            entry["tracking"] = measure_tracking(name, model_dir, world_dir, settings.imgsz, measured)
+        report["models"][name] = entry
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(report, indent=2))
+    print(format_report(report))
+    print(f"report in {args.json_out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

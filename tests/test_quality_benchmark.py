@@ -1,0 +1,29 @@
+"""The quality benchmark's quick mode: a tiny world, a short training, every measurement path (figures unchecked:
+a few steps teach little)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from helpers import ROOT
+
+
+def test_quick_quality_benchmark_trains_and_measures(tmp_path):
+    report_path = tmp_path / "quality.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--quick", "--models", "v1",
+                             "--cache", str(tmp_path / "cache"), "--json-out", str(report_path)],
+                            capture_output=True, text=True, timeout=1200, cwd=tmp_path,
+                            env={**__import__("os").environ, "FRCNN_CACHE": str(tmp_path / "export-cache")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = json.loads(report_path.read_text())["models"]["v1"]
+    assert model["trained"]["curve"] and "AP" in model["trained"]["curve"][-1]
+    assert {"PyTorch fp32", "OpenVINO fp32", "fp32, --proposals 300"} <= set(model["precisions"])
+    for metrics in [*model["precisions"].values(), *model["slicing"].values()]:
+        assert 0 <= metrics["AP"] <= 1 and metrics["false_per_picture"] >= 0
+    # OpenVINO runs the same computation as PyTorch: the same AP within rounding.
+    assert abs(model["precisions"]["PyTorch fp32"]["AP"] - model["precisions"]["OpenVINO fp32"]["AP"]) < 0.02
+    assert set(model["tracking"]) == {"1", "2", "4"}
+    assert all(0 <= row["IDF1"] <= 1 and row["frames"] == 12 for row in model["tracking"].values())
+    assert "CPU: " in result.stdout and "--detect-every" in result.stdout
