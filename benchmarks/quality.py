@@ -137,17 +137,23 @@ def learning_curve(folder: Path) -> list[dict]:
 # ---------------------------------------------------------------- measuring
 
 
+# How many pictures of each split are measured (None: all); the same first ones, by id, in every row.
+MEASURED: dict[str, int | None] = {"val": None, "tiny": None}
+
+
 def evaluate(name: str, model_dir: Path, split: Path, imgsz: int, out: Path, extra: list[str]) -> dict:
     """evaluate.py on a world split with the trained model and `extra` options; its metrics, plus false
     positives per picture among the boxes a user is shown."""
     command = ["evaluate.py", "--model", name, "--weights", str(model_dir / "best.pth"),
                "--labels", str(model_dir / "labels.txt"), "--images", str(split / "images"),
                "--annotations", str(split / "annotations.json"), "--imgsz", str(imgsz), "--output", str(out), *extra]
+    if MEASURED.get(split.name):
+        command += ["--max-images", str(MEASURED[split.name])]
     run(command, f"measuring {name} {' '.join(extra) or 'OpenVINO fp32'} on {split.name}")
     metrics = json.loads((out / f"{name}_metrics.json").read_text())
     results = json.loads((out / f"{name}_results.json").read_text())
     truth = json.loads((split / "annotations.json").read_text())
-    metrics["false_per_picture"] = false_positives(results, truth) / max(1, len(truth["images"]))
+    metrics["false_per_picture"] = false_positives(results, truth) / max(1, metrics["images"])
     return metrics
 
 
@@ -262,9 +268,13 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="where to train: cpu or cuda (measuring is on the CPU)")
     parser.add_argument("--no-int8", action="store_true", help="leave out int8 (its calibration takes minutes)")
     parser.add_argument("--no-tracking", action="store_true", help="leave out the video measurements")
+    parser.add_argument("--max-images", type=int, nargs=2, metavar=("VAL", "TINY"),
+                        help="measure only the first VAL held-out and TINY tiny-object pictures (default: all)")
     parser.add_argument("--cache", type=Path, help="where the world and the models are kept (default: the user cache)")
     parser.add_argument("--json-out", type=Path, default=ROOT / "outputs" / "quality.json")
     args = parser.parse_args()
+    if args.max_images:
+        MEASURED.update(val=args.max_images[0], tiny=args.max_images[1])
     size = QUICK_WORLD if args.quick else WorldSize()
     settings = QUICK_TRAINING if args.quick else Training()
     settings = Training(**{**asdict(settings), "device": args.device,
