@@ -14,7 +14,8 @@ import pytest
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from frcnn.synthetic.checkpoints import detector_state, official_format, save_checkpoint  # noqa: E402
-from helpers import scene  # noqa: E402
+from frcnn.synthetic.world import write_split  # noqa: E402
+from helpers import ONE_THREAD, TINY_SET, run_script, scene, tiny_train_args  # noqa: E402
 
 
 
@@ -58,3 +59,14 @@ def photo(tmp_path) -> Path:
     return path
 
 
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory) -> Path:
+    """A tiny v1 trained from scratch by train.py once per session (4 synthetic pictures, 12 steps): its output
+    folder (best.pth, last.pth, labels.txt, settings.json naming the set, results.csv, steps.csv, curves.png)."""
+    folder = tmp_path_factory.mktemp("tiny-trained")
+    annotations = write_split(folder / "set", TINY_SET["seed"], TINY_SET["pictures"], TINY_SET["size"])
+    result = run_script("train.py", *tiny_train_args(folder / "set" / "images", annotations, folder / "run"),
+                        cwd=folder, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr
+    return folder / "run"

@@ -32,13 +32,18 @@ def scene(height: int = 240, width: int = 320, seed: int = 0) -> np.ndarray:
 def run_script(script: str, *args: str, cwd: Path, env: dict | None = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a project script in a subprocess, offline: an empty torch cache and no route to the internet."""
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=offline_env(cwd, env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def offline_env(cwd: Path, env: dict | None = None) -> dict:
+    """The environment scripts run in here: an empty torch cache, no route to the internet, no display."""
     full_env = {**os.environ, "TORCH_HOME": str(cwd / "torch-home"), "PYTHONUNBUFFERED": "1",
                 "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": ""}
     full_env.pop("DISPLAY", None)
     full_env.pop("WAYLAND_DISPLAY", None)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return full_env
 
 
 
@@ -107,3 +112,56 @@ def make_set(folder, images=3):
 
 def metrics_of(path):
     return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------- training (train.py)
+
+# The tiny run the `tiny_trained` fixture makes: 4 synthetic pictures of 64 px (3 to train on, 1 held out), v1 from
+# scratch, 6 epochs of 2 steps. Enough steps on the same few pictures for the loss to fall clearly, in seconds.
+TINY_SET = {"seed": 5, "pictures": 4, "size": (64, 64)}
+TINY_IMGSZ = "64"
+# Training runs in tests use one thread: on a busy 2-core machine, PyTorch's two threads wait for each other at every
+# operation (a tiny step took 4 s with two threads and 1 s with one here). Runs compared bit for bit use the same.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def tiny_train_args(images: Path, annotations: Path, output: Path, *extra: str) -> list[str]:
+    """train.py's options for the tiny run (`extra` appended: argparse keeps the last of a repeated option)."""
+    return ["--model", "v1", "--from-scratch", "--images", str(images), "--annotations", str(annotations),
+            "--imgsz", TINY_IMGSZ, "--batch", "2", "--epochs", "6", "--box-batch", "32", "--workers", "0",
+            "--output", str(output), *extra]
+
+
+def start_script(script: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start a project script offline, as run_script does, without waiting: text pipes for stdout and stderr."""
+    return subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=cwd, env=offline_env(cwd, env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def step_losses(run: Path) -> list[float]:
+    """The total loss of every step a training run logged, in order (its steps.csv)."""
+    import csv
+
+    with open(run / "steps.csv", encoding="utf-8", newline="") as handle:
+        return [float(row["loss"]) for row in csv.DictReader(handle)]
+
+
+def coco_to_yolo(images: Path, annotations: Path, folder: Path) -> Path:
+    """The same set in YOLO format (images/, labels/<stem>.txt, classes.txt), as detect_image.py --save-txt writes."""
+    import shutil
+
+    dataset = json.loads(annotations.read_text())
+    categories = sorted(dataset["categories"], key=lambda c: c["id"])
+    index = {category["id"]: number for number, category in enumerate(categories)}
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    (folder / "classes.txt").write_text("".join(f"{c['name']}\n" for c in categories))
+    for image in dataset["images"]:
+        shutil.copyfile(images / image["file_name"], folder / "images" / image["file_name"])
+        width, height = image["width"], image["height"]
+        lines = [f"{index[a['category_id']]} {(a['bbox'][0] + a['bbox'][2] / 2) / width:.6f} "
+                 f"{(a['bbox'][1] + a['bbox'][3] / 2) / height:.6f} {a['bbox'][2] / width:.6f} "
+                 f"{a['bbox'][3] / height:.6f}\n"
+                 for a in dataset["annotations"] if a["image_id"] == image["id"]]
+        (folder / "labels" / f"{Path(image['file_name']).stem}.txt").write_text("".join(lines))
+    return folder

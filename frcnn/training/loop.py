@@ -1,0 +1,167 @@
+"""The training loop: steps, an epoch, validation, saving. A plain function of the trainer (model, optimizer,
+schedule), the batches, the validator and the settings, so that a Ray Train worker can run it as this process does."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from frcnn.core.errors import DetectError
+from frcnn.training.loaders import Batch, TrainBatches
+from frcnn.training.records import LOSS_NAMES, StepLog, plot_curves, write_results
+from frcnn.training.run_folder import CURVES, RESULTS, STATE, RunFolder
+from frcnn.training.settings import TrainSettings
+from frcnn.training.state import Progress, Trainer, save_state
+from frcnn.training.validate import Validator
+
+
+def _never() -> bool:
+    return False
+
+
+def _ignore(_) -> None:
+    pass
+
+
+def _to_stderr(line: str) -> None:
+    tqdm.write(f"warning: {line}", file=sys.stderr)
+
+
+@dataclass
+class Hooks:
+    """How the loop talks to whoever runs it: whether to stop now, each finished epoch's row, warnings."""
+
+    should_stop: Callable[[], bool] = _never
+    on_epoch: Callable[[dict], None] = _ignore
+    warn: Callable[[str], None] = _to_stderr
+    reported: set[str] = field(default_factory=set)  # unreadable pictures already named
+
+    def unreadable(self, failed: list[tuple[str, str]]) -> None:
+        for path, reason in failed:
+            if path not in self.reported:
+                self.reported.add(path)
+                self.warn(f"{reason}; skipped")
+
+
+def train_step(trainer: Trainer, batch: Batch) -> dict[str, float]:
+    """One update on a batch; its losses. DetectError where the loss is no longer a finite number."""
+    images = [image.to(trainer.device, non_blocking=True) for image in batch.images]
+    targets = [{key: value.to(trainer.device, non_blocking=True) for key, value in target.items()}
+               for target in batch.targets]
+    autocast = (torch.autocast(device_type="cuda", dtype=torch.float16) if trainer.amp
+                else contextlib.nullcontext())
+    with autocast:
+        losses = trainer.module(images, targets)
+        loss = sum(losses.values())
+    value = float(loss.item())
+    if not math.isfinite(value):
+        rate = trainer.optimizer.param_groups[0]["lr"]
+        raise DetectError(f"the training loss became {value}: training diverged; try a lower --lr (the rate was "
+                          f"{rate:.3g}); the last finished epoch is saved")
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.scaler.scale(loss).backward()
+    trainer.scaler.step(trainer.optimizer)
+    trainer.scaler.update()
+    return {"loss": value, **{name: float(losses[name].item()) for name in LOSS_NAMES}}
+
+
+def _add(sums: dict[str, float], losses: dict[str, float] | None, pictures: int, seconds: float) -> None:
+    for name, value in (losses or {}).items():
+        sums[name] = sums.get(name, 0.0) + value
+    sums["steps"] = sums.get("steps", 0) + (losses is not None)
+    sums["images"] = sums.get("images", 0) + pictures
+    sums["seconds"] = sums.get("seconds", 0.0) + seconds
+
+
+def train_epoch(trainer: Trainer, batches: TrainBatches, progress: Progress, settings: TrainSettings,
+                log: StepLog, hooks: Hooks) -> bool:
+    """The rest of the epoch under way, from its next step; False if told to stop (after a finished step)."""
+    bar = tqdm(total=batches.steps_per_epoch, initial=progress.step, unit="step", file=sys.stderr, dynamic_ncols=True,
+               desc=f"epoch {progress.epoch + 1}/{settings.epochs}", leave=False)
+    loader = batches.epoch(progress.epoch, progress.step)
+    last = time.perf_counter()
+    try:
+        for batch in loader:
+            hooks.unreadable(batch.failed)
+            rate = trainer.optimizer.param_groups[0]["lr"]
+            losses = train_step(trainer, batch) if batch.images else None
+            trainer.scheduler.step()
+            progress.step += 1
+            now = time.perf_counter()
+            _add(progress.sums, losses, len(batch.images), now - last)
+            progress.sums["lr"] = rate
+            last = now
+            if losses is not None:
+                log.add(progress.epoch + 1, progress.step, rate, losses)
+                bar.set_postfix(loss=f"{losses['loss']:.3f}", refresh=False)
+            bar.update(1)
+            if hooks.should_stop():
+                return False
+    finally:
+        bar.close()
+        del loader  # its workers end here
+    return True
+
+
+def epoch_row(progress: Progress, trainer: Trainer, metrics: dict, val_seconds: float) -> dict:
+    """The finished epoch's line of results.csv: mean losses per step, validation metrics, times and speed."""
+    sums = progress.sums
+    steps = max(1, sums.get("steps", 0))
+    seconds = sums.get("seconds", 0.0)
+    return {"epoch": progress.epoch + 1, "lr": sums.get("lr", trainer.optimizer.param_groups[0]["lr"]),
+            **{name: sums.get(name, 0.0) / steps for name in ("loss", *LOSS_NAMES)}, **metrics,
+            "train_s": seconds, "val_s": val_seconds,
+            "images_per_s": sums.get("images", 0) / seconds if seconds else None}
+
+
+def save(folder: RunFolder, trainer: Trainer, progress: Progress, log: StepLog, best: bool, title: str) -> None:
+    """Weights and records first, the resume checkpoint last: a crash in between leaves a consistent resume."""
+    folder.save_weights(trainer.module, best)
+    log.write()
+    write_results(folder / RESULTS, progress.history)
+    if progress.history and progress.step == 0:
+        plot_curves(folder / CURVES, progress.history, title)
+    save_state(folder / STATE, trainer, progress)
+    folder.record_position(progress.epoch, progress.step)
+
+
+def _improved(progress: Progress, metrics: dict) -> bool:
+    ap = metrics.get("AP")
+    if ap is None:  # no validation (or nothing to score): the latest weights are the best known
+        return progress.best_ap is None
+    return progress.best_ap is None or ap > progress.best_ap
+
+
+def fit(trainer: Trainer, batches: TrainBatches, validator: Validator | None, settings: TrainSettings,
+        folder: RunFolder, progress: Progress, log: StepLog, hooks: Hooks) -> bool:
+    """Train from where `progress` stands to the last epoch, validating and saving after each; False if stopped
+    (then saved at the last finished step)."""
+    title = f"{settings.model} on {settings.train.describe()}"
+    while progress.epoch < settings.epochs:
+        training = progress.step < batches.steps_per_epoch
+        if training and not train_epoch(trainer, batches, progress, settings, log, hooks):
+            save(folder, trainer, progress, log, False, title)
+            return False
+        started = time.perf_counter()
+        metrics = validator(trainer.module, trainer.device, hooks.should_stop) if validator else {}
+        if metrics is None:
+            save(folder, trainer, progress, log, False, title)
+            return False
+        row = epoch_row(progress, trainer, metrics, time.perf_counter() - started)
+        best = _improved(progress, metrics)
+        if best and metrics.get("AP") is not None:
+            progress.best_ap, progress.best_epoch = metrics["AP"], row["epoch"]
+        elif best:
+            progress.best_epoch = row["epoch"]
+        progress.history.append(row)
+        progress.epoch, progress.step, progress.sums = progress.epoch + 1, 0, {}
+        save(folder, trainer, progress, log, best, title)
+        hooks.on_epoch(row)
+    return True
