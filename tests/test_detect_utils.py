@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import detect_utils as du
+from frcnn.core import files
 from frcnn import drawing
 from frcnn.cli import options
 from frcnn.inference import predictor
@@ -65,7 +66,7 @@ def test_class_colours_are_stable_and_distinct():
     assert colours == [drawing.class_colour(i) for i in range(len(COCO_INSTANCE_CATEGORY_NAMES))]
     assert len(set(colours)) == len(colours)
     # Another interpreter (another hash seed) must give the same palette.
-    code = "import drawing; print([drawing.class_colour(i) for i in range(91)])"
+    code = "from frcnn import drawing; print([drawing.class_colour(i) for i in range(91)])"
     other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": "123"},
                            capture_output=True, text=True, check=True)
     assert other.stdout.strip() == str(colours)
@@ -136,9 +137,9 @@ def test_read_image_handles_what_opencv_reads(tmp_path):
     alpha = tmp_path / "alpha.png"
     cv2.imwrite(str(alpha), np.full((20, 30, 4), 200, np.uint8))
     for path in (gray, deep, alpha):
-        image = du.read_image(path)
+        image = files.read_image(path)
         assert image.shape == (20, 30, 3) and image.dtype == np.uint8
-    assert du.read_image(deep)[0, 0, 0] == 40000 // 256
+    assert files.read_image(deep)[0, 0, 0] == 40000 // 256
 
 
 def test_read_image_applies_exif_orientation(tmp_path):
@@ -146,7 +147,7 @@ def test_read_image_applies_exif_orientation(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # stored landscape, shown rotated 90 degrees clockwise
     Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(path, exif=exif)
-    assert du.read_image(path).shape == (40, 20, 3)
+    assert files.read_image(path).shape == (40, 20, 3)
 
 
 def test_read_image_errors(tmp_path):
@@ -157,18 +158,18 @@ def test_read_image_errors(tmp_path):
     for path, message in [(tmp_path / "missing.jpg", "not found"), (empty, "empty"),
                           (text, "not an image"), (tmp_path, "is a folder")]:
         with pytest.raises(DetectError, match=message):
-            du.read_image(path)
+            files.read_image(path)
 
 
 def test_atomic_output_leaves_nothing_when_writing_fails(tmp_path):
     target = tmp_path / "result.jpg"
     target.write_bytes(b"previous")
     with pytest.raises(RuntimeError):
-        with du.atomic_output(target) as temporary:
+        with files.atomic_output(target) as temporary:
             temporary.write_bytes(b"half")
             raise RuntimeError("interrupted")
     assert target.read_bytes() == b"previous" and leftovers(tmp_path) == []
-    du.write_bytes_atomically(target, b"new")
+    files.write_bytes_atomically(target, b"new")
     assert target.read_bytes() == b"new" and leftovers(tmp_path) == []
 
 
