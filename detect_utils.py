@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
 import sys
+import threading
 from pathlib import Path, PurePosixPath
 from typing import Callable, Sequence
 from urllib.parse import unquote, urlparse
@@ -12,7 +14,9 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from frcnn.core.errors import DetectError
-from frcnn.core.files import is_url, write_bytes_atomically, write_image, written_here
+# read_image and atomic_output are re-exported: the scripts' helpers by the name users and tests know them by.
+from frcnn.core.files import (atomic_output, is_url, read_image, write_bytes_atomically,  # noqa: F401
+                              write_image, written_here)
 
 
 # ---------------------------------------------------------------- reading
@@ -127,13 +131,14 @@ def _same_file(a: Path, b: Path) -> bool:
 # ---------------------------------------------------------------- writing
 
 
-def write_crops(folder: Path, name: str, image: np.ndarray, detections, class_names: Sequence[str]) -> int:
-    """Each detection cut out of the picture into `folder/<class>/<name>_<n>.jpg`, replacing the name's older crops."""
+def write_crops(folder: Path, name: str, image: np.ndarray, detections, class_names: Sequence[str]) -> list[Path]:
+    """Each detection cut out of the picture into `folder/<class>/<name>_<n>.jpg`, replacing the name's older crops;
+    return the crops written."""
     from frcnn.core.detections import class_name
 
     remove_stale(old_crops(folder, name))
     height, width = image.shape[:2]
-    written = 0
+    written = []
     for number, (box, label) in enumerate(zip(detections.boxes, detections.labels), start=1):
         x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
         x2, y2 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
@@ -142,31 +147,13 @@ def write_crops(folder: Path, name: str, image: np.ndarray, detections, class_na
         class_folder = folder / class_name(class_names, label).replace("/", "_")
         class_folder.mkdir(parents=True, exist_ok=True)
         write_image(class_folder / f"{name}_{number}.jpg", image[y1:y2, x1:x2])
-        written += 1
+        written.append(class_folder / f"{name}_{number}.jpg")
     return written
-
-
-def yolo_labels(detections, width: int, height: int) -> str:
-    """YOLO label lines: class index (the model's label id - 1), then centre x, centre y, width, height as fractions
-    of the picture, then the score."""
-    lines = []
-    for (x1, y1, x2, y2), score, label in zip(detections.boxes, detections.scores, detections.labels):
-        x1, x2 = np.clip([x1, x2], 0, width)
-        y1, y2 = np.clip([y1, y2], 0, height)
-        lines.append(f"{int(label) - 1} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
-                     f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f} {float(score):.4f}")
-    return "".join(line + "\n" for line in lines)
 
 
 def old_crops(folder: Path, name: str) -> list[Path]:
     """The crops an earlier run cut from the picture of this name, in `folder/<class>/`."""
     return [old for old in folder.glob(f"*/{glob.escape(name)}_*.jpg") if old.stem[len(name) + 1:].isdigit()]
-
-
-def write_yolo_classes(folder: Path, class_names: Sequence[str]) -> None:
-    """`classes.txt`: line i names class index i of the label files (placeholders kept so the indices match)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomically(folder / "classes.txt", "".join(f"{n}\n" for n in class_names[1:]).encode("utf-8"))
 
 
 def prepare_output_dir(path: str | os.PathLike) -> Path:
@@ -211,3 +198,65 @@ def run_main(body: Callable[[], int], interrupted: str) -> int:
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+
+
+# ---------------------------------------------------------------- stopping on Ctrl-C and SIGTERM
+
+
+class StopOnSignal:
+    """Ctrl-C and SIGTERM, the same way in every script and mode.
+
+    While `graceful` is false (loading the models, starting Ray) a signal stops at once. Once the inputs flow, the
+    first signal sets `event`: no new input starts, those in flight finish and are written. A second signal stops
+    at once. The exit code says which signal came (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, in_flight: str = "the inputs in progress"):
+        self.event = threading.Event()
+        self.signal: int | None = None
+        self.graceful = False
+        self.in_flight = in_flight
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopOnSignal":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame) -> None:
+        first = self.signal is None
+        self.signal = self.signal or signum
+        if not self.graceful or self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        if first:
+            print(f"\n{signal.Signals(signum).name}: finishing {self.in_flight}, then stopping "
+                  f"(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal that stopped the run (0 when none did)."""
+        return 128 + self.signal if self.signal else 0
+
+
+def run_stoppable(body: Callable[[StopOnSignal], int], interrupted: str, in_flight: str) -> int:
+    """`run_main` for a run over many inputs that Ctrl-C or SIGTERM stop (see StopOnSignal): the `interrupted`
+    line says what was kept, and the exit code is the signal's (130, 143)."""
+    with StopOnSignal(in_flight) as stopper:
+        try:
+            code = body(stopper)
+        except DetectError as error:
+            if not stopper.signal:
+                return fail(str(error))
+            print(f"error: {error}", file=sys.stderr)
+        except KeyboardInterrupt:
+            pass
+        else:
+            if not stopper.signal:
+                return code
+        print(interrupted, file=sys.stderr, flush=True)
+        return stopper.exit_code or 130

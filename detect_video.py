@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import signal
 import sys
 import threading
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import detect_utils as du
 from frcnn.cli import options
 from frcnn.core.errors import DetectError
 from frcnn.pipelines.jobs import open_pool
+from frcnn.pipelines.resume import ResumeBook, models_settings, pending, skipped_line
 from frcnn.analytics.geometry import ANCHORS
 from frcnn.analytics.lines import UNNAMED as UNNAMED_LINE, name_lines, parse_line
 from frcnn.analytics.outputs import CROPS, AnalyticsFiles, CropStage
@@ -44,39 +44,6 @@ from frcnn.core.files import AtomicOutputs, VIDEO_SUFFIXES, read_bytes
 
 DEFAULT_INPUT = Path(__file__).resolve().parent / "input" / "sample.mp4"
 
-# ---------------------------------------------------------------- interrupts
-
-
-class StopOnSignal:
-    """First Ctrl-C or SIGTERM: stop reading and finish what is in flight. A second Ctrl-C aborts."""
-
-    def __init__(self):
-        self.event = threading.Event()
-        self.signal: int | None = None
-        self._previous = {}
-
-    def __enter__(self) -> "StopOnSignal":
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, _frame) -> None:
-        if self.event.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = signum
-        self.event.set()
-        print(f"\n{signal.Signals(signum).name}: finishing the frames in flight (Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signal if self.signal else 0
-
-
 # ---------------------------------------------------------------- the command
 
 
@@ -92,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-frames", type=options.positive_int, metavar="N", help="stop after N processed frames")
     parser.add_argument("--batch", type=options.positive_int, default=1, metavar="N",
                         help="frames per inference call (default 1; larger helps on a GPU)")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip each video whose outputs an earlier run with the same settings wrote completely "
+                             "(an interrupted run carries on)")
     tracks = parser.add_argument_group("tracking (IDs across frames, counting)")
     tracks.add_argument("--track", action="store_true",
                         help="follow objects across frames (ByteTrack): each box gets an ID, counted at the end")
@@ -236,6 +206,37 @@ class VideoOutputs:
             stage = stack.enter_context(CropStage(self.video.parent, self.name, list(self.analytics)))
         return stack.enter_context(AtomicOutputs(self.written(), stale=self.stale())), stage
 
+    def landed(self) -> list[Path]:
+        """Every file of the set once it has landed, crops included: what its seal lists."""
+        return self.written() + [crop for files in self.analytics.values() if files.crops is not None
+                                 for crop in du.old_crops(files.crops, self.name)]
+
+
+def resume_settings(run: VideoRun, records: bool) -> dict:
+    """What of the run changes its files (a resumed run's seals must name the same)."""
+    return {"model": run.model_option, "frame_stride": run.frame_stride, "max_frames": run.max_frames,
+            "draw": run.draw, "threshold": run.threshold, "tracking": run.tracking, "json": records}
+
+
+@dataclass
+class Written:
+    """Where a run writes (the folder, each input's base name, --json) and the seals that a resumed run reads."""
+
+    out_dir: Path
+    names: dict[str, str]
+    records: bool
+    book: ResumeBook | None = None
+
+    def outputs(self, spec: str, run: VideoRun) -> VideoOutputs:
+        return VideoOutputs.named(self.out_dir, self.names[spec], run, self.records)
+
+    def todo(self, sources: list[str], run: VideoRun, resume: bool) -> list[str]:
+        """The sources not done yet (all of them, unless `resume`); a resumed run says how many it skips."""
+        todo, skipped = pending(self.book, sources, lambda spec: self.outputs(spec, run).video, resume)
+        if resume:
+            print(skipped_line(skipped, len(sources)), file=sys.stderr, flush=True)
+        return todo
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -280,58 +281,66 @@ def main(argv: list[str] | None = None) -> int:
     if not good:
         return 1
 
-    def body() -> int:
-        out_dir = du.prepare_output_dir(args.output)
-        names = output_base_names(sources)
+    def body(stopper: du.StopOnSignal) -> int:
+        written = Written(du.prepare_output_dir(args.output), output_base_names(sources), args.json)
         with contextlib.ExitStack() as stack:
             pool = open_pool(stack, ray, specs, detect, len(good))
+            written.book = ResumeBook(written.out_dir, {**models_settings(pool.models, specs),
+                                                        "classes": detect.classes,
+                                                        "outputs": resume_settings(run, args.json)})
+            todo = written.todo(good, run, args.resume)
+            stopper.graceful = True
             if ray is None:
-                failed, code = process_here(good, opened, names, pool.predictors, run, out_dir, args.json)
+                failed = process_here(todo, opened, pool.predictors, run, written, stopper.event)
             else:
-                failed, code = process_on_workers(pool, good, names, run, out_dir, args.json), 0
+                failed = process_on_workers(pool, todo, run, written, stopper.event)
         failed += len(errors)
         if failed and total > 1:
             print(f"{failed} of {total} inputs failed", file=sys.stderr)
-        return code or (1 if failed else 0)
+        return 1 if failed else 0
 
+    in_flight = "the videos in progress on the workers" if ray is not None else "the frames in flight"
     try:
-        return du.run_main(body, "interrupted: the videos finished before are kept; those in progress were not written")
+        return du.run_stoppable(body, "interrupted: the videos written so far are kept; the same command with "
+                                      "--resume computes the one cut short again and carries on", in_flight)
     finally:
         for capture in opened.values():
             capture.close()
 
 
-def process_here(sources: list[str], opened: dict[str, VideoSource], names: dict[str, str], predictors: list,
-                 run: VideoRun, out_dir: Path, records: bool) -> tuple[int, int]:
-    """Each video in turn in this process; returns how many failed, and the exit code of a signal that stopped it."""
+def process_here(sources: list[str], opened: dict[str, VideoSource], predictors: list, run: VideoRun,
+                 written: Written, stop: threading.Event) -> int:
+    """Each video in turn in this process, until `stop` is set; returns how many failed."""
     failed = 0
-    with StopOnSignal() as stopper:
-        window = Window("", stopper.event) if run.show else None
-        for number, spec in enumerate(sources, start=1):
-            if stopper.event.is_set():
-                break
-            try:
-                source = opened.pop(spec, None) or open_source(spec)
-            except DetectError as error:
-                print(f"error: {error}", file=sys.stderr)
-                failed += 1
-                continue
-            try:
-                outputs = VideoOutputs.named(out_dir, names[spec], run, records)
-                du.check_not_an_input(outputs.written(), [name for name in names if not is_live(name)], spec)
-                counter = f"[{number}/{len(sources)}] " if len(sources) > 1 else ""
-                print(counter + describe_source(source), file=sys.stderr)
-                if window is not None:
-                    window.title = f"{source.name} ({run.model_option})"
-                result = detect_to_files(source, predictors, run, outputs, stopper.event, window)
-            except DetectError as error:
-                print(f"error: {error}", file=sys.stderr)
-                failed += 1
-                continue
-            finally:
-                source.close()
-            report(spec, result, outputs)
-    return failed, stopper.exit_code
+    window = Window("", stop) if run.show else None
+    for number, spec in enumerate(sources, start=1):
+        if stop.is_set():
+            break
+        try:
+            source = opened.pop(spec, None) or open_source(spec)
+        except DetectError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            outputs = written.outputs(spec, run)
+            du.check_not_an_input(outputs.written(), [name for name in written.names if not is_live(name)], spec)
+            counter = f"[{number}/{len(sources)}] " if len(sources) > 1 else ""
+            print(counter + describe_source(source), file=sys.stderr)
+            if window is not None:
+                window.title = f"{source.name} ({run.model_option})"
+            written.book.unseal(outputs.video)
+            result = detect_to_files(source, predictors, run, outputs, stop, window)
+        except DetectError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        finally:
+            source.close()
+        if not stop.is_set() and not is_live(spec):  # a video cut short is not done: a resumed run redoes it
+            written.book.seal(outputs.video, spec, outputs.landed())
+        report(spec, result, outputs)
+    return failed
 
 
 def detect_to_files(source: VideoSource, predictors: list, run: VideoRun, outputs: VideoOutputs,
@@ -348,24 +357,25 @@ def detect_to_files(source: VideoSource, predictors: list, run: VideoRun, output
     return result
 
 
-def process_on_workers(pool, sources: list[str], names: dict[str, str], run: VideoRun, out_dir: Path,
-                       records: bool) -> int:
+def process_on_workers(pool, sources: list[str], run: VideoRun, written: Written, stop: threading.Event) -> int:
     """One video per Ray task; each finished one is written here as it comes back. Returns how many failed."""
-    plan = {spec: VideoOutputs.named(out_dir, names[spec], run, records) for spec in sources}
+    plan = {spec: written.outputs(spec, run) for spec in sources}
 
     def prepare(spec: str) -> tuple:
-        du.check_not_an_input(plan[spec].written(), list(names), spec)
-        return read_bytes(spec), spec, names[spec], run, records, run.tracking is not None
+        du.check_not_an_input(plan[spec].written(), list(written.names), spec)
+        return read_bytes(spec), spec, written.names[spec], run, written.records, run.tracking is not None
 
     failed = 0
     with tqdm(total=len(sources), desc="videos", unit="video", file=sys.stderr, dynamic_ncols=True) as bar:
-        for spec, _, outcome in pool.imap(detect_video_bytes, sources, prepare):
+        for spec, _, outcome in pool.imap(detect_video_bytes, sources, prepare, stop):
             bar.update(1)
             if isinstance(outcome, DetectError):
                 tqdm.write(f"error: {outcome}", file=sys.stderr)
                 failed += 1
                 continue
+            written.book.unseal(plan[spec].video)
             write_encoded(outcome, plan[spec])
+            written.book.seal(plan[spec].video, spec, plan[spec].landed())
             tqdm.write(outcome.description, file=sys.stderr)
             report(spec, outcome.result, plan[spec])
     return failed

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -219,3 +222,70 @@ def test_workers_without_the_requirements_one_line(tmp_path, photo, checkpoints)
     assert_one_line_error(result)
     assert "the Ray workers lack the project's requirements (No module named 'torch')" in result.stderr
     assert not list((tmp_path / "outputs").glob("*"))
+
+
+def outputs_now(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Every output file: its modification time and contents."""
+    return {p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_sigterm_on_ray_keeps_what_is_done_and_the_same_command_resumes(tmp_path, checkpoints, address):
+    folder = pictures(tmp_path / "in", 10)
+    (folder / "broken.jpg").unlink()
+    command = [sys.executable, str(ROOT / "detect_image.py"), "--input", str(folder), "--model", "v1", "--weights",
+               str(checkpoints["v1"]), "--imgsz", "320", "--backend", "torch", "--json", "--ray", address]
+    env = {**os.environ, **LOCAL_ONLY, "TORCH_HOME": str(tmp_path / "th")}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    out = tmp_path / "outputs"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(out.glob("*.json")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)  # after ray.init, which installs a SIGTERM handler of its own
+    stdout, stderr = process.communicate(timeout=240)
+    assert process.returncode == 143, stderr
+    assert "SIGTERM: finishing the pictures in progress" in stderr
+    assert "interrupted: the pictures written so far are kept; the same command with --resume carries on" in stderr
+    assert "Traceback" not in stderr and not re.search(r"\.cc:\d+", stderr), stderr  # none of Ray's C++ lines
+    done = len(stdout.splitlines())
+    assert 1 <= done < 10 and len(list(out.glob("*.jpg"))) == done
+    finished = outputs_now(out)
+    resumed = script(*command[1:], "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resume: {done} of 10 inputs already done with these settings" in resumed.stderr
+    assert len(resumed.stdout.splitlines()) == 10 - done
+    now = outputs_now(out)
+    assert all(now[path] == stamp for path, stamp in finished.items())
+    assert len(list(out.glob("*.jpg"))) == len(list(out.glob("*.json"))) == 10 and not leftovers(out)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_an_address_where_a_web_server_answers_is_one_line_soon(tmp_path, photo):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        start = time.monotonic()
+        result = script("detect_image.py", "--input", str(photo), "--ray", f"127.0.0.1:{server.server_port}",
+                        cwd=tmp_path, timeout=60)
+    finally:
+        server.shutdown()
+    assert time.monotonic() - start < 15
+    assert_one_line_error(result)
+    assert f"--ray 127.0.0.1:{server.server_port}: not a Ray cluster: a web server answered" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_what_a_worker_prints_comes_back_once(tmp_path, checkpoints, address):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    make_video(clips / "a.mp4", frames=3)
+    make_video(clips / "b.mp4", frames=3)
+    result = script("detect_video.py", "--input", str(clips), "--model", "v1", "--weights", str(checkpoints["v1"]),
+                    "--imgsz", SMALL_IMGSZ, "--backend", "torch", "--slice", "96", "--ray", address, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("sliced: ") == 1, result.stderr

@@ -8,8 +8,10 @@ with --weights (and int8's calibration pictures) travel the same way, once per w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import importlib.util
 import logging
 import math
@@ -18,21 +20,25 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
-from urllib.parse import urlparse
+
+from tqdm import tqdm
 
 from frcnn.core.errors import DetectError, first_line
 from frcnn.core.specs import DetectOptions, ModelSpec, RayOptions
+from frcnn.pipelines.ray_join import (KeepSignalHandlers, RayLogsAside, check_reachable,
+                                      send_token_when_there_is_one)
 from frcnn.runtimes.cache import RECEIVED, cache_dir
 
 RAY_INSTALL = "pip install -r requirements-ray.txt"
-CONNECT_TIMEOUT_S = 10
 START_TIMEOUT_S = 30  # for the workers to be placed and to import the project's requirements
 MAX_RESTARTS = 3  # a worker whose process dies is started again (on any node) at most this often
 MAX_TASK_RETRIES = 3  # and the inputs it held are sent again at most this often
 IN_FLIGHT_PER_WORKER = 2  # one computing, one waiting: no idle worker, and few inputs in the object store
+MAX_MESSAGES = 50  # lines a worker's job may send back with its result
 # What the workers are sent: the package and the top-level modules it imports, by name (found, not imported:
 # the driver need not load PyTorch).
 SHIPPED_MODULES = ("frcnn", "model", "coco_names")
@@ -45,23 +51,6 @@ def import_ray():
     except ImportError:
         raise DetectError(f"--ray needs Ray, which is not installed here: {RAY_INSTALL}") from None
     return ray
-
-
-def _check_reachable(address: str) -> None:
-    """Fail in seconds, not minutes, when nothing answers at host:port (Ray itself retries for long)."""
-    if address == "auto":
-        return
-    parsed = urlparse(address if "://" in address else f"ray://{address}")
-    try:
-        port = parsed.port
-    except ValueError:
-        port = None
-    if parsed.hostname is None or port is None:
-        raise DetectError(f"--ray {address}: give the cluster's address as HOST:PORT (or auto)")
-    try:
-        socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as error:
-        raise DetectError(f"cannot reach the Ray cluster at {address} ({error.strerror or error})") from None
 
 
 def _cluster_messages_to_stderr() -> None:
@@ -79,16 +68,6 @@ def _cluster_messages_to_stderr() -> None:
     module.print_to_stdstream = to_stderr
 
 
-def _send_token_when_there_is_one() -> None:
-    """Clusters that `ray start` begins ask for a token (Ray 2.59 and later), and Ray's client sends the one it
-    has only in token mode; a cluster without authentication accepts such a client too."""
-    if os.environ.get("RAY_AUTH_MODE"):
-        return
-    if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-            or (Path.home() / ".ray" / "auth_token").is_file()):
-        os.environ["RAY_AUTH_MODE"] = "token"
-
-
 class Cluster:
     """A Ray cluster joined for one run, or a local one started for it (and stopped at its end)."""
 
@@ -96,42 +75,31 @@ class Cluster:
         self.options = options
         self.ray = None
         self.local = False
-        self._code = None
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> "Cluster":
         address = self.options.address or os.environ.get("RAY_ADDRESS")
         self.local = not address
         if address:
-            _check_reachable(address)
-            _send_token_when_there_is_one()  # read when Ray is imported
+            check_reachable(address)
+            send_token_when_there_is_one()  # read when Ray is imported
         ray = import_ray()
-        # The workers get the project's modules and nothing else of its folder (outputs, media, weights stay).
-        self._code = tempfile.TemporaryDirectory(prefix="frcnn-code-")
-        _copy_modules(self._code.name)
-        settings = {"runtime_env": {"working_dir": self._code.name},
-                    "log_to_driver": False, "logging_level": logging.ERROR}
-        if self.local:  # "local": a new instance even where another Ray runs on this machine
-            settings.update(address="local", include_dashboard=False)
-            print(f"Ray: starting a local cluster ({os.cpu_count()} CPUs) ...", file=sys.stderr, flush=True)
-        else:
-            settings["address"] = address
-        try:
-            ray.init(**settings)
-        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
-            where = f"at {address}" if address else "here"
-            hint = (" (a cluster with token authentication also needs its token here: RAY_AUTH_TOKEN, printed by "
-                    "'ray get-auth-token' on its head)") if address and isinstance(error, ConnectionError) else ""
-            text = " ".join(str(error).split())[:300] or type(error).__name__  # Ray's advice spans several lines
-            raise DetectError(f"cannot start or join the Ray cluster {where}: {text}{hint}") from None
+        with contextlib.ExitStack() as stack:  # undone at once if joining fails, else when the run ends
+            logs = stack.enter_context(RayLogsAside())
+            # The workers get the project's modules and nothing else of its folder (outputs, media, weights stay).
+            code = stack.enter_context(tempfile.TemporaryDirectory(prefix="frcnn-code-"))
+            _copy_modules(code)
+            with KeepSignalHandlers():
+                _init(ray, address, code, logs.path)
+            stack.callback(_shutdown, ray)
+            self._stack = stack.pop_all()
         self.ray = ray
         _cluster_messages_to_stderr()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.ray is not None and self.ray.is_initialized():
-            self.ray.shutdown()  # a local cluster stops; on a joined one, this run's workers end
-        if self._code is not None:
-            self._code.cleanup()
+        self._stack.close()  # a local cluster stops; on a joined one, this run's workers end
+
 
     def workers(self, specs: Sequence[ModelSpec], detect: DetectOptions, inputs: int) -> "WorkerPool":
         """Workers for these models, as many as asked (or as the cluster's resources allow), at most one per input."""
@@ -158,6 +126,30 @@ class Cluster:
               f"{nodes} node{'s' if nodes != 1 else ''}, {cpus_total:g} CPUs, {gpus_total:g} GPUs",
               file=sys.stderr, flush=True)
         return WorkerPool(self.ray, specs, detect, count, cpus, gpus)
+
+
+def _init(ray, address: str | None, code: str, log: Path | None) -> None:
+    """`ray.init`: a local cluster for the run (no address), or the one at `address`; DetectError if it fails."""
+    settings = {"runtime_env": {"working_dir": code}, "log_to_driver": False, "logging_level": logging.ERROR}
+    if address:
+        settings["address"] = address
+    else:  # "local": a new instance even where another Ray runs on this machine
+        settings.update(address="local", include_dashboard=False)
+        print(f"Ray: starting a local cluster ({os.cpu_count()} CPUs) ...", file=sys.stderr, flush=True)
+    try:
+        ray.init(**settings)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
+        where = f"at {address}" if address else "here"
+        hint = (" (a cluster with token authentication also needs its token here: RAY_AUTH_TOKEN, printed by "
+                "'ray get-auth-token' on its head)") if address and isinstance(error, ConnectionError) else ""
+        text = " ".join(str(error).split())[:300] or type(error).__name__  # Ray's advice spans several lines
+        logs = f"; Ray's own messages are in {log}" if log is not None else ""
+        raise DetectError(f"cannot start or join the Ray cluster {where}: {text}{hint}{logs}") from None
+
+
+def _shutdown(ray) -> None:
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def _copy_modules(folder: str) -> None:
@@ -216,20 +208,25 @@ class DetectionWorker:
 
     # The shipped files come with every call, not to the constructor: Ray cannot restart an actor whose
     # constructor arguments lived in the object store, and the references are a few bytes each.
-    def ready(self, files: dict) -> tuple[float, list]:
-        """Load the models (if not yet); return the seconds it took, and what the driver needs to know of them."""
+    def ready(self, files: dict) -> tuple[float, list, list[str]]:
+        """Load the models (if not yet); return the seconds it took, what the driver needs to know of them, and
+        the lines loading printed."""
         from frcnn.inference.loading import describe_models  # PyTorch: on the worker only
 
         start = time.perf_counter()
-        predictors = self._predictors(files)
-        return time.perf_counter() - start, describe_models(predictors)
+        predictors, lines = _with_messages(lambda: self._predictors(files))
+        return time.perf_counter() - start, describe_models(predictors), lines
 
-    def run(self, files: dict, job: Callable, *args):
-        """The job's result, or the DetectError it raised: a bad input fails alone, the worker goes on."""
-        try:
-            return job(self._predictors(files), *args)
-        except DetectError as error:
-            return error
+    def run(self, files: dict, job: Callable, *args) -> tuple:
+        """The job's result, or the DetectError it raised (a bad input fails alone, the worker goes on), and the
+        lines it printed (the driver shows them: a worker's own output reaches no one)."""
+        def call():
+            try:
+                return job(self._predictors(files), *args)
+            except DetectError as error:
+                return error
+
+        return _with_messages(call)
 
     def _predictors(self, files: dict) -> list:
         if self.predictors is None:
@@ -300,6 +297,36 @@ class _Inputs:
             return key, error, 0
 
 
+def _with_messages(call: Callable[[], object]) -> tuple[object, list[str]]:
+    """`call()`'s result and the lines it wrote to stdout and stderr (warnings, the slicing line), at most
+    MAX_MESSAGES of them."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer), contextlib.redirect_stdout(buffer):
+        result = call()
+    lines = [line.strip() for line in buffer.getvalue().replace("\r", "\n").splitlines()]
+    return result, [line for line in lines if line][:MAX_MESSAGES]
+
+
+class _Messages:
+    """The workers' lines, shown on this machine's stderr once per run each, above any progress bar."""
+
+    def __init__(self):
+        self._seen: set[str] = set()
+
+    def show(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            if line not in self._seen:
+                self._seen.add(line)
+                tqdm.write(line, file=sys.stderr)
+
+
+@dataclasses.dataclass
+class _Lost:
+    """A job whose worker was lost for good (restarted more often than it may be)."""
+
+    error: BaseException
+
+
 def _cause(error: BaseException) -> BaseException:
     """The exception a worker raised, from Ray's wrapper of it."""
     return getattr(error, "cause", None) or error
@@ -318,6 +345,7 @@ class WorkerPool:
         self.actors = [actor.remote(worker_specs, detect) for _ in range(count)]
         self.load_seconds: list[float] = []
         self.models: list = []  # jobs.ModelInfo of each model, once a worker has loaded them
+        self.messages = _Messages()
         self._loading: dict = {}
         self._ready: list = []
 
@@ -362,14 +390,19 @@ class WorkerPool:
             self.ray.kill(actor)
         self._ready, self._loading = [], {}
 
-    def imap(self, job: Callable, keys: Iterable, prepare: Callable) -> Iterator[tuple]:
+    def imap(self, job: Callable, keys: Iterable, prepare: Callable,
+             stop: threading.Event | None = None) -> Iterator[tuple]:
         """(key, args, outcome) for every key, in the order they finish: `prepare(key)` gives the job's
         arguments here (None and the DetectError when it cannot), the outcome is the job's result or a DetectError.
-        An input whose worker is lost for good goes to another worker, at most MAX_TASK_RETRIES times."""
+        An input whose worker is lost for good goes to another worker, at most MAX_TASK_RETRIES times. Once
+        `stop` is set, no input is sent: the one each worker is computing finishes, those waiting are dropped."""
         inputs = _Inputs(iter(keys), prepare)
-        in_flight: dict = {}  # ref -> (key, args, actor, tries)
+        in_flight: dict = {}  # ref -> (key, args, actor, tries), in the order they were sent
         held = {id(actor): 0 for actor in self.actors}
         while True:
+            if stop is not None and stop.is_set():
+                yield from self._finish(in_flight)
+                return
             yield from self._submit(job, inputs, in_flight, held)
             if inputs.finished and not in_flight:
                 return
@@ -383,9 +416,15 @@ class WorkerPool:
                 continue
             key, args, actor, tries = in_flight.pop(ref)
             held[id(actor)] -= 1
-            outcome = self._outcome(ref, actor, key, args, tries, inputs)
-            if outcome is not None:
-                yield key, args, outcome
+            outcome = self._outcome(ref, key)
+            if isinstance(outcome, _Lost):
+                if actor in self._ready:
+                    self._ready.remove(actor)
+                if tries < MAX_TASK_RETRIES:
+                    inputs.again.append((key, args, tries + 1))
+                    continue
+                outcome = DetectError(f"{key}: the Ray workers processing it were lost ({first_line(outcome.error)})")
+            yield key, args, outcome
 
     def _submit(self, job: Callable, inputs: "_Inputs", in_flight: dict, held: dict) -> Iterator[tuple]:
         """Give every ready worker inputs up to IN_FLIGHT_PER_WORKER; yield the inputs that could not be prepared."""
@@ -401,29 +440,41 @@ class WorkerPool:
                 in_flight[actor.run.remote(self.files, job, *args)] = (key, args, actor, tries)
                 held[id(actor)] += 1
 
-    def _outcome(self, ref, actor, key, args, tries: int, inputs: "_Inputs"):
-        """The finished job's result or DetectError; None when its worker was lost and the input goes again."""
+    def _finish(self, in_flight: dict) -> Iterator[tuple]:
+        """The outcomes of the jobs the workers are computing (each worker's oldest); those waiting are dropped."""
+        computing: dict = {}
+        for ref, (_, _, actor, _) in in_flight.items():
+            computing.setdefault(id(actor), ref)
+        waiting = list(computing.values())
+        while waiting:
+            (ref,), _ = self.ray.wait(waiting, num_returns=1)
+            waiting.remove(ref)
+            key, args, _, _ = in_flight[ref]
+            outcome = self._outcome(ref, key)
+            if not isinstance(outcome, _Lost):
+                yield key, args, outcome
+
+    def _outcome(self, ref, key):
+        """The finished job's result or DetectError (its messages shown); _Lost when its worker was lost for good."""
         ray = self.ray
         try:
-            return ray.get(ref)
+            outcome, lines = ray.get(ref)
         except ray.exceptions.RayActorError as error:  # restarted more often than it may be: gone for good
-            if actor in self._ready:
-                self._ready.remove(actor)
-            if tries < MAX_TASK_RETRIES:
-                inputs.again.append((key, args, tries + 1))
-                return None
-            return DetectError(f"{key}: the Ray workers processing it were lost ({first_line(error)})")
+            return _Lost(error)
         except ray.exceptions.RayError as error:  # raised by the job on the worker, or lost from the store
             cause = _cause(error)
             return DetectError(f"{key}: on a Ray worker: {type(cause).__name__}: {first_line(cause)}")
+        self.messages.show(lines)
+        return outcome
 
     def _loaded(self, ref) -> None:
         actor = self._loading.pop(ref)
         try:
-            seconds, self.models = self.ray.get(ref)
+            seconds, self.models, lines = self.ray.get(ref)
             self.load_seconds.append(seconds)
         except self.ray.exceptions.RayActorError:
             return  # lost for good while loading: the others go on
         except self.ray.exceptions.RayError as error:
             raise DetectError(f"on a Ray worker: {first_line(_cause(error))}") from None
+        self.messages.show(lines)
         self._ready.append(actor)

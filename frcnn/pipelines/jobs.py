@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -56,10 +57,14 @@ class LocalPool:
     def close(self) -> None:
         """Nothing to stop: the models go with the process."""
 
-    def imap(self, job: Callable, keys: Iterable, prepare: Callable) -> Iterator[tuple]:
+    def imap(self, job: Callable, keys: Iterable, prepare: Callable,
+             stop: threading.Event | None = None) -> Iterator[tuple]:
         """(key, args, outcome) for every key: `prepare(key)` gives the job's arguments (None and the DetectError
-        when it cannot), the outcome is the job's result or the DetectError it raised."""
+        when it cannot), the outcome is the job's result or the DetectError it raised. Once `stop` is set, no
+        input starts."""
         for key in keys:
+            if stop is not None and stop.is_set():
+                return
             try:
                 args = prepare(key)
             except DetectError as error:
