@@ -111,14 +111,14 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                         help="after the warm-up: cosine decay to 0 (default), or steps (10x lower at 16/26 and "
                              "22/26 of the epochs)")
-    recipe.add_argument("--imgsz", type=_imgsz, default=DEFAULT_IMGSZ,
+    recipe.add_argument("--imgsz", type=_imgsz, default=DEFAULT_IMGSZ, metavar="N",
                         help=f"shorter side the model sees, in pixels (default {DEFAULT_IMGSZ}); use the same with "
                              f"detect_image.py")
     recipe.add_argument("--box-batch", type=options.positive_int, default=DEFAULT_BOX_BATCH, metavar="N",
                         help=f"proposals per picture the box head learns from (default {DEFAULT_BOX_BATCH}, "
                              f"torchvision's); 128 is much faster on a CPU for small pictures, above all for v2, "
                              f"whose box head has four convolutions per box")
-    recipe.add_argument("--seed", type=_non_negative_int, default=0,
+    recipe.add_argument("--seed", type=_non_negative_int, default=0, metavar="N",
                         help="seed of the weights, data order, augmentation and validation split (default 0)")
 
 
@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_start_options(parser)
     _add_recipe_options(parser)
     run = parser.add_argument_group("running")
-    run.add_argument("--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N")
+    run.add_argument("--device", default="auto", metavar="D",
+                     help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N")
     run.add_argument("--no-amp", action="store_true", help="on CUDA, train in float32 instead of mixed precision")
     run.add_argument("--workers", type=_non_negative_int,
                      default=_default_workers(), metavar="N",

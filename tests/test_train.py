@@ -316,14 +316,21 @@ def test_bad_pictures_and_boxes_are_dropped_and_said_once(small_set):
     assert clipped.max() <= 64
 
 
-def test_yolo_reads_scores_columns_pictures_without_labels_and_orphans(small_set, tmp_path):
-    data = coco_to_yolo(*small_set, tmp_path / "yolo")
-    label = data / "labels" / "000001.txt"
+def test_yolo_reads_the_save_txt_layout_score_columns_pictures_without_labels_and_orphans(small_set, tmp_path):
+    flat = coco_to_yolo(*small_set, tmp_path / "flat")
+    data = tmp_path / "yolo"  # detect_image.py --save-txt's layout: images/<model>/, labels/<model>/ with classes.txt
+    (data / "labels").mkdir(parents=True)
+    (data / "images").mkdir()
+    (flat / "images").rename(data / "images" / "v2")
+    (flat / "labels").rename(data / "labels" / "v2")
+    (flat / "classes.txt").rename(data / "labels" / "v2" / "classes.txt")
+    label = data / "labels" / "v2" / "000001.txt"
     label.write_text("".join(line.rstrip() + " 0.91\n" for line in label.read_text().splitlines()))
-    (data / "labels" / "000003.txt").unlink()
-    (data / "labels" / "stray.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    (data / "labels" / "v2" / "000003.txt").unlink()
+    (data / "labels" / "v2" / "stray.txt").write_text("0 0.5 0.5 0.1 0.1\n")
     coco = load_training_data(_settings(DataSource("coco", str(small_set[0]), str(small_set[1]))))
     yolo = load_training_data(_settings(DataSource("yolo", data=str(data))))
+    assert yolo.train.class_names == coco.train.class_names
     assert [len(s.labels) for s in yolo.train.samples] == [len(coco.train.samples[0].labels),
                                                            len(coco.train.samples[1].labels), 0]
     assert np.allclose(yolo.train.samples[0].boxes, coco.train.samples[0].boxes, atol=1e-3)

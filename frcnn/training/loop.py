@@ -146,7 +146,7 @@ def fit(trainer: Trainer, batches: TrainBatches, validator: Validator | None, se
     title = f"{settings.model} on {settings.train.describe()}"
     while progress.epoch < settings.epochs:
         training = progress.step < batches.steps_per_epoch
-        if training and not train_epoch(trainer, batches, progress, settings, log, hooks):
+        if hooks.should_stop() or (training and not train_epoch(trainer, batches, progress, settings, log, hooks)):
             save(folder, trainer, progress, log, False, title)
             return False
         started = time.perf_counter()
