@@ -230,6 +230,14 @@ class Written:
     def outputs(self, spec: str, run: VideoRun) -> VideoOutputs:
         return VideoOutputs.named(self.out_dir, self.names[spec], run, self.records)
 
+    def unseal(self, video: Path) -> None:
+        if self.book is not None:
+            self.book.unseal(video)
+
+    def seal(self, video: Path, spec: str, landed) -> None:
+        if self.book is not None:
+            self.book.seal(video, spec, landed)
+
     def todo(self, sources: list[str], run: VideoRun, resume: bool) -> list[str]:
         """The sources not done yet (all of them, unless `resume`); a resumed run says how many it skips."""
         todo, skipped = pending(self.book, sources, lambda spec: self.outputs(spec, run).video, resume)
@@ -329,7 +337,7 @@ def process_here(sources: list[str], opened: dict[str, VideoSource], predictors:
             print(counter + describe_source(source), file=sys.stderr)
             if window is not None:
                 window.title = f"{source.name} ({run.model_option})"
-            written.book.unseal(outputs.video)
+            written.unseal(outputs.video)
             result = detect_to_files(source, predictors, run, outputs, stop, window)
         except DetectError as error:
             print(f"error: {error}", file=sys.stderr)
@@ -338,7 +346,7 @@ def process_here(sources: list[str], opened: dict[str, VideoSource], predictors:
         finally:
             source.close()
         if not stop.is_set() and not is_live(spec):  # a video cut short is not done: a resumed run redoes it
-            written.book.seal(outputs.video, spec, outputs.landed())
+            written.seal(outputs.video, spec, outputs.landed())
         report(spec, result, outputs)
     return failed
 
@@ -373,9 +381,9 @@ def process_on_workers(pool, sources: list[str], run: VideoRun, written: Written
                 tqdm.write(f"error: {outcome}", file=sys.stderr)
                 failed += 1
                 continue
-            written.book.unseal(plan[spec].video)
+            written.unseal(plan[spec].video)
             write_encoded(outcome, plan[spec])
-            written.book.seal(plan[spec].video, spec, plan[spec].landed())
+            written.seal(plan[spec].video, spec, plan[spec].landed())
             tqdm.write(outcome.description, file=sys.stderr)
             report(spec, outcome.result, plan[spec])
     return failed

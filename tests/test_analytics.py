@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import sys
 import time
 from types import SimpleNamespace
@@ -334,8 +335,8 @@ def test_the_files_come_back_from_a_worker_as_from_a_run_here(tmp_path, checkpoi
                      proposals=100)
     predictors = load_predictors([spec], DetectOptions(threshold=0.1))
     out = tmp_path / "outputs"
-    failed = detect_video.process_on_workers(LocalPool(predictors), [str(clip)], {str(clip): "clip"}, run, out,
-                                             records=False)
+    written = detect_video.Written(out, {str(clip): "clip"}, records=False)
+    failed = detect_video.process_on_workers(LocalPool(predictors), [str(clip)], run, written, threading.Event())
     assert failed == 0
     check_analytics(out, "clip", "v1", frames=3)
     assert (out / "clip_v1.mp4").stat().st_size > 0 and (out / "clip_v1_tracks.jsonl").exists()
