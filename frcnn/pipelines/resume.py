@@ -22,9 +22,8 @@ from typing import Any, Iterable, Sequence
 from tqdm import tqdm
 
 from frcnn.core.files import is_url, write_bytes_atomically
-from frcnn.runtimes.cache import cache_dir
+from frcnn.runtimes.cache import SEALS, cache_dir
 
-SEALS = "resume"  # the folder of the seals, in the cache folder
 CHUNK = 1 << 20
 
 
