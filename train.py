@@ -40,33 +40,6 @@ def _default_workers() -> int:
     return min(8, (os.cpu_count() or 2) // 2)
 
 
-def _imgsz(text: str) -> int:
-    value = options.positive_int(text)
-    if value < 32:
-        raise argparse.ArgumentTypeError(f"{text} is too small (at least 32)")
-    return value
-
-
-def _layers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if not 0 <= value <= 5:
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 5")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
-    return value
-
-
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data (COCO format: --images and --annotations; YOLO format: --data)")
     data.add_argument("--images", metavar="DIR", help="training pictures of a COCO-format set")
@@ -94,7 +67,7 @@ def _add_start_options(parser: argparse.ArgumentParser) -> None:
                                                          "v1/v2 state_dict: the same classes continue its box "
                                                          "predictor, other classes replace it")
     begin.add_argument("--from-scratch", action="store_true", help="random weights, every layer trained")
-    start.add_argument("--trainable-layers", type=_layers, metavar="N",
+    start.add_argument("--trainable-layers", type=options.backbone_layers, metavar="N",
                        help=f"backbone stages trained when starting from weights, 0..5 from the top "
                             f"(default {DEFAULT_TRAINABLE_LAYERS}, as torchvision's reference)")
 
@@ -111,14 +84,14 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                         help="after the warm-up: cosine decay to 0 (default), or steps (10x lower at 16/26 and "
                              "22/26 of the epochs)")
-    recipe.add_argument("--imgsz", type=_imgsz, default=DEFAULT_IMGSZ, metavar="N",
+    recipe.add_argument("--imgsz", type=options.imgsz, default=DEFAULT_IMGSZ, metavar="N",
                         help=f"shorter side the model sees, in pixels (default {DEFAULT_IMGSZ}); use the same with "
                              f"detect_image.py")
     recipe.add_argument("--box-batch", type=options.positive_int, default=DEFAULT_BOX_BATCH, metavar="N",
                         help=f"proposals per picture the box head learns from (default {DEFAULT_BOX_BATCH}, "
                              f"torchvision's); 128 is much faster on a CPU for small pictures, above all for v2, "
                              f"whose box head has four convolutions per box")
-    recipe.add_argument("--seed", type=_non_negative_int, default=0, metavar="N",
+    recipe.add_argument("--seed", type=options.non_negative_int, default=0, metavar="N",
                         help="seed of the weights, data order, augmentation and validation split (default 0)")
 
 
@@ -133,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", metavar="D",
                      help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N")
     run.add_argument("--no-amp", action="store_true", help="on CUDA, train in float32 instead of mixed precision")
-    run.add_argument("--workers", type=_non_negative_int,
+    run.add_argument("--workers", type=options.non_negative_int,
                      default=_default_workers(), metavar="N",
                      help=f"processes that read and augment pictures (default {_default_workers()}; 0: in the "
                           f"training process)")

@@ -64,6 +64,14 @@ def non_negative_int(text: str) -> int:
     return _whole(text, 0, "0 or more")
 
 
+def backbone_layers(text: str) -> int:
+    """How many of the backbone's five stages are trained: 0 to 5."""
+    value = _whole(text, -(10 ** 9), "")  # the range check below names the range
+    if not 0 <= value <= 5:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 5")
+    return value
+
+
 def positive_number(text: str) -> float:
     value = _number(text)
     if not value > 0:
@@ -97,7 +105,8 @@ def device_name(text: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown device '{text}' (use auto, cpu, cuda, cuda:N or mps)")
 
 
-def _imgsz(text: str) -> int:
+def imgsz(text: str) -> int:
+    """A picture size in pixels: a whole number of at least 32."""
     value = positive_int(text)
     if value < 32:
         raise argparse.ArgumentTypeError(f"{text} is too small (at least 32)")
@@ -123,7 +132,7 @@ def _slice_size(text: str) -> int:
 def add_model_options(parser: argparse.ArgumentParser, both_means: str = "both side by side (v1 left, v2 right)") -> None:
     """Which model, on what, with which weights: the same in every script."""
     parser.add_argument("--model", choices=[*MODEL_NAMES, "both"], default="v2", help=f"v1, v2 (default), or {both_means}")
-    parser.add_argument("--imgsz", type=_imgsz, default=DEFAULT_IMGSZ,
+    parser.add_argument("--imgsz", type=imgsz, default=DEFAULT_IMGSZ,
                         help=f"shorter side the model sees, in pixels (default {DEFAULT_IMGSZ}; smaller is faster)")
     parser.add_argument("--device", type=device_name, default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     parser.add_argument("--weights", nargs="+", metavar="PATH",
