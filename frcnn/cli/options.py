@@ -66,9 +66,9 @@ def non_negative_int(text: str) -> int:
 
 def backbone_layers(text: str) -> int:
     """How many of the backbone's five stages are trained: 0 to 5."""
-    value = _whole(text, -(10 ** 9), "")  # the range check below names the range
-    if not 0 <= value <= 5:
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 5")
+    value = _whole(text, 0, "between 0 and 5")
+    if value > 5:
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 5")
     return value
 
 
