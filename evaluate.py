@@ -207,6 +207,8 @@ def format_table(rows: dict[str, dict], subset_note: str, published: bool = Fals
                      for row in lines)
     if published:
         text += "\n* torchvision's COCO val2017 box AP for its COCO weights, on all 5,000 images" + subset_note
+    elif subset_note:
+        text += f"\n{subset_note.lstrip('; ')} of the set were scored"
     return text
 
 
