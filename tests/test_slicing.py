@@ -309,9 +309,9 @@ def test_tiles_without_overlap_are_the_model_on_each_crop_shifted(v1_predictor):
             parts.append(alone.detections.shifted(x, 0))
     assert_same(prediction.detections, merge_detections(Detections.concatenate(parts), "nms", "iou", 0.5))
 
-    assert prediction.settings["slice"] == {"size": size, "overlap": 0.0, "full_pass": False, "merge": "nms",
+    assert prediction.settings.to_json()["slice"] == {"size": size, "overlap": 0.0, "full_pass": False, "merge": "nms",
                                             "match": "iou", "match_threshold": 0.5, "tiles": 2}
-    assert prediction.settings["threshold"] == 0.5 and prediction.milliseconds > 0
+    assert prediction.settings.to_json()["threshold"] == 0.5 and prediction.milliseconds > 0
     assert (prediction.detections.boxes[:, [0, 2]] <= 2 * size).all()
     assert (prediction.detections.boxes[:, [0, 2]] > size).any()  # boxes of the right half are in its coordinates
 
@@ -324,8 +324,8 @@ def test_a_picture_inside_one_tile_is_the_plain_run(v1_predictor):
                           (SliceOptions(size=64, merge="nms", match="iou"), 64)]:  # the last: exactly one tile wide
         (sliced,) = SlicedPredictor(v1_predictor, options)([image])
         assert_same(sliced.detections, plain.detections)
-        assert sliced.settings["slice"]["tiles"] == 1 and sliced.settings["slice"]["full_pass"] is False
-        assert sliced.settings["slice"]["size"] == size
+        assert sliced.settings.to_json()["slice"]["tiles"] == 1 and sliced.settings.to_json()["slice"]["full_pass"] is False
+        assert sliced.settings.to_json()["slice"]["size"] == size
 
 
 # ---------------------------------------------------------------- the scripts
