@@ -338,7 +338,7 @@ import json, os, resource, sys
 sys.path.insert(0, sys.argv[1])
 import detect_utils
 from model import load
-from frcnn.inference.predictor import make_predictor
+from frcnn.inference.loading import make_predictor
 from frcnn.core.specs import DetectOptions, ModelSpec, SliceOptions
 
 def resident(key):
@@ -360,7 +360,7 @@ except OSError:
 report["peak"] = max(report["peak"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 if before is not None:
     report["inference"] = resident("VmHWM") - before
-report.update(tiles=prediction.settings.get("slice", {}).get("tiles"), detections=len(prediction.detections))
+report.update(tiles=prediction.settings.to_json().get("slice", {}).get("tiles"), detections=len(prediction.detections))
 print(json.dumps(report))
 """
 
