@@ -106,7 +106,7 @@ def run_picture(config: dict) -> dict:
     """One picture, one mode: the scripts' predictor, timed; for a sliced run, its inner calls too."""
     import cv2
 
-    from frcnn.inference.predictor import make_predictor
+    from frcnn.inference.loading import make_predictor
     from frcnn.inference.slicing import tile_grid
     from frcnn.core.specs import DetectOptions
 
