@@ -138,7 +138,7 @@ def run_picture(config: dict) -> dict:
         run = {"seconds": seconds, "cpu_seconds": own, "others": others_load(load, own, seconds),
                "reported_ms": prediction.milliseconds, "detections": len(prediction.detections)}
         if recorder:
-            settings = prediction.settings["slice"]
+            settings = prediction.settings.to_json()["slice"]
             full = sum(s for whole, _, s in recorder.calls if whole)
             tiles = sum(s for whole, _, s in recorder.calls if not whole)
             run.update(tiles=settings["tiles"], tile_size=settings["size"], full_pass_seconds=full,
