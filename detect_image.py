@@ -23,6 +23,7 @@ from frcnn.core.specs import DrawOptions
 from frcnn.core.files import (IMAGE_SUFFIXES, AtomicOutputs, check_replaceable, decode_picture, is_url, source_bytes,
                               write_bytes_atomically, write_json, written_here)
 from frcnn.video.window import show_window
+from frcnn.core.progress import progress_bar
 
 # PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
 
@@ -178,8 +179,8 @@ def process_all(pool, sources: list[str], run: ImageRun, book: ResumeBook, stopp
 
     failed, showing, described = 0, show, pool.models[0].settings.slice is None
     stopper.graceful = True
-    with tqdm(total=len(todo), desc="images", unit="img", disable=len(todo) < 2, file=sys.stderr) as bar:
-        for source, arguments, outcome in pool.imap(detect_picture, todo, prepare, stopper.event):
+    with progress_bar(total=len(todo), desc="images", unit="img", disable=len(todo) < 2) as bar:
+        for source, arguments, outcome in pool.imap(detect_picture, todo, prepare, stopper.event, du.RESUME_HINT):
             bar.update(1)
             try:
                 if isinstance(outcome, DetectError):

@@ -18,6 +18,9 @@ from frcnn.core.errors import DetectError
 from frcnn.core.files import (atomic_output, is_url, read_image, write_bytes_atomically,  # noqa: F401
                               write_image, written_here)
 
+# How a photo or video run that stopped part-way goes on (the finished inputs' outputs are sealed as they land).
+RESUME_HINT = "the same command with --resume skips the finished ones"
+
 
 # ---------------------------------------------------------------- reading
 

@@ -39,10 +39,12 @@ from frcnn.video.pipeline import (EncodedVideo, VideoResult, VideoRun, Window, a
                                   process_video)
 from frcnn.video.sources import VideoSource, describe_source, is_live, live_name, open_source
 from frcnn.core.files import AtomicOutputs, VIDEO_SUFFIXES, read_bytes
+from frcnn.core.progress import progress_bar
 
 # PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
 
 DEFAULT_INPUT = Path(__file__).resolve().parent / "input" / "sample.mp4"
+DEFAULT_TRACK_BUFFER_S = 1.0  # how long an unseen object keeps its ID
 
 # ---------------------------------------------------------------- the command
 
@@ -74,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     tracks.add_argument("--detect-every", type=options.positive_int, default=1, metavar="N",
                         help="run the model on every Nth processed frame only; the tracker carries the boxes "
                              "in between (implies --track; default 1)")
-    tracks.add_argument("--track-buffer", type=options.seconds_up_to_an_hour, default=1.0, metavar="SECONDS",
-                        help="how long an object that is not seen keeps its ID (default 1)")
+    tracks.add_argument("--track-buffer", type=options.seconds_up_to_an_hour, metavar="SECONDS",
+                        help=f"how long an object that is not seen keeps its ID (default {DEFAULT_TRACK_BUFFER_S:g}; "
+                             f"implies --track)")
     add_analytics_options(parser)
     return parser
 
@@ -118,11 +121,13 @@ def _checked(parse):
 
 
 def track_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TrackOptions | None:
-    """Tracking as a value; --trails, --count-line, --detect-every and every analytics option imply it."""
+    """Tracking as a value; --trails, --count-line, --detect-every, --track-buffer and every analytics option
+    imply it."""
     analytics = analytics_options(args, parser)
-    if not (args.track or args.trails or args.detect_every > 1 or analytics.enabled):
+    if not (args.track or args.trails or args.detect_every > 1 or args.track_buffer is not None or analytics.enabled):
         return None
-    return TrackOptions(trails=args.trails or 0, detect_every=args.detect_every, lost_seconds=args.track_buffer,
+    buffer = DEFAULT_TRACK_BUFFER_S if args.track_buffer is None else args.track_buffer
+    return TrackOptions(trails=args.trails or 0, detect_every=args.detect_every, lost_seconds=buffer,
                         analytics=analytics)
 
 
@@ -374,8 +379,8 @@ def process_on_workers(pool, sources: list[str], run: VideoRun, written: Written
         return read_bytes(spec), spec, written.names[spec], run, written.records, run.tracking is not None
 
     failed = 0
-    with tqdm(total=len(sources), desc="videos", unit="video", file=sys.stderr, dynamic_ncols=True) as bar:
-        for spec, _, outcome in pool.imap(detect_video_bytes, sources, prepare, stop):
+    with progress_bar(total=len(sources), desc="videos", unit="video", dynamic_ncols=True) as bar:
+        for spec, _, outcome in pool.imap(detect_video_bytes, sources, prepare, stop, du.RESUME_HINT):
             bar.update(1)
             if isinstance(outcome, DetectError):
                 tqdm.write(f"error: {outcome}", file=sys.stderr)

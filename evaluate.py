@@ -33,6 +33,7 @@ from frcnn.core.files import read_bytes, write_bytes_atomically, write_json
 from frcnn.reporting.report import PAGE, ReportOptions, write_report
 from frcnn.reporting.runs import (PREDICTIONS, Run, RunEntry, find_runs, load_run, read_json, read_set_record,
                                   recorded_set, set_record, write_set_record)
+from frcnn.core.progress import progress_bar
 
 # torchvision's published COCO val2017 box mAP (the weights' documentation).
 PUBLISHED_AP = {"v1": 0.370, "v2": 0.467}
@@ -155,9 +156,10 @@ def run_model(pool, data: CocoSet, image_ids: list[int], out_dir: Path) -> Resul
         path = data.images_dir / data.coco.imgs[image_id]["file_name"]
         return read_bytes(path), str(path)
 
-    outcomes = pool.imap(detect_for_scoring, todo, prepare)
-    for image_id, _, outcome in tqdm(outcomes, total=len(todo), desc=model.name, unit="img", file=sys.stderr,
-                                     dynamic_ncols=True):
+    outcomes = pool.imap(detect_for_scoring, todo, prepare,
+                         resume="the same command again scores the rest, keeping what was scored")
+    for image_id, _, outcome in progress_bar(outcomes, total=len(todo), desc=model.name, unit="img",
+                                             dynamic_ncols=True):
         if isinstance(outcome, DetectError):
             tqdm.write(f"warning: {outcome} (listed in the set; counted as missing)", file=sys.stderr)
             log.add(image_id, [], None)

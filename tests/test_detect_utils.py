@@ -225,3 +225,12 @@ def test_the_readme_python_example_runs(checkpoints, tmp_path):
     for line in lines:  # name, score at or above the threshold, [x1, y1, x2, y2]
         name, score, box = re.fullmatch(r"(.+) (0\.\d+|1\.0) (\[.*\])", line).groups()
         assert float(score) >= 0.5 and len(json.loads(box)) == 4
+
+
+def test_progress_bars_redraw_seldom_into_a_log(tmp_path):
+    from frcnn.core.progress import LOGGED_INTERVAL_S, progress_bar
+
+    with open(tmp_path / "log.txt", "w") as log:
+        assert progress_bar(total=3, file=log).mininterval == LOGGED_INTERVAL_S
+        assert progress_bar(total=3, file=log, mininterval=2).mininterval == 2
+    assert progress_bar(total=3, file=open(os.devnull, "w")).mininterval == LOGGED_INTERVAL_S

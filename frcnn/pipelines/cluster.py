@@ -1,4 +1,4 @@
-"""Running a script's jobs on a Ray cluster: the only module that knows Ray.
+"""Running a script's jobs on a Ray cluster: with frcnn/training/on_ray.py, the only module that knows Ray.
 
 Each worker is a Ray actor that builds its models once, from the plain descriptions of `specs.py` (never from a
 pickled model), and runs jobs on the bytes the driver sends it. Nothing is read from or written to a shared
@@ -391,14 +391,16 @@ class WorkerPool:
         self._ready, self._loading = [], {}
 
     def imap(self, job: Callable, keys: Iterable, prepare: Callable,
-             stop: threading.Event | None = None) -> Iterator[tuple]:
+             stop: threading.Event | None = None, resume: str = "") -> Iterator[tuple]:
         """(key, args, outcome) for every key, in the order they finish: `prepare(key)` gives the job's
         arguments here (None and the DetectError when it cannot), the outcome is the job's result or a DetectError.
         An input whose worker is lost for good goes to another worker, at most MAX_TASK_RETRIES times. Once
-        `stop` is set, no input is sent: the one each worker is computing finishes, those waiting are dropped."""
+        `stop` is set, no input is sent: the one each worker is computing finishes, those waiting are dropped.
+        Where every worker is lost, DetectError says how many inputs finished and, with `resume`, how to go on."""
         inputs = _Inputs(iter(keys), prepare)
         in_flight: dict = {}  # ref -> (key, args, actor, tries), in the order they were sent
         held = {id(actor): 0 for actor in self.actors}
+        finished = 0
         while True:
             if stop is not None and stop.is_set():
                 yield from self._finish(in_flight)
@@ -409,7 +411,9 @@ class WorkerPool:
             if not self._ready and not self._loading and not in_flight:
                 for key, _, _ in inputs.again:
                     yield key, None, DetectError(f"{key}: not processed, every Ray worker was lost")
-                raise DetectError("every Ray worker was lost; the remaining inputs were not processed")
+                then = f"; {resume}" if resume else ""
+                raise DetectError(f"every Ray worker was lost after {finished} input{'s' if finished != 1 else ''} "
+                                  f"finished (kept); the others were not processed{then}")
             (ref,), _ = self.ray.wait([*in_flight, *self._loading], num_returns=1)
             if ref in self._loading:
                 self._loaded(ref)
@@ -424,6 +428,7 @@ class WorkerPool:
                     inputs.again.append((key, args, tries + 1))
                     continue
                 outcome = DetectError(f"{key}: the Ray workers processing it were lost ({first_line(outcome.error)})")
+            finished += not isinstance(outcome, DetectError)
             yield key, args, outcome
 
     def _submit(self, job: Callable, inputs: "_Inputs", in_flight: dict, held: dict) -> Iterator[tuple]:

@@ -58,10 +58,10 @@ class LocalPool:
         """Nothing to stop: the models go with the process."""
 
     def imap(self, job: Callable, keys: Iterable, prepare: Callable,
-             stop: threading.Event | None = None) -> Iterator[tuple]:
+             stop: threading.Event | None = None, resume: str = "") -> Iterator[tuple]:
         """(key, args, outcome) for every key: `prepare(key)` gives the job's arguments (None and the DetectError
         when it cannot), the outcome is the job's result or the DetectError it raised. Once `stop` is set, no
-        input starts."""
+        input starts. (`resume`: how a run resumes, for a pool that can lose its workers.)"""
         for key in keys:
             if stop is not None and stop.is_set():
                 return

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from frcnn.core.errors import DetectError
 from frcnn.core.files import decode_picture, read_bytes
+from frcnn.core.progress import progress_bar
 
 BACKGROUND = "__background__"
 _PROGRESS_FROM = 1000  # pictures: a set this large shows a progress bar while its pictures are checked
@@ -109,8 +108,8 @@ def _header_size(path: Path, oriented: bool) -> tuple[int, int] | None:
 
 def checking(items: list, role: str) -> Iterable:
     """`items`, with a progress bar on stderr for large sets (every picture's header is read)."""
-    return tqdm(items, desc=f"checking {role} pictures", unit="img", file=sys.stderr, leave=False,
-                disable=len(items) < _PROGRESS_FROM)
+    return progress_bar(items, desc=f"checking {role} pictures", unit="img", leave=False,
+                        disable=len(items) < _PROGRESS_FROM)
 
 
 def checked_boxes(boxes: np.ndarray, labels: np.ndarray, width: int, height: int,

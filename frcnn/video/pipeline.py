@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 import numpy as np
-from tqdm import tqdm
 
 from frcnn.analytics.outputs import AnalyticsFiles
 from frcnn.core.errors import DetectError
@@ -32,6 +31,7 @@ from frcnn.video.sources import VideoSource, describe_source, open_source
 from frcnn.video.steps import FrameDrawer, FrameRecords, FrameSteps
 from frcnn.video.writer import H264Writer
 from frcnn.video.window import show_window
+from frcnn.core.progress import progress_bar
 
 _END = object()
 
@@ -202,8 +202,8 @@ def run_pipeline(source: VideoSource, predictors: list, run: VideoRun, finish_fr
     decoded: queue.Queue = queue.Queue(maxsize=2 * run.batch)
     detected: queue.Queue = queue.Queue(maxsize=2 * run.batch)
     abort = threading.Event()  # set when any stage fails, so the others stop too
-    progress = tqdm(total=_expected_frames(source, run), desc=source.name, unit="frame", file=sys.stderr,
-                    dynamic_ncols=True, disable=not run.progress)
+    progress = progress_bar(total=_expected_frames(source, run), desc=source.name, unit="frame",
+                            dynamic_ncols=True, disable=not run.progress)
 
     def draw_and_write() -> None:
         while (item := _get(detected, abort)) is not _END:
