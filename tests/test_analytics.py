@@ -233,9 +233,13 @@ def test_tracker_analytics_and_overlay_together(tmp_path):
 def test_bad_values_are_refused_with_their_reason():
     for text, reason in [("a=1,2,3,4", "at least three points"), ("a=1,2,x,4,5,6", "is not a polygon"),
                          ("a=1,2,3,4,5", "odd number"), ("a=0,0,10,10,20,20", "no area"),
-                         ("a=rect:1,2,3", "rect:X1,Y1,X2,Y2"), ("=1,2,3,4,5,6", "name")]:
+                         ("a=rect:1,2,3", "rect:X1,Y1,X2,Y2"), ("=1,2,3,4,5,6", "name"),
+                         ("a=0.1,0.1,0.9,0.1,0.9,120", r"mixes fractions of the frame \(0.1\) with pixels \(120\)")]:
         with pytest.raises(ValueError, match=reason):
             parse_zone(text)
+    with pytest.raises(ValueError, match=r"mixes fractions of the frame \(0.5\) with pixels \(2\)"):
+        parse_line("0.5,0,0.5,2")  # one value above 1 would otherwise make it a 2-pixel line
+    assert parse_line("0,0.5,1,0.5").points == (0, 0.5, 1, 0.5) and parse_line("0,360,1280,360").points[2] == 1280
     for text, reason in [("0,0,100,0,200,0,50,80=3,4", "on one line"), ("0,0,100,100,100,0,0,100=3,4", "in order"),
                          ("0,0,100,0,100,80,0,80", "=W,H"), ("0,0,100,0,100,80=3,4", "eight numbers"),
                          ("0,0,100,0,100,80,0,80=3,-4", "above 0")]:

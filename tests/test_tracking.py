@@ -171,3 +171,15 @@ def test_tracking_usage_errors(tmp_path, checkpoints):
                           (["--trails", "-2"], "at least 1"), (["--track-buffer", "x"], "seconds")]:
         result = run_script("detect_video.py", "--input", str(clip), *args, cwd=tmp_path)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+
+
+def test_every_tracking_option_turns_tracking_on():
+    import detect_video
+
+    parser = detect_video.build_parser()
+    assert detect_video.track_options(parser.parse_args([]), parser) is None
+    for args in (["--track"], ["--trails", "5"], ["--detect-every", "2"], ["--track-buffer", "3"],
+                 ["--count-line", "0,0.5,1,0.5"]):
+        options = detect_video.track_options(parser.parse_args(args), parser)
+        assert options is not None, args
+        assert options.lost_seconds == (3.0 if args[0] == "--track-buffer" else detect_video.DEFAULT_TRACK_BUFFER_S)

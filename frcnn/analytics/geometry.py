@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from frcnn.inference.counting import check_one_unit
+
 ANCHORS = ("bottom", "center")
 
 
@@ -41,6 +43,7 @@ def parse_numbers(text: str, what: str) -> list[float]:
         raise ValueError(f"'{text}' is not {what}") from None
     if any(not np.isfinite(v) or v < 0 for v in values):
         raise ValueError(f"'{text}': coordinates must be zero or more")
+    check_one_unit(values, text)
     return values
 
 

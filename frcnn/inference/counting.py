@@ -76,10 +76,21 @@ def parse_count_line(text: str) -> tuple[float, float, float, float]:
         raise ValueError(f"'{text}' is not four numbers X1,Y1,X2,Y2") from None
     if any(not np.isfinite(v) or v < 0 for v in values):
         raise ValueError(f"'{text}': coordinates must be zero or more")
+    check_one_unit(values, text)
     if values[:2] == values[2:]:
         raise ValueError(f"'{text}': the two ends are the same point")
     return values  # type: ignore[return-value]
 
+
+
+def check_one_unit(values, text: str) -> None:
+    """ValueError where coordinates mix fractions of the frame (a value between 0 and 1 that is not 0 or 1) with
+    pixels (a value above 1): one value above 1 would otherwise read every value as pixels without a word."""
+    fractions = [v for v in values if 0 < v < 1]
+    pixels = [v for v in values if v > 1]
+    if fractions and pixels:
+        raise ValueError(f"'{text}' mixes fractions of the frame ({fractions[0]:g}) with pixels ({pixels[0]:g}): give "
+                         f"every value as a fraction within 0..1, or every value in pixels")
 
 
 def line_in_pixels(line: tuple[float, float, float, float], width: int, height: int) -> tuple[float, ...]:
