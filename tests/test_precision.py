@@ -94,6 +94,8 @@ def test_int8_runs_is_cached_and_keyed_by_its_calibration(tmp_path, checkpoints,
     assert picture.shape == (240, 320, 3)
     again = detect(first, "b")
     assert again.returncode == 0 and "Quantizing" not in again.stderr, again.stderr
+    # Cached, int8 still says so before the first result.
+    assert "Loaded v1: " in again.stderr and "run by openvino in int8 at 64 px, 1000 proposals" in again.stderr
     (made_entry,) = (tmp_path / "cache").glob("*-int8-*.xml")
     # Other calibration pictures key another entry (worked out without quantizing again: that takes minutes).
     (export,) = (tmp_path / "cache").glob("*.onnx")

@@ -116,6 +116,11 @@ class PredictionSettings:
     threshold: float
     slice: SliceSettings | None = None
 
+    def describe(self) -> str:
+        """One line for the terminal: what runs the model, and how."""
+        return (f"{self.weights}, run by {self.runtime} in {self.precision} at {self.imgsz} px, "
+                f"{self.proposals} proposals, threshold {self.threshold:g}")
+
     def with_threshold(self, threshold: float) -> "PredictionSettings":
         return replace(self, threshold=threshold)
 

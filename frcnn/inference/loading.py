@@ -34,9 +34,10 @@ def load_predictors(specs: Sequence[ModelSpec], options: DetectOptions, announce
         model = load(spec)
         if weights_named is not None and weights_named[index] is not None:
             model.weights_source = weights_named[index]
+        predictor = make_predictor(model, options)
         if announce:
-            announce(f"Loaded {spec.name}: {model.weights_source}, run by {model.backend}")
-        predictors.append(make_predictor(model, options))
+            announce(f"Loaded {spec.name}: {predictor.settings.describe()}")
+        predictors.append(predictor)
     return predictors
 
 
