@@ -12,6 +12,7 @@ labels.txt), settings.json, results.csv, steps.csv, curves.png and resume/state.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -33,7 +34,7 @@ DEFAULT_BATCH = 4
 DEFAULT_TRAINABLE_LAYERS = 3  # torchvision's default when fine-tuning trained weights
 DEFAULT_BOX_BATCH = 512  # torchvision's box_batch_size_per_image
 # What --resume may be given with: they change where and how fast the run goes, not its results.
-RESUME_OPTIONS = ("resume", "workers", "device")
+RESUME_OPTIONS = ("resume", "workers", "device", "ray", "cpus_per_worker")
 
 
 def _default_workers() -> int:
@@ -113,8 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", metavar="DIR", help="where the run's files go (default outputs/train/<model>); "
                                                      "running the same command again continues an unfinished run")
     run.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR with its own settings (only "
-                                                     "--workers and --device may be given with it)")
+                                                     "--workers, --device, --ray and --cpus-per-worker may be given "
+                                                     "with it)")
+    _add_ray_options(parser)
     return parser
+
+
+def _add_ray_options(parser: argparse.ArgumentParser) -> None:
+    ray = parser.add_argument_group("many GPUs or machines (Ray Train; pip install -r requirements-ray.txt)")
+    ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                     help="train data-parallel on a Ray cluster: HOST:PORT of its head, or auto for the one started "
+                          "on this machine by 'ray start'; with no address (and no RAY_ADDRESS), a local Ray for "
+                          "this run (all of this machine's GPUs). The files land in --output here")
+    ray.add_argument("--ray-workers", type=options.positive_int, metavar="N",
+                     help="training processes, each taking --batch pictures per step (default: one per GPU of the "
+                          "cluster; without GPUs, one per machine); the default --lr follows the total batch")
+    ray.add_argument("--cpus-per-worker", type=options.positive_number, metavar="C",
+                     help="CPUs each training process reserves (default: the cluster's CPUs shared out)")
 
 
 def _data_source(args: argparse.Namespace, parser: argparse.ArgumentParser, val: bool) -> DataSource | None:
@@ -145,6 +161,11 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error("--val-fraction holds out part of the training set: it is for runs without a validation set")
     if args.from_scratch and args.trainable_layers is not None:
         parser.error("--trainable-layers is for starting from weights; --from-scratch trains every layer")
+    if args.ray is None:
+        stray = [name for name, value in (("--ray-workers", args.ray_workers),
+                                          ("--cpus-per-worker", args.cpus_per_worker)) if value is not None]
+        if stray:
+            parser.error(f"{stray[0]} is for --ray")
     start = "scratch" if args.from_scratch else "weights" if args.weights else "coco"
     return TrainSettings(
         model=args.model, start=start, weights=os.path.abspath(args.weights) if args.weights else None,
@@ -201,16 +222,27 @@ def open_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple
         defaults = vars(parser.parse_args([]))
         changes = {name: getattr(args, name) for name in ("workers", "device") if getattr(args, name) != defaults[name]}
         settings = TrainSettings.from_json({**saved.to_json(), **changes, "output": str(folder.path.resolve())})
+        if args.ray is None and settings.replicas > 1:
+            raise DetectError(f"{folder.path} holds a run of {settings.replicas} Ray training workers: resume it "
+                              f"with --ray")
         return folder, settings, folder.has_run()
     settings = settings_from(args, parser)
     folder = RunFolder(settings.output)
     if not folder.has_run():
         return folder, settings, False
-    differ = settings.differences(folder.read_settings())
+    saved = folder.read_settings()
+    if args.ray is not None and args.ray_workers is None:  # the count, and the default rate, follow the cluster
+        settings = dataclasses.replace(settings, replicas=saved.replicas,
+                                       lr=saved.lr if args.lr is None else settings.lr)
+    differ = settings.differences(saved)
     if differ:
         raise DetectError(f"{folder.path} holds another training run (its {differ[0].replace('_', ' ')} differs): "
                           f"continue it with --resume {folder.path}, or give another --output")
-    return folder, settings, True
+    if args.ray is None and settings.replicas > 1:
+        raise DetectError(f"{folder.path} holds a run of {settings.replicas} Ray training workers: continue it "
+                          f"with --ray")
+    return folder, (dataclasses.replace(settings, replicas=args.ray_workers)
+                    if args.ray is not None and args.ray_workers else settings), True
 
 
 def read_data(settings: TrainSettings) -> TrainingData:
@@ -277,12 +309,38 @@ def run_training(folder: RunFolder, settings: TrainSettings, data: TrainingData,
         print(f"interrupted at epoch {progress.epoch + 1}, step {progress.step}: saved; resume with: "
               f"python train.py --resume {folder.path}", file=sys.stderr)
         return 130
-    return report_end(folder, session.progress)
+    return report_end(folder, session.progress.best_ap, session.progress.best_epoch)
 
 
-def report_end(folder: RunFolder, progress) -> int:
-    best = f"best AP {_percent(progress.best_ap)} at epoch {progress.best_epoch}" if progress.best_ap is not None \
-        else f"no validation AP; best.pth is epoch {progress.best_epoch}'s"
+def run_on_ray(args: argparse.Namespace, folder: RunFolder, settings: TrainSettings, data: TrainingData,
+               resuming: bool) -> int:
+    """The same run as data-parallel processes on a Ray cluster; this process writes its files."""
+    from frcnn.core.specs import RayOptions
+    from frcnn.training.on_ray import train_on_ray
+
+    du.prepare_output_dir(folder.path)
+
+    def begin(known: TrainSettings) -> TrainSettings:
+        if not resuming and args.lr is None:
+            known = dataclasses.replace(known, lr=reference_lr(known.batch * known.replicas))
+        folder.begin(known, data.train.class_names)  # the workers counted: what a resume needs
+        return known
+
+    ray = RayOptions(address=args.ray or None, workers=args.ray_workers, cpus_per_worker=args.cpus_per_worker)
+    with StopOnInterrupt() as stop:
+        finished, settings, (best_ap, best_epoch) = train_on_ray(
+            settings, data, folder, ray, resuming, stop,
+            lambda row: tqdm.write(epoch_line(row, settings.epochs), file=sys.stdout), begin)
+    if not finished:
+        print(f"interrupted: saved; resume with: python train.py --resume {folder.path} --ray {args.ray}".rstrip(),
+              file=sys.stderr)
+        return 130
+    return report_end(folder, best_ap, best_epoch)
+
+
+def report_end(folder: RunFolder, best_ap: float | None, best_epoch: int) -> int:
+    best = f"best AP {_percent(best_ap)} at epoch {best_epoch}" if best_ap is not None \
+        else f"no validation AP; best.pth is epoch {best_epoch}'s"
     print(f"done: {best}: {folder / BEST} (labels {folder / LABELS})")
     return 0
 
@@ -301,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         if resuming and folder.saved_epochs() >= settings.epochs:
             return already_finished(folder, settings, explicit_resume=bool(args.resume))
         data = read_data(settings)
+        if args.ray is not None:
+            return run_on_ray(args, folder, settings, data, resuming)
         return run_training(folder, settings, data, resuming, explicit_resume=bool(args.resume))
 
     return du.run_main(body, f"interrupted: the run keeps what it saved last (every finished epoch); resume with: "

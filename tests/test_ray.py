@@ -20,7 +20,7 @@ import ray
 
 from helpers import (ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, make_video, read_video, run_script,
                       scene)
-from helpers import make_set, metrics_of
+from helpers import ONE_THREAD, TINY_SET, make_set, metrics_of, tiny_train_args
 
 # Ray's own connections stay on this machine; everything else still has no route out (see run_script).
 LOCAL_ONLY = {"no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
@@ -289,3 +289,31 @@ def test_what_a_worker_prints_comes_back_once(tmp_path, checkpoints, address):
                     "--imgsz", SMALL_IMGSZ, "--backend", "torch", "--slice", "96", "--ray", address, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("sliced: ") == 1, result.stderr
+
+
+def test_training_on_two_ray_workers_writes_the_run_here(tmp_path, address):
+    from frcnn.synthetic.world import write_split
+    from frcnn.training.settings import reference_lr
+
+    annotations = write_split(tmp_path / "set", TINY_SET["seed"], TINY_SET["pictures"], TINY_SET["size"])
+    run = tmp_path / "run"
+    args = tiny_train_args(tmp_path / "set" / "images", annotations, run, "--epochs", "1", "--ray", address,
+                           "--ray-workers", "2")
+    result = script("train.py", *args, cwd=tmp_path, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr
+    assert "Ray: 2 training workers (1 CPU, 0 GPU each)" in result.stderr
+    assert "training v1 on 2 Ray workers (cpu; 1 steps per epoch)" in result.stderr  # 3 pictures, 2 per worker
+    assert [line for line in result.stdout.splitlines() if line.startswith("epoch ")][0].startswith("epoch 1/1  loss")
+    assert len([line for line in result.stdout.splitlines() if line.startswith("epoch ")]) == 1, result.stdout
+    settings = json.loads((run / "settings.json").read_text())
+    assert settings["replicas"] == 2 and settings["lr"] == pytest.approx(reference_lr(4))  # 2 workers x 2 pictures
+    assert len((run / "results.csv").read_text().splitlines()) == 2
+    assert json.loads((run / "resume" / "position.json").read_text()) == {"epoch": 1, "step": 0}
+    import torch
+
+    weights = torch.load(run / "best.pth", weights_only=True)
+    assert weights.keys() == torch.load(run / "last.pth", weights_only=True).keys()
+    assert not any(key.startswith("module.") for key in weights)  # the model's own names, not the wrapper's
+    assert not leftovers(run)
+    again = script("train.py", "--resume", str(run), "--ray", address, cwd=tmp_path)
+    assert again.returncode == 0 and "already holds this run, finished (1 epochs): nothing to do" in again.stderr

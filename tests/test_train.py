@@ -79,6 +79,8 @@ def test_help_is_fast_and_imports_no_torch(tmp_path):
     ["--data", "a", "--epochs", "0"],
     ["--data", "a", "--imgsz", "16"],
     ["--resume", "run", "--epochs", "3"],
+    ["--data", "a", "--ray-workers", "2"],  # without --ray
+    ["--resume", "run", "--ray", "--ray-workers", "2"],  # a resumed run keeps its workers
 ], ids=lambda args: " ".join(args) or "nothing")
 def test_usage_errors_exit_2(tmp_path, args):
     result = run_script("train.py", *args, cwd=tmp_path)
@@ -353,6 +355,25 @@ def test_a_picture_that_fails_to_decode_in_training_is_skipped_and_named_once(sm
             hooks.unreadable(batch.failed)
             assert len(batch.images) == 2 and all(t["boxes"].shape[1] == 4 for t in batch.targets)
     assert len(warnings) == 1 and "000001.jpg" in warnings[0]
+
+
+@pytest.mark.parametrize("count", [7, 8])
+def test_data_parallel_processes_share_each_epoch_with_full_batches(count):
+    from frcnn.training.loaders import EpochOrder
+
+    def picks(rank: int, world: int) -> list[list[int]]:
+        return [[index for _, index in batch] for batch in EpochOrder(count, 2, seed=3, epoch=1, rank=rank,
+                                                                       world=world)]
+
+    alone = [index for batch in picks(0, 1) for index in batch]
+    assert sorted(alone) == list(range(count))
+    shares = [picks(rank, 2) for rank in range(2)]
+    assert len(shares[0]) == len(shares[1]) == 2  # every process joins every step...
+    assert all(len(batch) == 2 for share in shares for batch in share)  # ...with a full batch
+    # The steps take the one-process order in turn; the last wraps round to its start.
+    together = [index for step in zip(*shares) for batch in step for index in batch]
+    assert together == (alone + alone)[:8]
+    assert set(together) == set(range(count))
 
 
 def test_starting_weights_keep_or_replace_the_box_predictor_and_freeze_as_torchvision(tiny_trained, checkpoints):

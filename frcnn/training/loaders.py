@@ -66,18 +66,28 @@ class TrainPictures(Dataset):
 
 
 class EpochOrder(Sampler):
-    """The batches of one epoch, from step `start` on: a permutation drawn from (seed, epoch), cut in order."""
+    """One process's batches of an epoch, from step `start` on: a permutation drawn from (seed, epoch), cut in
+    order. With `world` processes (data-parallel training), each step takes `world` consecutive batches, process
+    `rank` the rank-th; every process then gets a full batch at every step (the last step wraps around to the
+    first pictures), as each must join every gradient exchange."""
 
-    def __init__(self, count: int, batch: int, seed: int, epoch: int, start: int = 0):
+    def __init__(self, count: int, batch: int, seed: int, epoch: int, start: int = 0, rank: int = 0, world: int = 1):
         self.count, self.batch, self.seed, self.epoch, self.start = count, batch, seed, epoch, start
+        self.rank, self.world = rank, world
+
+    def steps(self) -> int:
+        return math.ceil(self.count / (self.batch * self.world))
 
     def __len__(self) -> int:
-        return max(0, math.ceil(self.count / self.batch) - self.start)
+        return max(0, self.steps() - self.start)
 
     def __iter__(self):
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.count).tolist()
-        for step in range(self.start, math.ceil(self.count / self.batch)):
-            yield [(self.epoch, index) for index in order[step * self.batch:(step + 1) * self.batch]]
+        for step in range(self.start, self.steps()):
+            first = (step * self.world + self.rank) * self.batch
+            picks = (order[first:first + self.batch] if self.world == 1 else
+                     [order[position % self.count] for position in range(first, first + self.batch)])
+            yield [(self.epoch, index) for index in picks]
 
 
 def collate(items: list) -> Batch:
@@ -95,13 +105,14 @@ class TrainBatches:
     """The training set's batches for any epoch, from any step: one DataLoader per epoch."""
 
     def __init__(self, labelled: LabelledSet, batch: int, seed: int, workers: int, min_size: int, max_size: int,
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, rank: int = 0, world: int = 1):
         self.pictures = TrainPictures(labelled, min_size, max_size, seed)
         self.batch, self.seed, self.workers, self.pin_memory = batch, seed, workers, pin_memory
-        self.steps_per_epoch = math.ceil(len(labelled.samples) / batch)
+        self.rank, self.world = rank, world  # this process's place among data-parallel ones
+        self.steps_per_epoch = EpochOrder(len(labelled.samples), batch, seed, 0, world=world).steps()
 
     def epoch(self, epoch: int, start: int = 0) -> DataLoader:
-        order = EpochOrder(len(self.pictures), self.batch, self.seed, epoch, start)
+        order = EpochOrder(len(self.pictures), self.batch, self.seed, epoch, start, self.rank, self.world)
         # Its own generator: the loader's base seed would otherwise be drawn from the global one, which the model's
         # box sampling uses.
         return DataLoader(self.pictures, batch_sampler=order, num_workers=self.workers, collate_fn=collate,

@@ -20,6 +20,7 @@ from frcnn.training.run_folder import CURVES, RESULTS, STATE, RunFolder
 from frcnn.training.settings import TrainSettings
 from frcnn.training.state import Progress, Trainer, save_state
 from frcnn.training.validate import Validator
+from frcnn.core.progress import progress_bar
 
 
 def _never() -> bool:
@@ -30,17 +31,32 @@ def _ignore(_) -> None:
     pass
 
 
+def _ignore_step(progress, losses) -> None:
+    pass
+
+
+def _nothing() -> None:
+    pass
+
+
 def _to_stderr(line: str) -> None:
     tqdm.write(f"warning: {line}", file=sys.stderr)
 
 
 @dataclass
 class Hooks:
-    """How the loop talks to whoever runs it: whether to stop now, each finished epoch's row, warnings."""
+    """How the loop talks to whoever runs it: whether to stop now, each finished step and epoch, warnings, and
+    whether this process saves the run (in data-parallel training only the first does, then `on_save`)."""
 
     should_stop: Callable[[], bool] = _never
     on_epoch: Callable[[dict], None] = _ignore
+    on_step: Callable[[Progress, dict | None], None] = _ignore_step
+    on_save: Callable[[], None] = _nothing
     warn: Callable[[str], None] = _to_stderr
+    saves: bool = True
+    show_bar: bool = True
+    # False where stopping is agreed between processes at steps only (validation runs in the first one alone).
+    stop_in_validation: bool = True
     reported: set[str] = field(default_factory=set)  # unreadable pictures already named
 
     def unreadable(self, failed: list[tuple[str, str]]) -> None:
@@ -58,7 +74,7 @@ def train_step(trainer: Trainer, batch: Batch) -> dict[str, float]:
     autocast = (torch.autocast(device_type="cuda", dtype=torch.float16) if trainer.amp
                 else contextlib.nullcontext())
     with autocast:
-        losses = trainer.module(images, targets)
+        losses = trainer.forward(images, targets)
         loss = sum(losses.values())
     value = float(loss.item())
     if not math.isfinite(value):
@@ -83,8 +99,8 @@ def _add(sums: dict[str, float], losses: dict[str, float] | None, pictures: int,
 def train_epoch(trainer: Trainer, batches: TrainBatches, progress: Progress, settings: TrainSettings,
                 log: StepLog, hooks: Hooks) -> bool:
     """The rest of the epoch under way, from its next step; False if told to stop (after a finished step)."""
-    bar = tqdm(total=batches.steps_per_epoch, initial=progress.step, unit="step", file=sys.stderr, dynamic_ncols=True,
-               desc=f"epoch {progress.epoch + 1}/{settings.epochs}", leave=False)
+    bar = progress_bar(total=batches.steps_per_epoch, initial=progress.step, unit="step", dynamic_ncols=True,
+                       desc=f"epoch {progress.epoch + 1}/{settings.epochs}", leave=False, disable=not hooks.show_bar)
     loader = batches.epoch(progress.epoch, progress.step)
     last = time.perf_counter()
     try:
@@ -95,13 +111,14 @@ def train_epoch(trainer: Trainer, batches: TrainBatches, progress: Progress, set
             trainer.scheduler.step()
             progress.step += 1
             now = time.perf_counter()
-            _add(progress.sums, losses, len(batch.images), now - last)
+            _add(progress.sums, losses, len(batch.images) * batches.world, now - last)
             progress.sums["lr"] = rate
             last = now
             if losses is not None:
                 log.add(progress.epoch + 1, progress.step, rate, losses)
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", refresh=False)
             bar.update(1)
+            hooks.on_step(progress, losses)
             if hooks.should_stop():
                 return False
     finally:
@@ -121,8 +138,11 @@ def epoch_row(progress: Progress, trainer: Trainer, metrics: dict, val_seconds: 
             "images_per_s": sums.get("images", 0) / seconds if seconds else None}
 
 
-def save(folder: RunFolder, trainer: Trainer, progress: Progress, log: StepLog, best: bool, title: str) -> None:
+def save(folder: RunFolder, trainer: Trainer, progress: Progress, log: StepLog, best: bool, title: str,
+         hooks: Hooks) -> None:
     """Weights and records first, the resume checkpoint last: a crash in between leaves a consistent resume."""
+    if not hooks.saves:
+        return
     folder.save_weights(trainer.module, best)
     log.write()
     write_results(folder / RESULTS, progress.history)
@@ -130,6 +150,7 @@ def save(folder: RunFolder, trainer: Trainer, progress: Progress, log: StepLog, 
         plot_curves(folder / CURVES, progress.history, title)
     save_state(folder / STATE, trainer, progress)
     folder.record_position(progress.epoch, progress.step)
+    hooks.on_save()
 
 
 def _improved(progress: Progress, metrics: dict) -> bool:
@@ -147,12 +168,13 @@ def fit(trainer: Trainer, batches: TrainBatches, validator: Validator | None, se
     while progress.epoch < settings.epochs:
         training = progress.step < batches.steps_per_epoch
         if hooks.should_stop() or (training and not train_epoch(trainer, batches, progress, settings, log, hooks)):
-            save(folder, trainer, progress, log, False, title)
+            save(folder, trainer, progress, log, False, title, hooks)
             return False
         started = time.perf_counter()
-        metrics = validator(trainer.module, trainer.device, hooks.should_stop) if validator else {}
+        stop = hooks.should_stop if hooks.stop_in_validation else _never
+        metrics = validator(trainer.module, trainer.device, stop) if validator else {}
         if metrics is None:
-            save(folder, trainer, progress, log, False, title)
+            save(folder, trainer, progress, log, False, title, hooks)
             return False
         row = epoch_row(progress, trainer, metrics, time.perf_counter() - started)
         best = _improved(progress, metrics)
@@ -162,6 +184,6 @@ def fit(trainer: Trainer, batches: TrainBatches, validator: Validator | None, se
             progress.best_epoch = row["epoch"]
         progress.history.append(row)
         progress.epoch, progress.step, progress.sums = progress.epoch + 1, 0, {}
-        save(folder, trainer, progress, log, best, title)
+        save(folder, trainer, progress, log, best, title, hooks)
         hooks.on_epoch(row)
     return True

@@ -66,6 +66,7 @@ class TrainSettings:
     amp: bool  # mixed precision where the device is CUDA
     workers: int
     output: str
+    replicas: int = 1  # data-parallel training processes (Ray workers); each takes `batch` pictures per step
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -43,14 +43,19 @@ def make_trainer(settings: TrainSettings, classes: int, steps_per_epoch: int, de
 
 
 def make_session(settings: TrainSettings, data: TrainingData, folder: RunFolder, device: torch.device,
-                 record: dict | None, hooks: Hooks) -> Session:
-    """A new run (record None), or the one a resume checkpoint describes, continued exactly where it stopped."""
+                 record: dict | None, hooks: Hooks, rank: int = 0, world: int = 1) -> Session:
+    """A new run (record None), or the one a resume checkpoint describes, continued exactly where it stopped.
+    With `world` data-parallel processes (torch.distributed set up), this is process `rank`'s part: its share of
+    every step's pictures, and the validation only in the first."""
     batches = TrainBatches(data.train, settings.batch, settings.seed, settings.workers, settings.imgsz,
-                           max_size_for(settings.imgsz), pin_memory=device.type == "cuda")
+                           max_size_for(settings.imgsz), pin_memory=device.type == "cuda", rank=rank, world=world)
     trainer = make_trainer(settings, len(data.train.class_names), batches.steps_per_epoch, device, record is not None)
     progress = restore(trainer, record) if record is not None else Progress()
+    if world > 1:
+        trainer.parallel = torch.nn.parallel.DistributedDataParallel(
+            trainer.module, device_ids=[device.index] if device.type == "cuda" else None)
     validator = (Validator(data.val, settings.model, settings.imgsz, settings.workers, hooks.warn)
-                 if data.val is not None else None)
+                 if data.val is not None and rank == 0 else None)
     log = StepLog(folder / STEPS)
     if record is not None:
         log.resume_at(progress.epoch + 1, progress.step)

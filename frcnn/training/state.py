@@ -26,6 +26,11 @@ class Trainer:
     scaler: torch.amp.GradScaler
     device: torch.device
     amp: bool  # float16 autocast (CUDA)
+    parallel: torch.nn.Module | None = None  # the module wrapped for data-parallel training (None: one process)
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The training losses, through the data-parallel wrapper where there is one (it exchanges the gradients)."""
+        return (self.parallel or self.module)(images, targets)
 
 
 @dataclass
