@@ -29,7 +29,7 @@ LOCAL_ONLY = {"no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhos
 @pytest.fixture(scope="module")
 def address(export_cache) -> str:
     """The head of a local Ray cluster with 2 CPUs; its workers share the session's export cache."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -133,6 +133,25 @@ def test_evaluate_on_ray_equals_one_process_and_resumes(tmp_path, checkpoints, a
         assert a["category_id"] == b["category_id"] and a["score"] == pytest.approx(b["score"], abs=1e-4)
 
 
+def start_pictures_on_ray(tmp_path: Path, count: int, checkpoints, address: str) -> tuple[list[str], subprocess.Popen]:
+    """detect_image.py started on `count` pictures of 320 px on the module's cluster: its command and process."""
+    folder = pictures(tmp_path / "in", count)
+    (folder / "broken.jpg").unlink()
+    command = [sys.executable, str(ROOT / "detect_image.py"), "--input", str(folder), "--model", "v1", "--weights",
+               str(checkpoints["v1"]), "--imgsz", "320", "--backend", "torch", "--json", "--ray", address]
+    env = {**os.environ, **LOCAL_ONLY, "TORCH_HOME": str(tmp_path / "th")}
+    return command, subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+
+
+def wait_for_an_output(out: Path, pattern: str) -> Path:
+    """`out` once a file matching `pattern` is in it (or after 4 minutes)."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(out.glob(pattern)):
+        time.sleep(0.05)
+    return out
+
+
 def worker_processes() -> list[int]:
     """Process ids of this project's Ray workers (Ray names them after the actor's class)."""
     found = []
@@ -147,18 +166,9 @@ def worker_processes() -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds Ray's worker processes through /proc")
 def test_a_killed_worker_costs_nothing(tmp_path, checkpoints, address):
-    folder = pictures(tmp_path / "in", 12)
-    (folder / "broken.jpg").unlink()
     # Large enough pictures that each worker still holds some when one is killed after the first output.
-    command = [sys.executable, str(ROOT / "detect_image.py"), "--input", str(folder), "--model", "v1", "--weights",
-               str(checkpoints["v1"]), "--imgsz", "320", "--backend", "torch", "--json", "--ray", address]
-    env = {**os.environ, **LOCAL_ONLY, "TORCH_HOME": str(tmp_path / "th")}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    out = tmp_path / "outputs"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not list(out.glob("*.jpg")):
-        time.sleep(0.05)
+    _, process = start_pictures_on_ray(tmp_path, 12, checkpoints, address)
+    out = wait_for_an_output(tmp_path / "outputs", "*.jpg")
     victims = worker_processes()
     assert victims, "no worker process found"
     os.kill(victims[0], signal.SIGKILL)
@@ -231,17 +241,8 @@ def outputs_now(folder: Path) -> dict[str, tuple[int, bytes]]:
 
 
 def test_sigterm_on_ray_keeps_what_is_done_and_the_same_command_resumes(tmp_path, checkpoints, address):
-    folder = pictures(tmp_path / "in", 10)
-    (folder / "broken.jpg").unlink()
-    command = [sys.executable, str(ROOT / "detect_image.py"), "--input", str(folder), "--model", "v1", "--weights",
-               str(checkpoints["v1"]), "--imgsz", "320", "--backend", "torch", "--json", "--ray", address]
-    env = {**os.environ, **LOCAL_ONLY, "TORCH_HOME": str(tmp_path / "th")}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    out = tmp_path / "outputs"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not list(out.glob("*.json")):
-        time.sleep(0.05)
+    command, process = start_pictures_on_ray(tmp_path, 10, checkpoints, address)
+    out = wait_for_an_output(tmp_path / "outputs", "*.json")
     process.send_signal(signal.SIGTERM)  # after ray.init, which installs a SIGTERM handler of its own
     stdout, stderr = process.communicate(timeout=240)
     assert process.returncode == 143, stderr

@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Sequence
 
 from coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class, read_labels
+# The checked values, also for the scripts' own options (options.positive_int and so on).
+from frcnn.core.arguments import (backbone_layers, device_name, fraction, imgsz, non_negative_int,  # noqa: F401
+                                  non_negative_number, overlap_ratio, positive_int, positive_number,
+                                  seconds_up_to_an_hour, slice_size)
 from frcnn.core.errors import DetectError
 from frcnn.core.specs import (BACKENDS, DEFAULT_IMGSZ, DEFAULT_PROPOSALS, DEFAULT_THRESHOLD, MODEL_NAMES, PRECISIONS,
                    DetectOptions, DrawOptions, ModelSpec, RayOptions, SliceOptions)
@@ -18,112 +22,6 @@ SLICE_MERGES = ("greedy-nmm", "nms")
 # A run's own pictures calibrate int8 only when there are at least this many; else --calibration is asked for.
 MIN_DEFAULT_CALIBRATION = 8
 SLICE_MATCHES = ("ios", "iou")
-
-
-# ---------------------------------------------------------------- value checks
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-
-
-def fraction(text: str) -> float:
-    """A number in [0, 1]."""
-    value = _number(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
-    return value
-
-
-def overlap_ratio(text: str) -> float:
-    """A number in [0, 1)."""
-    value = fraction(text)
-    if value >= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} must be below 1 (tiles that overlap entirely never advance)")
-    return value
-
-
-def _whole(text: str, least: int, must: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < least:
-        raise argparse.ArgumentTypeError(f"{text} must be {must}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return _whole(text, 1, "at least 1")
-
-
-def non_negative_int(text: str) -> int:
-    return _whole(text, 0, "0 or more")
-
-
-def backbone_layers(text: str) -> int:
-    """How many of the backbone's five stages are trained: 0 to 5."""
-    value = _whole(text, 0, "between 0 and 5")
-    if value > 5:
-        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 5")
-    return value
-
-
-def positive_number(text: str) -> float:
-    value = _number(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be above 0")
-    return value
-
-
-def _non_negative_number(text: str) -> float:
-    value = _number(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
-    return value
-
-
-def seconds_up_to_an_hour(text: str) -> float:
-    """A number of seconds in [0, 3600]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
-    if not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 3600 seconds")
-    return value
-
-
-def device_name(text: str) -> str:
-    """auto, cpu, mps, cuda or cuda:N (whether it exists here is checked when the model loads)."""
-    name = text.strip().lower()
-    if name in ("auto", "cpu", "mps", "cuda") or (name.startswith("cuda:") and name[5:].isdigit()):
-        return name
-    raise argparse.ArgumentTypeError(f"unknown device '{text}' (use auto, cpu, cuda, cuda:N or mps)")
-
-
-def imgsz(text: str) -> int:
-    """A picture size in pixels: a whole number of at least 32."""
-    value = positive_int(text)
-    if value < 32:
-        raise argparse.ArgumentTypeError(f"{text} is too small (at least 32)")
-    return value
-
-
-def _slice_size(text: str) -> int:
-    """A tile side in pixels (at least 32), or 'auto' (0): chosen from each picture's size."""
-    if text.strip().lower() == "auto":
-        return 0
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a tile size (whole pixels, or auto)") from None
-    if value < 32:
-        raise argparse.ArgumentTypeError(f"{text} is not a tile size: at least 32 pixels (or auto)")
-    return value
 
 
 # ---------------------------------------------------------------- options
@@ -154,7 +52,7 @@ def add_model_options(parser: argparse.ArgumentParser, both_means: str = "both s
 def add_slice_options(parser: argparse.ArgumentParser) -> None:
     """Sliced inference for small objects: the same in every script."""
     group = parser.add_argument_group("small objects (sliced inference)")
-    group.add_argument("--slice", type=_slice_size, metavar="SIZE|auto",
+    group.add_argument("--slice", type=slice_size, metavar="SIZE|auto",
                        help="also run the model on overlapping square tiles of SIZE picture pixels, each enlarged to "
                             "the model's input, and merge the boxes; 'auto' picks the size from the picture's")
     group.add_argument("--slice-overlap", type=overlap_ratio, metavar="R",
@@ -208,7 +106,7 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cpus-per-worker", type=positive_number, metavar="C",
                        help="CPUs each worker reserves, and the threads its models use (default 1, or more when "
                             "there are fewer inputs than CPUs)")
-    group.add_argument("--gpus-per-worker", type=_non_negative_number, metavar="G",
+    group.add_argument("--gpus-per-worker", type=non_negative_number, metavar="G",
                        help="GPUs each worker reserves (default 1 where the cluster has GPUs, else 0)")
 
 

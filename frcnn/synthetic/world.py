@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from frcnn.core.arguments import non_negative_int, positive_int
+
 CATEGORIES: tuple[dict, ...] = (
     {"id": 1, "name": "disc", "supercategory": "round"},
     {"id": 2, "name": "ring", "supercategory": "round"},
@@ -455,16 +457,6 @@ def describe_video(video: Path, gt: Path) -> str:
     return f"{Path(video).parent.name}: {tracks} tracks, {len(rows)} boxes up to frame {frames} -> {video}, {gt}"
 
 
-def _whole(text: str, least: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < least:
-        raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
-    return value
-
-
 def _picture_size(text: str) -> tuple[int, int]:
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(part.isdigit() for part in parts):
@@ -478,14 +470,14 @@ def _picture_size(text: str) -> tuple[int, int]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m frcnn.synthetic.world", description=__doc__.splitlines()[0])
     parser.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR", help="where train/, val/, tiny/, video/ go")
-    parser.add_argument("--seed", type=lambda t: _whole(t, 0), default=0, help="random seed (default 0)")
-    parser.add_argument("--pictures", type=lambda t: _whole(t, 1), default=200, help="train pictures (default 200)")
-    parser.add_argument("--val", type=lambda t: _whole(t, 1), help="val pictures (default a quarter of --pictures)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--pictures", type=positive_int, default=200, help="train pictures (default 200)")
+    parser.add_argument("--val", type=positive_int, help="val pictures (default a quarter of --pictures)")
     parser.add_argument("--size", type=_picture_size, default=(320, 320), help="train/val picture size (320x320)")
-    parser.add_argument("--tiny", type=lambda t: _whole(t, 0), default=4,
+    parser.add_argument("--tiny", type=non_negative_int, default=4,
                         help="pictures of the tiny-object split, 0 for none (default 4)")
     parser.add_argument("--tiny-size", type=_picture_size, default=(1920, 1080), help="tiny split size (1920x1080)")
-    parser.add_argument("--video-frames", type=lambda t: _whole(t, 0), default=100,
+    parser.add_argument("--video-frames", type=non_negative_int, default=100,
                         help="frames of the tracking video, 0 for none (default 100)")
     return parser
 
