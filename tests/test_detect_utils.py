@@ -234,3 +234,16 @@ def test_progress_bars_redraw_seldom_into_a_log(tmp_path):
         assert progress_bar(total=3, file=log).mininterval == LOGGED_INTERVAL_S
         assert progress_bar(total=3, file=log, mininterval=2).mininterval == 2
     assert progress_bar(total=3, file=open(os.devnull, "w")).mininterval == LOGGED_INTERVAL_S
+
+
+@pytest.mark.parametrize("script", ["detect_image", "detect_video", "evaluate", "train"])
+def test_every_option_of_the_scripts_is_in_the_readme(script):
+    import importlib
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    parser = importlib.import_module(script).build_parser()
+    options = [name for action in parser._actions for name in action.option_strings
+               if name.startswith("--") and name != "--help"]
+    missing = [name for name in options if not re.search(re.escape(name) + r"(?![\w-])", readme)]
+    assert not missing, f"{script}.py options the README does not mention: {missing}"
