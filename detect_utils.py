@@ -69,9 +69,9 @@ def _name_parts(source: str) -> tuple[str, str, list[str]]:
 
 
 def output_names(sources: Sequence[str], fixed: Callable[[str], str | None] = lambda source: None) -> dict[str, str]:
-    """A distinct base name for each source's outputs: its stem; where stems repeat, its extension is added,
-    then its folders one by one (`dirA_x_jpg`, `dirB_x_jpg`); a number where even that is not enough.
-    Sources with a `fixed` name (a camera, a stream) keep it, numbered where it meets another."""
+    """A distinct base name for each source's outputs: its stem; where stems repeat, its extension is added (where
+    the extensions differ), then its folders one by one (`dirA_x`, `dirB_x`); a number where even that is not
+    enough. Sources with a `fixed` name (a camera, a stream) keep it, numbered where it meets another."""
     names = _path_names([source for source in sources if fixed(source) is None])
     taken = set(names.values())
     for source in sources:
@@ -87,15 +87,20 @@ def output_names(sources: Sequence[str], fixed: Callable[[str], str | None] = la
 
 def _path_names(sources: Sequence[str]) -> dict[str, str]:
     parts = {source: _name_parts(source) for source in sources}
+    suffixes: dict[str, set[str]] = {}
+    for stem, suffix, _ in parts.values():
+        suffixes.setdefault(stem, set()).add(suffix)
 
     def name_at(source: str, level: int) -> str:
         stem, suffix, folders = parts[source]
-        name = stem if level == 0 or not suffix else f"{stem}_{suffix}"
+        # The extension tells apart only a stem that comes with several extensions.
+        telling = suffix and len(suffixes[stem]) > 1
+        name = stem if level == 0 or not telling else f"{stem}_{suffix}"
         return "_".join([*reversed(folders[:max(0, level - 1)]), name])
 
     levels = dict.fromkeys(sources, 0)
     deepest = max((len(folders) + 1 for _, _, folders in parts.values()), default=0)
-    for _ in range(deepest + 1):
+    for _ in range(deepest + 2):
         seen: dict[str, list[str]] = {}
         for source in sources:
             seen.setdefault(name_at(source, levels[source]), []).append(source)

@@ -214,11 +214,11 @@ def test_same_names_in_two_folders_never_overwrite_each_other(tmp_path, checkpoi
     result = detect(tmp_path, checkpoints, "--input", "dirA", "dirB", "--json")
     assert result.returncode == 0, result.stderr
     outputs = tmp_path / "outputs"
-    assert sorted(p.name for p in outputs.iterdir()) == ["dirA_x_jpg_v2.jpg", "dirA_x_jpg_v2.json",
-                                                         "dirB_x_jpg_v2.jpg", "dirB_x_jpg_v2.json"]
+    assert sorted(p.name for p in outputs.iterdir()) == ["dirA_x_v2.jpg", "dirA_x_v2.json",
+                                                         "dirB_x_v2.jpg", "dirB_x_v2.json"]
     for folder in ("dirA", "dirB"):
-        assert json.loads((outputs / f"{folder}_x_jpg_v2.json").read_text())["file"] == str(Path(folder) / "x.jpg")
-    assert (cv2.imread(str(outputs / "dirA_x_jpg_v2.jpg")) != cv2.imread(str(outputs / "dirB_x_jpg_v2.jpg"))).any()
+        assert json.loads((outputs / f"{folder}_x_v2.json").read_text())["file"] == str(Path(folder) / "x.jpg")
+    assert (cv2.imread(str(outputs / "dirA_x_v2.jpg")) != cv2.imread(str(outputs / "dirB_x_v2.jpg"))).any()
 
 
 def test_a_rerun_without_json_leaves_no_record_of_another_picture(tmp_path, checkpoints, photo):

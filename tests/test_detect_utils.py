@@ -176,9 +176,12 @@ def test_atomic_output_leaves_nothing_when_writing_fails(tmp_path):
 def test_output_names_are_distinct_and_predictable():
     assert du.output_names(["a/x.jpg", "b/y.png"]) == {"a/x.jpg": "x", "b/y.png": "y"}
     assert du.output_names(["a/x.jpg", "a/x.png"]) == {"a/x.jpg": "x_jpg", "a/x.png": "x_png"}
+    # The same extension tells nothing apart: the folders do.
     assert du.output_names(["dirA/x.jpg", "dirB/x.jpg", "dirB/y.jpg"]) == {
-        "dirA/x.jpg": "dirA_x_jpg", "dirB/x.jpg": "dirB_x_jpg", "dirB/y.jpg": "y"}
-    assert du.output_names(["p/a/x.jpg", "q/a/x.jpg"]) == {"p/a/x.jpg": "p_a_x_jpg", "q/a/x.jpg": "q_a_x_jpg"}
+        "dirA/x.jpg": "dirA_x", "dirB/x.jpg": "dirB_x", "dirB/y.jpg": "y"}
+    assert du.output_names(["p/a/x.jpg", "q/a/x.jpg"]) == {"p/a/x.jpg": "p_a_x", "q/a/x.jpg": "q_a_x"}
+    assert du.output_names(["a/x.jpg", "b/x.jpg", "b/x.png"]) == {"a/x.jpg": "a_x_jpg", "b/x.jpg": "b_x_jpg",
+                                                                  "b/x.png": "x_png"}
     # Folder names that join to the same text still give distinct names.
     names = du.output_names(["a_b/x.jpg", "a/b_x.jpg", "b_x_jpg.jpg"])
     assert len(set(names.values())) == 3
