@@ -19,11 +19,13 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
 
 import detect_utils as du
+from coco_names import COCO_INSTANCE_CATEGORY_NAMES, read_labels
 from frcnn.cli import options
 from frcnn.core.errors import DetectError
 from frcnn.evaluation.coco import (METRIC_NAMES, CocoSet, category_map, load_set, read_predictions, score,
@@ -138,6 +140,19 @@ def _read_lines(path: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------- running and scoring
+
+
+class NamedClasses(NamedTuple):
+    """A model's name and class names, what matching the set's categories needs, known before it loads."""
+
+    name: str
+    class_names: list[str]
+
+
+def expected_class_names(spec) -> list[str]:
+    """The class names a model will have: its labels file's, else COCO's (a checkpoint of other classes without
+    --labels is refused when it loads)."""
+    return read_labels(spec.labels) if spec.labels else list(COCO_INSTANCE_CATEGORY_NAMES)
 
 
 def run_model(pool, data: CocoSet, image_ids: list[int], out_dir: Path) -> ResultsLog:
@@ -419,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.predictions:
             scored = [score_predictions(data, args.predictions, image_ids, out_dir, note)]
         else:
+            for spec in specs:  # before any model loads: the names alone tell
+                category_map(NamedClasses(spec.name, expected_class_names(spec)), data.coco)
             rows = {}
             with contextlib.ExitStack() as stack:
                 for pool in pools_per_model(stack, ray, [[spec] for spec in specs], detect, len(image_ids)):

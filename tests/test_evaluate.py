@@ -165,6 +165,7 @@ def test_categories_must_match_the_model_by_name(tmp_path, checkpoints):
     result = run_models(tmp_path, checkpoints, images, annotations, model="v1")
     assert_one_line_error(result)
     assert "match no class of v1: kayak" in result.stderr
+    assert "Loading" not in result.stderr  # known from the names alone, before any model loads
 
 
 def test_an_absent_image_is_reported_and_the_run_goes_on(tmp_path, checkpoints):
