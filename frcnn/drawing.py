@@ -72,14 +72,14 @@ def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> boo
 
 
 def _place_label(text: str, box: np.ndarray, style: DrawStyle, size: tuple[int, int],
-                 placed: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
-    """The first spot free of labels already placed: above the box, inside its top, below it; else above it."""
+                 placed: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int] | None:
+    """The first spot inside the picture free of labels already placed: above the box, inside its top, below it;
+    None where there is none (in a crowd, a label drawn over others would only leave fragments of both)."""
     height, width = size
     x1, y1, _, y2 = (int(v) for v in box)
     candidates = [_label_box(text, x1, y1, style, width, above=True), _label_box(text, x1, y1, style, width, above=False),
                   _label_box(text, x1, y2, style, width, above=False)]
-    inside = [c for c in candidates if c[3] <= height]
-    return next((c for c in inside if not any(_overlaps(c, p) for p in placed)), (inside or candidates)[0])
+    return next((c for c in candidates if c[3] <= height and not any(_overlaps(c, p) for p in placed)), None)
 
 
 def label_text(name: str, score: float, options: DrawOptions, track_id: int = -1) -> str | None:
@@ -112,15 +112,16 @@ def draw_detections(image: np.ndarray, detections: Detections, class_names: Sequ
     for index in order:
         x1, y1, x2, y2 = boxes[index]
         cv2.rectangle(image, (x1, y1), (x2, y2), _colour(detections, index), style.line)
-    # Labels: the best scores choose their spot first and are drawn last, so they stay readable on top.
+    # Labels: the best scores choose their spot first; one with no free spot is left out (its box stays).
     placed: dict[int, tuple[str, tuple[int, int, int, int]]] = {}
     for index in order[::-1]:
         track_id = -1 if detections.track_ids is None else int(detections.track_ids[index])
         text = label_text(class_name(class_names, detections.labels[index]), float(detections.scores[index]),
                           options, track_id)
-        if text is not None:
-            placed[index] = text, _place_label(text, boxes[index], style, (height, width),
-                                               [spot for _, spot in placed.values()])
+        spot = None if text is None else _place_label(text, boxes[index], style, (height, width),
+                                                      [spot for _, spot in placed.values()])
+        if spot is not None:
+            placed[index] = text, spot
     for index in order:
         if index in placed:
             text, spot = placed[index]

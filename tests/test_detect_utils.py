@@ -203,6 +203,17 @@ def test_labels_avoid_each_other_and_the_options_hide_them():
     for colour, (left, top, right, bottom) in zip((drawing.class_colour(1), drawing.class_colour(3)), spots):
         assert (image[top:bottom, left:right] == colour).all(axis=2).mean() > 0.4  # each label is visible
 
+    # A crowd: labels that find no free spot are left out, never drawn as fragments over each other.
+    crowd = Detections(np.tile(np.array([[100, 100, 140, 140]], np.float32), (20, 1)) + np.arange(20)[:, None],
+                       np.linspace(0.9, 0.6, 20).astype(np.float32), np.full(20, 3, np.int64))
+    spots: list = []
+    for box in crowd.boxes:
+        spot = drawing._place_label("car 0.90", box.astype(int), style, (240, 320), spots)
+        if spot is not None:
+            assert not any(drawing._overlaps(spot, other) for other in spots)
+            spots.append(spot)
+    assert 3 <= len(spots) < 20
+
     plain = np.zeros((240, 320, 3), np.uint8)
     drawing.draw_detections(plain, detections[:1], COCO_INSTANCE_CATEGORY_NAMES, DrawOptions(hide_labels=True))
     assert not plain[:58].any()  # nothing above the box: no label
