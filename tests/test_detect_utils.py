@@ -56,7 +56,9 @@ def test_resolve_classes_by_name_or_id():
     assert options.resolve_classes(["person", "Car", "traffic_light", "18"], names) == {1, 3, 10, 18}
     with pytest.raises(ValueError, match="unknown class 'dragon'; valid classes: person, bicycle"):
         options.resolve_classes(["dragon"], names)
-    for invalid in ("0", "12", "91", "N/A"):  # background, an unused id, out of range, a placeholder
+    # An id without a name (COCO's unused 12) is drawn and counted by its number: it may be kept by it too.
+    assert options.resolve_classes(["12"], names) == {12}
+    for invalid in ("0", "91", "N/A"):  # background, out of range, a placeholder
         with pytest.raises(ValueError):
             options.resolve_classes([invalid], names)
 

@@ -201,12 +201,13 @@ def _classes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> froze
 
 
 def resolve_classes(values: Sequence[str], class_names: Sequence[str]) -> set[int]:
-    """Class names (any case, '_' for space) or ids into label ids; ValueError lists the valid names."""
+    """Class names (any case, '_' for space) or ids into label ids; ValueError lists the valid names. Any id the
+    model predicts is accepted, one without a name too (COCO's unused ids): it is drawn and counted by its number."""
     lookup = {name.lower(): index for index, name in enumerate(class_names) if is_real_class(name)}
     ids = set()
     for value in values:
         key = value.strip().lower().replace("_", " ")
-        if key.isdigit() and 0 < int(key) < len(class_names) and is_real_class(class_names[int(key)]):
+        if key.isdigit() and 0 < int(key) < len(class_names):
             ids.add(int(key))
         elif key in lookup:
             ids.add(lookup[key])
