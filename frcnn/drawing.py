@@ -138,22 +138,34 @@ def draw_trails(image: np.ndarray, trails: dict[int, list[tuple[float, float]]])
             cv2.polylines(image, [polyline], False, track_colour(track_id), style.line, cv2.LINE_AA)
 
 
+# Which way each direction's arrow points, as (dx, dy) in the picture.
+_ARROWS = {"left_to_right": (1, 0), "right_to_left": (-1, 0), "top_to_bottom": (0, 1), "bottom_to_top": (0, -1)}
+
+
 def draw_count_line(image: np.ndarray, line: tuple[int, int, int, int], totals: dict[str, dict[str, int]]) -> None:
-    """The counting line and its running counts per direction, in place."""
+    """The counting line and its running counts per direction (a drawn arrow, the total, the classes), in place."""
     style = DrawStyle.for_picture(*image.shape[:2])
     cv2.line(image, line[:2], line[2:], (255, 255, 255), style.line + 2, cv2.LINE_AA)
     cv2.line(image, line[:2], line[2:], (40, 40, 220), style.line, cv2.LINE_AA)
-    texts = []
-    for direction, arrow in zip(totals, ("->", "<-") if "left_to_right" in totals else ("v", "^")):
-        counts = totals.get(direction, {})
-        texts.append(f"{arrow} {sum(counts.values())}" + (f" ({', '.join(f'{n} {c}' for c, n in counts.items())})"
-                                                          if counts else ""))
     x, y = min(line[0], line[2]), min(line[1], line[3])
-    for number, text in enumerate(texts):
-        box = _label_box(text, x, y, style, image.shape[1], above=False)
-        height = box[3] - box[1]
-        box = (box[0], box[1] + number * height, box[2], box[3] + number * height)
-        _draw_label_at(image, text, box, (32, 32, 32), style)
+    for number, direction in enumerate(totals):
+        counts = totals.get(direction, {})
+        text = f"{sum(counts.values())}" + (f" ({', '.join(f'{n} {c}' for c, n in counts.items())})" if counts else "")
+        (text_w, text_h), baseline = cv2.getTextSize(text, _FONT, style.font_scale, style.font_thickness)
+        arrow = 2 * text_h  # room for the arrow, left of the text
+        width, height = arrow + text_w + 3 * style.pad, text_h + baseline + 2 * style.pad
+        left = min(max(0, x), max(0, image.shape[1] - width))
+        top = y + number * height
+        cv2.rectangle(image, (left, top), (left + width, top + height), (32, 32, 32), cv2.FILLED)
+        bottom = top + height
+        dx, dy = _ARROWS.get(direction, (1, 0))
+        centre = (left + style.pad + arrow // 2, (top + bottom) // 2)
+        half = max(3, min(arrow, height - 2 * style.pad) // 2)
+        start = (centre[0] - dx * half, centre[1] - dy * half)
+        end = (centre[0] + dx * half, centre[1] + dy * half)
+        cv2.arrowedLine(image, start, end, (255, 255, 255), style.font_thickness, cv2.LINE_AA, tipLength=0.45)
+        cv2.putText(image, text, (left + 2 * style.pad + arrow, top + style.pad + text_h), _FONT, style.font_scale,
+                    (255, 255, 255), style.font_thickness, cv2.LINE_AA)
 
 
 def draw_corner_text(image: np.ndarray, text: str) -> np.ndarray:

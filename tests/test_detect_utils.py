@@ -263,3 +263,16 @@ def test_every_option_of_the_scripts_is_in_the_readme(script):
                if name.startswith("--") and name != "--help"]
     missing = [name for name in options if not re.search(re.escape(name) + r"(?![\w-])", readme)]
     assert not missing, f"{script}.py options the README does not mention: {missing}"
+
+
+def test_counting_labels_draw_arrows_that_point_each_way():
+    image = np.full((200, 320, 3), 120, np.uint8)
+    drawing.draw_count_line(image, (160, 10, 160, 190), {"left_to_right": {"car": 2}, "right_to_left": {"car": 2}})
+    style = drawing.DrawStyle.for_picture(200, 320)
+    (_, text_h), baseline = cv2.getTextSize("2 (2 car)", cv2.FONT_HERSHEY_SIMPLEX, style.font_scale,
+                                            style.font_thickness)
+    height, left = text_h + baseline + 2 * style.pad, 160 + style.pad
+    arrows = [image[10 + row * height:10 + (row + 1) * height, left:left + 2 * text_h, 0].astype(int) for row in (0, 1)]
+    # White strokes on the dark label, heavier on the side of the arrow's head.
+    halves = [((arrow[:, :text_h] > 200).sum(), (arrow[:, text_h:] > 200).sum()) for arrow in arrows]
+    assert halves[0][1] > halves[0][0] > 0 and halves[1][0] > halves[1][1] > 0, halves
