@@ -135,7 +135,9 @@ def test_the_export_cache_can_be_listed_and_cleared(tmp_path, checkpoints):
     listing = run_script("export_cache.py", cwd=tmp_path, env=env)
     assert listing.returncode == 0 and "1 cached export(s)" in listing.stderr, listing.stderr
     (line,) = listing.stdout.splitlines()
-    assert line.startswith("v1-64-") and "v1 at 64 px, for onnxruntime" in line
+    assert line.startswith("v1-64-") and f"fp32:  v1 at 64 px, 1000 proposals, {checkpoints['v1']}, for onnxruntime" in line
+    bad = run_script("export_cache.py", "--remove", "v9-nothing", cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "no entry named v9-nothing" in bad.stderr
     received = tmp_path / "cache" / "received"  # where a Ray worker keeps a checkpoint it was sent
     received.mkdir()
     (received / "0123abcd.pth").write_bytes(checkpoints["v1"].read_bytes())
@@ -145,3 +147,23 @@ def test_the_export_cache_can_be_listed_and_cleared(tmp_path, checkpoints):
     assert cleared.returncode == 0 and "removed 1 cached export(s)" in cleared.stdout
     assert "and 1 file(s) sent to Ray workers" in cleared.stdout
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_cache_entries_are_removed_one_by_one_or_by_weights(tmp_path, checkpoints, monkeypatch):
+    from frcnn.runtimes.export import cached_export
+    from model import build_detector
+
+    monkeypatch.setenv("FRCNN_CACHE", str(tmp_path / "cache"))
+    other_weights = tmp_path / "other.pth"  # only its content's hash matters to the cache
+    other_weights.write_bytes(checkpoints["v1"].read_bytes() + b"another file")
+    made = {(weights, proposals): cached_export(lambda: build_detector("v1", 91, 64, proposals), "v1", 64, proposals,
+                                                weights, "onnxruntime")
+            for weights, proposals in ((checkpoints["v1"], 1000), (checkpoints["v1"], 300), (other_weights, 1000))}
+    listing = run_script("export_cache.py", cwd=tmp_path).stdout
+    assert "1000 proposals" in listing and "300 proposals" in listing and str(other_weights) in listing
+    one = run_script("export_cache.py", "--remove", made[checkpoints["v1"], 300].stem, cwd=tmp_path)
+    assert one.returncode == 0 and "removed 1 cached export(s)" in one.stdout, one.stderr
+    assert [path.exists() for path in made.values()] == [True, False, True]
+    by_weights = run_script("export_cache.py", "--remove-weights", str(other_weights), cwd=tmp_path)
+    assert by_weights.returncode == 0 and "removed 1 cached export(s)" in by_weights.stdout
+    assert [path.exists() for path in made.values()] == [True, False, False]

@@ -35,23 +35,46 @@ def entries(folder: Path) -> list[tuple[Path, list[Path]]]:
 
 
 
-def describe(onnx: Path, files: list[Path]) -> str:
+def describe(onnx: Path, files: list[Path], name_width: int = 40) -> str:
+    """One line of the listing: the entry's name, size, date, and what it is (model, size, proposals, weights
+    file, runtime; for int8, of which export and on how many calibration pictures)."""
     size = sum(f.stat().st_size for f in files)
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(max(f.stat().st_mtime for f in files)))
+    head = f"{onnx.stem:{name_width}} {size / 1e6:8.1f} MB  {when}  "
     int8 = onnx.with_suffix(".key.json")
     if int8.exists():  # a quantized model, keyed by the export it came from and its calibration
-        key = _read_key(int8)
-        return (f"{onnx.stem:40} {size / 1e6:8.1f} MB  {when}  int8 of {key.get('export', '?')}, calibrated on "
+        key = _read(int8).get("key", {})
+        export = onnx.parent / key.get("export", "?")
+        return (head + f"int8:  {_what(_read(export.with_suffix('.json')))}, calibrated on "
                 f"{key.get('pictures', '?')} picture(s), NNCF {key.get('nncf', '?')}")
-    key = _read_key(onnx.with_suffix(".json"))
+    record = _read(onnx.with_suffix(".json"))
+    key = record.get("key", {})
     runtime = next((f"{name} {key[name]}" for name in ("openvino", "onnxruntime") if name in key), "unfinished export")
-    return (f"{onnx.stem:40} {size / 1e6:8.1f} MB  {when}  {key.get('model', '?')} at {key.get('imgsz', '?')} px, "
-            f"for {runtime}, torch {key.get('torch', '?')}")
+    return head + f"fp32:  {_what(record)}, for {runtime}, torch {key.get('torch', '?')}"
 
 
+def _what(record: dict) -> str:
+    """An export's model, size, proposals and weights file, from its record."""
+    key = record.get("key", {})
+    weights = record.get("weights_file") or f"weights {str(key.get('weights_sha256', '?'))[:12]}"
+    return (f"{key.get('model', '?')} at {key.get('imgsz', '?')} px, {key.get('proposals', '?')} proposals, "
+            f"{weights}")
 
-def _read_key(path: Path) -> dict:
+
+def made_from(onnx: Path) -> Path:
+    """The export an entry was made from: itself, or, for an int8 entry, the export it quantized."""
+    int8 = onnx.with_suffix(".key.json")
+    return onnx.parent / _read(int8).get("key", {}).get("export", onnx.name) if int8.exists() else onnx
+
+
+def weights_sha256(onnx: Path) -> str | None:
+    """The SHA-256 of the weights an entry (or the export it quantized) was made from."""
+    return _read(made_from(onnx).with_suffix(".json")).get("key", {}).get("weights_sha256")
+
+
+def _read(path: Path) -> dict:
     try:
-        return json.loads(path.read_text()).get("key", {})
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return record if isinstance(record, dict) else {}

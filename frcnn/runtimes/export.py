@@ -78,7 +78,9 @@ def cached_export(build: Callable[[], FasterRCNN], name: str, imgsz: int, propos
                           f"install the requirements, or use --backend torch") from error
     finally:
         temporary.unlink(missing_ok=True)
-    meta_path.write_text(json.dumps({"key": key_fields, "onnx_sha256": _file_sha256(onnx_path)}, indent=2))
+    # The weights file's path is not part of the key (its content is): kept for the cache's listing.
+    meta_path.write_text(json.dumps({"key": key_fields, "onnx_sha256": _file_sha256(onnx_path),
+                                     "weights_file": str(weights_file)}, indent=2))
     print(f"Exported {name} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     return onnx_path
 
