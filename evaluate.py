@@ -174,7 +174,7 @@ def run_model(pool, data: CocoSet, image_ids: list[int], out_dir: Path) -> Resul
     outcomes = pool.imap(detect_for_scoring, todo, prepare,
                          resume="the same command again scores the rest, keeping what was scored")
     for image_id, _, outcome in progress_bar(outcomes, total=len(todo), desc=model.name, unit="img",
-                                             dynamic_ncols=True):
+                                             dynamic_ncols=True, disable=not todo):
         if isinstance(outcome, DetectError):
             tqdm.write(f"warning: {outcome} (listed in the set; counted as missing)", file=sys.stderr)
             log.add(image_id, [], None)
