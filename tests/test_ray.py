@@ -228,7 +228,7 @@ def test_workers_without_the_requirements_one_line(tmp_path, photo, checkpoints)
     start = time.monotonic()
     result = script("detect_image.py", "--input", str(photo), "--weights", str(checkpoints["v1"]), "--model", "v1",
                     "--ray", "--workers", "1", cwd=tmp_path, env={"PYTHONPATH": str(shadow), "RAY_ADDRESS": ""})
-    assert time.monotonic() - start < 60  # a local Ray's start, then the workers' check (30 s at most)
+    assert time.monotonic() - start < 100  # a local Ray's start, then the workers' check, which fails at once
     assert_one_line_error(result)
     assert "the Ray workers lack the project's requirements (No module named 'torch')" in result.stderr
     assert not list((tmp_path / "outputs").glob("*"))

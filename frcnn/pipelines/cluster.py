@@ -34,7 +34,7 @@ from frcnn.pipelines.ray_join import (KeepSignalHandlers, RayLogsAside, check_re
 from frcnn.runtimes.cache import RECEIVED, cache_dir
 
 RAY_INSTALL = "pip install -r requirements-ray.txt"
-START_TIMEOUT_S = 30  # for the workers to be placed and to import the project's requirements
+START_TIMEOUT_S = 120  # for the workers to be placed and to import the project's requirements (slow on a busy node)
 MAX_RESTARTS = 3  # a worker whose process dies is started again (on any node) at most this often
 MAX_TASK_RETRIES = 3  # and the inputs it held are sent again at most this often
 IN_FLIGHT_PER_WORKER = 2  # one computing, one waiting: no idle worker, and few inputs in the object store
