@@ -109,9 +109,10 @@ def test_evaluate_on_ray_equals_one_process_and_resumes(tmp_path, checkpoints, a
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)
     progress = tmp_path / "cut" / "v1_progress.jsonl"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 400  # the workers' start and 3 pictures; minutes when the machine is busy
     while time.monotonic() < deadline and (not progress.exists() or len(progress.read_text().splitlines()) < 3):
         time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
     process.send_signal(signal.SIGINT)  # Ctrl-C
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
