@@ -376,6 +376,53 @@ def test_data_parallel_processes_share_each_epoch_with_full_batches(count):
     assert set(together) == set(range(count))
 
 
+def _small_trainer():
+    from frcnn.training.state import Trainer
+
+    module = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    return Trainer(module, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
+                   torch.amp.GradScaler(enabled=False), torch.device("cpu"), False)
+
+
+def _step_agreement(rank: int, store: str, cases: list[tuple[bool, bool]], answers) -> None:
+    """One of two data-parallel processes: for each case (which of them has pictures), whether it takes the step."""
+    import datetime
+
+    import torch.distributed as dist
+
+    from frcnn.training.loop import everyone_has_pictures
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    trainer = _small_trainer()
+    trainer.parallel = torch.nn.parallel.DistributedDataParallel(trainer.module)
+    answers.put((rank, [everyone_has_pictures(trainer, case[rank]) for case in cases]))
+    dist.destroy_process_group()
+
+
+def test_a_process_without_pictures_makes_every_process_skip_the_step(tmp_path):
+    import multiprocessing
+
+    from frcnn.training.loop import everyone_has_pictures
+
+    cases = [(True, True), (True, False), (False, True), (False, False)]
+    context = multiprocessing.get_context("spawn")
+    answers = context.Queue()
+    processes = [context.Process(target=_step_agreement, args=(rank, str(tmp_path / "store"), cases, answers))
+                 for rank in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0, 0]
+    agreed = [True, False, False, False]
+    assert sorted(answers.get(timeout=5) for _ in range(2)) == [(0, agreed), (1, agreed)]
+    # One process alone decides by itself.
+    alone = _small_trainer()
+    assert everyone_has_pictures(alone, True) and not everyone_has_pictures(alone, False)
+
+
 def test_starting_weights_keep_or_replace_the_box_predictor_and_freeze_as_torchvision(tiny_trained, checkpoints):
     from torchvision.ops.misc import FrozenBatchNorm2d
 

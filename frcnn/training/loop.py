@@ -88,6 +88,18 @@ def train_step(trainer: Trainer, batch: Batch) -> dict[str, float]:
     return {"loss": value, **{name: float(losses[name].item()) for name in LOSS_NAMES}}
 
 
+def everyone_has_pictures(trainer: Trainer, has_pictures: bool) -> bool:
+    """Whether every process can take this step. In data-parallel training each must join every gradient
+    exchange, so a process left without readable pictures makes all of them skip the step, not wait on it."""
+    if trainer.parallel is None:
+        return has_pictures
+    import torch.distributed as dist
+
+    flag = torch.tensor([int(has_pictures)], device=trainer.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 def _add(sums: dict[str, float], losses: dict[str, float] | None, pictures: int, seconds: float) -> None:
     for name, value in (losses or {}).items():
         sums[name] = sums.get(name, 0.0) + value
@@ -107,7 +119,7 @@ def train_epoch(trainer: Trainer, batches: TrainBatches, progress: Progress, set
         for batch in loader:
             hooks.unreadable(batch.failed)
             rate = trainer.optimizer.param_groups[0]["lr"]
-            losses = train_step(trainer, batch) if batch.images else None
+            losses = train_step(trainer, batch) if everyone_has_pictures(trainer, bool(batch.images)) else None
             trainer.scheduler.step()
             progress.step += 1
             now = time.perf_counter()
