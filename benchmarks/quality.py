@@ -15,6 +15,7 @@ import argparse
 import csv
 import hashlib
 import json
+import math
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from frcnn.evaluation.tracks import score_tracks  # noqa: E402
 from frcnn.runtimes.cache import cache_dir  # noqa: E402
 from frcnn.synthetic import world  # noqa: E402
 
+MODEL_COLOURS = {"v1": "tab:blue", "v2": "tab:orange"}
 SHOWN_SCORE = 0.5  # what a user sees by default: the scripts' --threshold
 MATCH_IOU = 0.5
 
@@ -236,9 +238,16 @@ def format_report(report: dict) -> str:
     lines = [machine_line(report["machine"]), f"world: {report['world']}", f"training: {report['training']}"]
     for name, model in report["models"].items():
         curve = model["trained"].get("curve", [])
-        last = curve[-1] if curve else {}
-        lines.append(f"\n{name}: trained {model['trained'].get('seconds', '?')} s, {len(curve)} epoch(s); "
-                     f"last epoch: {', '.join(f'{k} {v}' for k, v in last.items())}")
+        per_epoch = report["steps_per_epoch"]
+        lines.append(f"\n{name}: trained from scratch for {len(curve) * per_epoch} steps ({len(curve)} epoch(s)) in "
+                     f"{model['trained'].get('seconds', '?')} s; validation on all {report['world']['val']} "
+                     f"held-out pictures after each epoch:")
+        lines.append("epoch | steps | mean loss | AP | AP50 | AP_small | AR100 | training s")
+        for row in curve:
+            lines.append(f"{row['epoch']} | {int(row['epoch']) * per_epoch} | {float(row['loss']):.3f} | "
+                         + " | ".join(_cell(float(row[k]) if row.get(k) else None)
+                                      for k in ("AP", "AP50", "AP_small", "AR100"))
+                         + f" | {float(row.get('train_s') or 0):.0f}")
         fp32 = model["precisions"]["OpenVINO fp32"]["AP"]
         lines.append("option | AP | AP50 | AP_small | AR100 | AP - OpenVINO fp32 | false boxes shown / picture")
         for label, m in model["precisions"].items():
@@ -255,6 +264,28 @@ def format_report(report: dict) -> str:
                 lines.append(f"{every} | {_cell(t['IDF1'])} | {_cell(t['MOTA'])} | {_cell(t['HOTA'])} | "
                              f"{t['IDSW']} | {carried}")
     return "\n".join(lines)
+
+
+def plot_learning_curves(report: dict, path: Path) -> None:
+    """Held-out AP50 and AP by training step, v1 and v2 on one chart (a PNG)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.2))
+    axes = figure.subplots()
+    per_epoch = report["steps_per_epoch"]
+    for name, model in report["models"].items():
+        curve = model["trained"].get("curve", [])
+        steps = [int(row["epoch"]) * per_epoch for row in curve]
+        for metric, style in (("AP50", "-"), ("AP", "--")):
+            values = [100 * float(row[metric]) if row.get(metric) else float("nan") for row in curve]
+            axes.plot(steps, values, style, color=MODEL_COLOURS[name], marker="o", markersize=4,
+                      label=f"{name} {metric}")
+    axes.set(title="trained from scratch on the world: held-out box AP (%)", xlabel="training steps",
+             xlim=(0, None), ylim=(0, None))
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
 
 
 def main() -> int:
@@ -288,7 +319,8 @@ def main() -> int:
         return 0
     info = machine()
     bf16 = "avx512_bf16" in info["cpu_flags"] or "amx_bf16" in info["cpu_flags"]
-    report = {"machine": info, "world": asdict(size), "training": asdict(settings), "models": {}}
+    report = {"machine": info, "world": asdict(size), "training": asdict(settings),
+              "steps_per_epoch": math.ceil(size.train / settings.batch), "models": {}}
     for name in args.models:
         model_dir = trained_root / name
         measured = trained_root / "measured"
@@ -301,8 +333,10 @@ def main() -> int:
         report["models"][name] = entry
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(report, indent=2))
+    curves = args.json_out.with_name(f"{args.json_out.stem}_curves.png")
+    plot_learning_curves(report, curves)
     print(format_report(report))
-    print(f"report in {args.json_out}", file=sys.stderr)
+    print(f"report in {args.json_out}, learning curves in {curves}", file=sys.stderr)
     return 0
 
 

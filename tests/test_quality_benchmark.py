@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import cv2
+
 from helpers import ROOT
 
 
@@ -26,4 +28,6 @@ def test_quick_quality_benchmark_trains_and_measures(tmp_path):
     assert abs(model["precisions"]["PyTorch fp32"]["AP"] - model["precisions"]["OpenVINO fp32"]["AP"]) < 0.02
     assert set(model["tracking"]) == {"1", "2", "4"}
     assert all(0 <= row["IDF1"] <= 1 and row["frames"] == 12 for row in model["tracking"].values())
-    assert "CPU: " in result.stdout and "--detect-every" in result.stdout
+    assert "CPU: " in result.stdout and "--detect-every" in result.stdout and "epoch | steps" in result.stdout
+    curves = cv2.imread(str(tmp_path / "quality_curves.png"))
+    assert curves is not None and curves.shape[1] > 500
