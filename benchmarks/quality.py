@@ -258,11 +258,12 @@ def format_report(report: dict) -> str:
             lines.append(f"{label} | {_cell(m['AP'])} | {_cell(m['AP50'])} | {_cell(m['AP_small'])} | "
                          f"{_cell(m['AR100'])} | {m['false_per_picture']:.2f}")
         if model.get("tracking"):
-            lines.append("--detect-every | IDF1 | MOTA | HOTA | ID switches | carried boxes' IoU with the truth")
+            lines.append("--detect-every | IDF1 | MOTA | HOTA | ID switches | IoU with the truth: detected boxes | "
+                         "carried boxes")
             for every, t in model["tracking"].items():
-                carried = "-" if t["carried_iou"] is None else f"{t['carried_iou']:.3f}"
+                fit = ["-" if t.get(k) is None else f"{t[k]:.3f}" for k in ("detected_iou", "carried_iou")]
                 lines.append(f"{every} | {_cell(t['IDF1'])} | {_cell(t['MOTA'])} | {_cell(t['HOTA'])} | "
-                             f"{t['IDSW']} | {carried}")
+                             f"{t['IDSW']} | {fit[0]} | {fit[1]}")
     return "\n".join(lines)
 
 

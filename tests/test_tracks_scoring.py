@@ -14,11 +14,11 @@ def write_truth(path, objects, frames):
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_run(path, objects, frames, ids_of, detected=lambda frame: True, shift=0.0):
+def write_run(path, objects, frames, ids_of, detected=lambda frame: True, shift=lambda frame: 0.0):
     with open(path, "w") as handle:
         for f in range(frames):
             detections = [{"label": "disc", "label_id": 1, "score": 0.9, "track_id": ids_of(f, i),
-                           "box": [x + 5 * f + shift, y, x + 5 * f + shift + 20, y + 20]} for i, (x, y) in objects.items()]
+                           "box": [x + 5 * f + shift(f), y, x + 5 * f + shift(f) + 20, y + 20]} for i, (x, y) in objects.items()]
             handle.write(json.dumps({"frame": f, "detected": detected(f), "results": [{"detections": detections}]}) + "\n")
         handle.write(json.dumps({"summary": {}}) + "\n")
 
@@ -32,15 +32,18 @@ def test_a_perfect_run_scores_one(tmp_path):
     scores = score_tracks(tmp_path / "run.jsonl", tmp_path / "gt.txt")
     assert scores["IDF1"] == pytest.approx(1.0) and scores["MOTA"] == pytest.approx(1.0)
     assert scores["HOTA"] == pytest.approx(1.0, abs=1e-6) and scores["IDSW"] == 0 and scores["frames"] == 10
-    assert scores["carried_iou"] is None  # every frame detected
+    assert scores["carried_iou"] is None and scores["detected_iou"] == pytest.approx(1.0)  # every frame detected
 
 
 def test_swapped_identities_and_carried_boxes_are_seen(tmp_path):
     write_truth(tmp_path / "gt.txt", OBJECTS, 10)
     swap = lambda f, i: (3 - i if f >= 5 else i)  # noqa: E731  the two ids trade places half-way
-    write_run(tmp_path / "run.jsonl", OBJECTS, 10, swap, detected=lambda f: f % 2 == 0, shift=4.0)
+    # Detected frames fit the truth exactly; carried boxes are 4 px off.
+    write_run(tmp_path / "run.jsonl", OBJECTS, 10, swap, detected=lambda f: f % 2 == 0,
+              shift=lambda f: 0.0 if f % 2 == 0 else 4.0)
     scores = score_tracks(tmp_path / "run.jsonl", tmp_path / "gt.txt")
     assert scores["IDSW"] == 2 and scores["IDF1"] == pytest.approx(0.5)
+    assert scores["detected_iou"] == pytest.approx(1.0)
     assert scores["carried_iou"] == pytest.approx(16 * 20 / (2 * 400 - 16 * 20))  # 4 px off on a 20 px box
 
 
