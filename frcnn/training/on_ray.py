@@ -117,15 +117,15 @@ class _AgreedStop:
     """Whether to stop, as the driver asked the first worker, agreed by every worker at the same step (each must
     join every gradient exchange, so all stop together)."""
 
-    def __init__(self, ray, channel, first: bool):
-        self.ray, self.channel, self.first = ray, channel, first
+    def __init__(self, ray, channel, first: bool, device):
+        self.ray, self.channel, self.first, self.device = ray, channel, first, device
 
     def __call__(self) -> bool:
         import torch
         import torch.distributed as dist
 
         asked = self.first and self.ray.get(self.channel.stop_requested.remote())
-        flag = torch.tensor([1 if asked else 0])
+        flag = torch.tensor([1 if asked else 0], device=self.device)  # NCCL exchanges only GPU tensors
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
@@ -181,7 +181,8 @@ def train_worker(config: dict) -> None:
             record = (torch.load(io.BytesIO(ray.get(config["state"])), map_location="cpu", weights_only=True)
                       if config["state"] is not None else None)
             send = channel.send.remote
-            hooks = Hooks(should_stop=_AgreedStop(ray, channel, first), saves=first, show_bar=False,
+            device = ray.train.torch.get_device()
+            hooks = Hooks(should_stop=_AgreedStop(ray, channel, first, device), saves=first, show_bar=False,
                           stop_in_validation=False)
             if first:  # the others train in step with it and say nothing
                 hooks.on_epoch = lambda row: send(("epoch", row))
@@ -189,7 +190,6 @@ def train_worker(config: dict) -> None:
                                                                None if losses is None else losses["loss"]))
                 hooks.on_save = _Sender(channel, folder)
                 hooks.warn = lambda line: send(("warning", line))
-            device = ray.train.torch.get_device()
             session = make_session(settings, data, folder, device, record, hooks, rank, world)
             del record
             if first:
