@@ -411,10 +411,14 @@ def test_a_process_without_pictures_makes_every_process_skip_the_step(tmp_path):
     answers = context.Queue()
     processes = [context.Process(target=_step_agreement, args=(rank, str(tmp_path / "store"), cases, answers))
                  for rank in range(2)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=120)
+    try:
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=120)
+    finally:
+        for process in processes:
+            process.terminate()  # one left waiting on the other (the failure this guards against) ends here
     assert [process.exitcode for process in processes] == [0, 0]
     agreed = [True, False, False, False]
     assert sorted(answers.get(timeout=5) for _ in range(2)) == [(0, agreed), (1, agreed)]

@@ -123,7 +123,7 @@ def train_epoch(trainer: Trainer, batches: TrainBatches, progress: Progress, set
             trainer.scheduler.step()
             progress.step += 1
             now = time.perf_counter()
-            _add(progress.sums, losses, len(batch.images) * batches.world, now - last)
+            _add(progress.sums, losses, len(batch.images) * batches.world if losses is not None else 0, now - last)
             progress.sums["lr"] = rate
             last = now
             if losses is not None:
