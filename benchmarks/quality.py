@@ -109,22 +109,28 @@ def train_command(name: str, world_dir: Path, settings: Training, folder: Path) 
     return command
 
 
-def train(name: str, world_dir: Path, settings: Training, folder: Path) -> dict:
+def train(name: str, world_dir: Path, settings: Training, folder: Path, pictures: int) -> dict:
     """A model trained on the world from scratch with train.py, from the cache when it finished before."""
     finished = folder / "finished.json"
-    if finished.exists():
-        return json.loads(finished.read_text())
-    epochs = settings.epochs[0 if name == "v1" else 1]
-    if len(learning_curve(folder)) < epochs:
-        command = train_command(name, world_dir, settings, folder)
-        if (folder / "resume").exists():  # an interrupted run continues with its own settings
-            command = ["train.py", "--resume", str(folder), "--device", settings.device]
-        run(command, f"training {name} on the world ({epochs} epochs; resumable)")
-    curve = learning_curve(folder)
-    record = {"model": name, "epochs": epochs, "seconds": round(sum(float(row.get("train_s", 0)) for row in curve)),
-              "curve": curve}
-    finished.write_text(json.dumps(record, indent=2))
-    return record
+    if not finished.exists():
+        epochs = settings.epochs[0 if name == "v1" else 1]
+        if len(learning_curve(folder)) < epochs:
+            command = train_command(name, world_dir, settings, folder)
+            if (folder / "resume").exists():  # an interrupted run continues with its own settings
+                command = ["train.py", "--resume", str(folder), "--device", settings.device]
+            run(command, f"training {name} on the world ({epochs} epochs; resumable)")
+        curve = learning_curve(folder)
+        seconds = round(sum(float(row.get("train_s", 0)) for row in curve))
+        finished.write_text(json.dumps({"model": name, "epochs": epochs, "seconds": seconds, "curve": curve},
+                                       indent=2))
+    return {**json.loads(finished.read_text()), "steps_per_epoch": steps_per_epoch(folder, pictures)}
+
+
+def steps_per_epoch(folder: Path, pictures: int) -> int:
+    """Steps of one epoch over `pictures` of the run in `folder`, as train.py counts them (with several
+    data-parallel processes, each step takes a batch in every one)."""
+    settings = json.loads((folder / "settings.json").read_text())
+    return math.ceil(pictures / (settings["batch"] * settings.get("replicas", 1)))
 
 
 def learning_curve(folder: Path) -> list[dict]:
@@ -230,6 +236,11 @@ def measure_tracking(name: str, model_dir: Path, world_dir: Path, imgsz: int, ou
 # ---------------------------------------------------------------- reporting
 
 
+def _number(value) -> float | None:
+    """A results.csv cell as a number; None where it is empty (no validation that epoch)."""
+    return None if value in (None, "") else float(value)
+
+
 def _cell(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
@@ -238,14 +249,14 @@ def format_report(report: dict) -> str:
     lines = [machine_line(report["machine"]), f"world: {report['world']}", f"training: {report['training']}"]
     for name, model in report["models"].items():
         curve = model["trained"].get("curve", [])
-        per_epoch = report["steps_per_epoch"]
+        per_epoch = model["trained"]["steps_per_epoch"]
         lines.append(f"\n{name}: trained from scratch for {len(curve) * per_epoch} steps ({len(curve)} epoch(s)) in "
                      f"{model['trained'].get('seconds', '?')} s; validation on all {report['world']['val']} "
                      f"held-out pictures after each epoch:")
         lines.append("epoch | steps | mean loss | AP | AP50 | AP_small | AR100 | training s")
         for row in curve:
             lines.append(f"{row['epoch']} | {int(row['epoch']) * per_epoch} | {float(row['loss']):.3f} | "
-                         + " | ".join(_cell(float(row[k]) if row.get(k) else None)
+                         + " | ".join(_cell(_number(row.get(k)))
                                       for k in ("AP", "AP50", "AP_small", "AR100"))
                          + f" | {float(row.get('train_s') or 0):.0f}")
         fp32 = model["precisions"]["OpenVINO fp32"]["AP"]
@@ -273,12 +284,12 @@ def plot_learning_curves(report: dict, path: Path) -> None:
 
     figure = Figure(figsize=(7, 4.2))
     axes = figure.subplots()
-    per_epoch = report["steps_per_epoch"]
     for name, model in report["models"].items():
         curve = model["trained"].get("curve", [])
-        steps = [int(row["epoch"]) * per_epoch for row in curve]
+        steps = [int(row["epoch"]) * model["trained"]["steps_per_epoch"] for row in curve]
         for metric, style in (("AP50", "-"), ("AP", "--")):
-            values = [100 * float(row[metric]) if row.get(metric) else float("nan") for row in curve]
+            values = [float("nan") if _number(row.get(metric)) is None else 100 * _number(row[metric])
+                      for row in curve]
             axes.plot(steps, values, style, color=MODEL_COLOURS[name], marker="o", markersize=4,
                       label=f"{name} {metric}")
     axes.set(title="trained from scratch on the world: held-out box AP (%)", xlabel="training steps",
@@ -320,12 +331,11 @@ def main() -> int:
         return 0
     info = machine()
     bf16 = "avx512_bf16" in info["cpu_flags"] or "amx_bf16" in info["cpu_flags"]
-    report = {"machine": info, "world": asdict(size), "training": asdict(settings),
-              "steps_per_epoch": math.ceil(size.train / settings.batch), "models": {}}
+    report = {"machine": info, "world": asdict(size), "training": asdict(settings), "models": {}}
     for name in args.models:
         model_dir = trained_root / name
         measured = trained_root / "measured"
-        entry = {"trained": train(name, world_dir, settings, model_dir)}
+        entry = {"trained": train(name, world_dir, settings, model_dir, size.train)}
         entry["precisions"] = measure_precisions(name, model_dir, world_dir, settings.imgsz, measured,
                                                  bf16 and not args.quick, not (args.no_int8 or args.quick))
         entry["slicing"] = measure_slicing(name, model_dir, world_dir, settings.imgsz, measured)

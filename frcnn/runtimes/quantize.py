@@ -31,7 +31,7 @@ FRAMES_PER_VIDEO = 30
 # arithmetic includes the box decoding in picture pixels: NNCF's MIXED preset quantizes it too, which cost trained
 # models 1-3 AP; kept in float, int8 stays within about half a point of fp32 at the same speed. Keeping only the
 # arithmetic outside the backbone in float (its residual additions in int8) was no faster on an AVX2 CPU and
-# kept 0.3-0.4 AP less.
+# scored 0.3-0.4 AP lower.
 _KEPT_IN_FLOAT = ["Interpolate", "ROIAlign", "NonMaxSuppression", "TopK", "Add", "Multiply", "Subtract", "Divide"]
 
 
