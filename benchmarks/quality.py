@@ -26,6 +26,7 @@ from common import ROOT, machine, machine_line, use_the_project
 
 use_the_project()
 
+from frcnn.core.arguments import positive_int  # noqa: E402
 from frcnn.evaluation.tracks import score_tracks  # noqa: E402
 from frcnn.runtimes.cache import cache_dir  # noqa: E402
 from frcnn.synthetic import world  # noqa: E402
@@ -304,14 +305,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tiny world, one short epoch, fp32 only: a check")
     parser.add_argument("--models", nargs="+", default=["v1", "v2"], choices=["v1", "v2"])
-    parser.add_argument("--epochs", type=int, nargs=2, metavar=("V1", "V2"),
+    parser.add_argument("--epochs", type=positive_int, nargs=2, metavar=("V1", "V2"),
                         help="training epochs of v1 and v2 (default 2 2; --quick 1 1)")
     parser.add_argument("--print-train-commands", action="store_true",
                         help="print the training commands (to run them elsewhere, e.g. on a GPU) and stop")
     parser.add_argument("--device", default="cpu", help="where to train: cpu or cuda (measuring is on the CPU)")
     parser.add_argument("--no-int8", action="store_true", help="leave out int8 (its calibration takes minutes)")
     parser.add_argument("--no-tracking", action="store_true", help="leave out the video measurements")
-    parser.add_argument("--max-images", type=int, nargs=2, metavar=("VAL", "TINY"),
+    parser.add_argument("--max-images", type=positive_int, nargs=2, metavar=("VAL", "TINY"),
                         help="measure only the first VAL held-out and TINY tiny-object pictures (default: all)")
     parser.add_argument("--cache", type=Path, help="where the world and the models are kept (default: the user cache)")
     parser.add_argument("--json-out", type=Path, default=ROOT / "outputs" / "quality.json")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import cv2
+import pytest
 
 from helpers import ROOT
 
@@ -32,3 +33,11 @@ def test_quick_quality_benchmark_trains_and_measures(tmp_path):
     assert "\n1 | 4 | " in result.stdout  # the learning curve: epoch 1 ended at step 4 (8 pictures, batch 2)
     curves = cv2.imread(str(tmp_path / "quality_curves.png"))
     assert curves is not None and curves.shape[1] > 500
+
+
+@pytest.mark.parametrize("args", [["--epochs", "0", "2"], ["--max-images", "-1", "2"]])
+def test_counts_below_one_are_a_usage_error(tmp_path, args):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), *args, "--print-train-commands",
+                             "--cache", str(tmp_path / "cache")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "must be at least 1" in result.stderr.splitlines()[-1]
+    assert not (tmp_path / "cache").exists()  # nothing made before the arguments are checked
