@@ -16,6 +16,7 @@ import csv
 import hashlib
 import json
 import math
+import signal
 import subprocess
 import sys
 import time
@@ -73,10 +74,20 @@ def key_of(*values) -> str:
 def run(command: list[str], what: str) -> subprocess.CompletedProcess:
     """A project script as a child process; its progress goes to our stderr, its failure ends the benchmark."""
     print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
-    result = subprocess.run([sys.executable, *command], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"error: {what} failed (exit {result.returncode}): {' '.join(command)}")
-    return result
+    with subprocess.Popen([sys.executable, *command], cwd=ROOT, stdout=subprocess.PIPE, text=True) as child:
+        try:
+            stdout, _ = child.communicate()
+        except KeyboardInterrupt:
+            # The child had the same Ctrl-C and stops by itself, keeping what it finished: wait for it, unless
+            # a second Ctrl-C says not to.
+            try:
+                child.wait()
+            except KeyboardInterrupt:
+                child.kill()
+            raise
+    if child.returncode != 0:
+        raise SystemExit(f"error: {what} failed (exit {child.returncode}): {' '.join(command)}")
+    return subprocess.CompletedProcess(child.args, child.returncode, stdout)
 
 
 # ---------------------------------------------------------------- the world and the trained models
@@ -302,6 +313,16 @@ def plot_learning_curves(report: dict, path: Path) -> None:
 
 
 def main() -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even where started with it ignored
+    try:
+        return measure_quality()
+    except KeyboardInterrupt:
+        print("\ninterrupted: what was trained and measured is kept in the cache; the same command goes on from "
+              "there", file=sys.stderr)
+        return 130
+
+
+def measure_quality() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tiny world, one short epoch, fp32 only: a check")
     parser.add_argument("--models", nargs="+", default=["v1", "v2"], choices=["v1", "v2"])

@@ -4,6 +4,8 @@ a few steps teach little)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -13,12 +15,29 @@ import pytest
 from helpers import ROOT
 
 
-def test_quick_quality_benchmark_trains_and_measures(tmp_path):
+def test_quick_quality_benchmark_trains_and_measures_and_goes_on_after_ctrl_c(tmp_path):
     report_path = tmp_path / "quality.json"
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--quick", "--models", "v1",
-                             "--cache", str(tmp_path / "cache"), "--json-out", str(report_path)],
-                            capture_output=True, text=True, timeout=1200, cwd=tmp_path,
-                            env={**__import__("os").environ, "FRCNN_CACHE": str(tmp_path / "export-cache")})
+    command = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--quick", "--models", "v1",
+               "--cache", str(tmp_path / "cache"), "--json-out", str(report_path)]
+    env = {**os.environ, "FRCNN_CACHE": str(tmp_path / "export-cache")}
+    # Ctrl-C in a terminal reaches the benchmark and the train.py it runs (one process group).
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+                               start_new_session=True)
+    try:
+        for line in process.stderr:
+            if line.startswith("training v1 on cpu"):  # train.py's own line: it is under way
+                os.killpg(process.pid, signal.SIGINT)
+                break
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "the same command goes on" in stderr.splitlines()[-1]
+    assert not report_path.exists()
+    run = next((tmp_path / "cache").glob("world-*/trained-*/v1"))
+    assert (run / "resume" / "state.pth").is_file() and not (run / "finished.json").exists()  # saved, unfinished
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     model = json.loads(report_path.read_text())["models"]["v1"]
     assert model["trained"]["curve"] and "AP" in model["trained"]["curve"][-1]
