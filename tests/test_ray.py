@@ -312,6 +312,7 @@ def test_training_on_two_ray_workers_writes_the_run_here(tmp_path, address):
     assert settings["replicas"] == 2 and settings["lr"] == pytest.approx(reference_lr(4))  # 2 workers x 2 pictures
     assert len((run / "results.csv").read_text().splitlines()) == 2
     assert json.loads((run / "resume" / "position.json").read_text()) == {"epoch": 1, "step": 0}
+    assert (run / "resume" / "state.pth").is_file()  # the last file sent, after its worker ended
     import torch
 
     weights = torch.load(run / "best.pth", weights_only=True)

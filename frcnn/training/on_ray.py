@@ -131,13 +131,18 @@ class _AgreedStop:
 
 
 class _Sender:
-    """The first worker's saved files, sent to the driver when they change."""
+    """The first worker's saved files, sent to the driver when they change, and delivered before training goes on.
 
-    def __init__(self, channel, folder: RunFolder):
-        self.channel, self.folder = channel, folder
+    Waiting matters: a large file travels as an object this worker owns, and an actor call whose argument's owner
+    has ended fails without a word. Ray Train ends its workers as soon as training returns, so an undelivered last
+    checkpoint would be lost while the smaller messages after it still arrive."""
+
+    def __init__(self, ray, channel, folder: RunFolder):
+        self.ray, self.channel, self.folder = ray, channel, folder
         self.sent: dict[Path, tuple] = {}
 
     def __call__(self) -> None:
+        delivered = []
         for name in SAVED_FILES:
             path = self.folder / name
             if not path.is_file():
@@ -147,10 +152,11 @@ class _Sender:
             if self.sent.get(name) == mark:
                 continue
             if name == BEST and self.sent.get(LAST) == mark:  # best.pth is a link to last.pth: no second copy
-                self.channel.send.remote(("same", str(BEST), str(LAST)))
+                delivered.append(self.channel.send.remote(("same", str(BEST), str(LAST))))
             else:
-                self.channel.send.remote(("file", str(name), path.read_bytes()))
+                delivered.append(self.channel.send.remote(("file", str(name), path.read_bytes())))
             self.sent[name] = mark
+        self.ray.get(delivered)
 
 
 def train_worker(config: dict) -> None:
@@ -188,7 +194,7 @@ def train_worker(config: dict) -> None:
                 hooks.on_epoch = lambda row: send(("epoch", row))
                 hooks.on_step = lambda progress, losses: send(("step", progress.epoch, progress.step,
                                                                None if losses is None else losses["loss"]))
-                hooks.on_save = _Sender(channel, folder)
+                hooks.on_save = _Sender(ray, channel, folder)
                 hooks.warn = lambda line: send(("warning", line))
             session = make_session(settings, data, folder, device, record, hooks, rank, world)
             del record
@@ -197,10 +203,10 @@ def train_worker(config: dict) -> None:
                       str(device)))
             finished = fit(session.trainer, session.batches, session.validator, settings, folder, session.progress,
                            session.log, hooks)
-            if first:
-                send(("end", finished, session.progress.best_ap, session.progress.best_epoch))
+            if first:  # delivered before this worker may end (see _Sender)
+                ray.get(send(("end", finished, session.progress.best_ap, session.progress.best_epoch)))
     except DetectError as error:
-        channel.send.remote(("error", str(error)))
+        ray.get(channel.send.remote(("error", str(error))))
         raise
 
 
