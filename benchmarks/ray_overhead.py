@@ -41,9 +41,9 @@ def pictures(count: int) -> list[Path]:
 
 def timed_pass(pool, paths: list[Path]) -> dict:
     """One pass over the pictures through the pool: wall seconds per picture and model milliseconds per picture."""
-    import detect_utils as du
-    from frcnn.pipelines.jobs import detect_picture
+    from frcnn.cli import shared as du
     from frcnn.core.specs import DrawOptions
+    from frcnn.pipelines.jobs import detect_picture
 
     def prepare(index: int) -> tuple:
         return du.read_bytes(paths[index]), str(paths[index]), DrawOptions()
@@ -68,10 +68,10 @@ def summarize(passes: list[dict]) -> dict:
 def local_rows(spec, paths: list[Path], runs: int, threads_list: list[int]) -> dict:
     import dataclasses
 
-    from frcnn.pipelines.jobs import LocalPool
-    from model import load
-    from frcnn.inference.predictor import make_predictor
     from frcnn.core.specs import DetectOptions
+    from frcnn.inference.predictor import make_predictor
+    from frcnn.model import load
+    from frcnn.pipelines.jobs import LocalPool
 
     rows = {}
     for threads in threads_list:
@@ -83,8 +83,8 @@ def local_rows(spec, paths: list[Path], runs: int, threads_list: list[int]) -> d
 
 
 def ray_rows(spec, paths: list[Path], runs: int, workers_list: list[int]) -> dict:
-    from frcnn.pipelines.cluster import Cluster
     from frcnn.core.specs import DetectOptions, RayOptions
+    from frcnn.pipelines.cluster import Cluster
 
     rows = {}
     for workers in workers_list:
@@ -129,7 +129,8 @@ def main() -> int:
                                                    / base["model_median_s"], 4),
               "rows": rows}
     print(f"{report['cpu']}, {report['cores']} cores; flags: {' '.join(report['cpu_flags'])}")
-    print(f"{args.model} ({kind} weights), imgsz {args.imgsz}, {args.backend}, {len(paths)} pictures x {args.runs} runs")
+    print(f"{args.model} ({kind} weights), imgsz {args.imgsz}, {args.backend}, "
+          f"{len(paths)} pictures x {args.runs} runs")
     print(f"{'':28} {'s/picture min':>13} {'median':>7} {'model':>6} {'other':>6} {'pictures/s':>10}")
     for name, row in rows.items():
         # With several workers, pictures overlap: the time outside the model is not the difference.

@@ -89,8 +89,8 @@ def others_load(before: tuple[float, float], own_cpu: float, seconds: float) -> 
 
 
 def load_model(config: dict):
-    from model import load
     from frcnn.core.specs import ModelSpec
+    from frcnn.model import load
 
     return load(ModelSpec(config["model"], weights=config["weights"], imgsz=config["imgsz"], device="cpu",
                           backend=config["backend"]))
@@ -106,9 +106,9 @@ def run_picture(config: dict) -> dict:
     """One picture, one mode: the scripts' predictor, timed; for a sliced run, its inner calls too."""
     import cv2
 
+    from frcnn.core.specs import DetectOptions
     from frcnn.inference.loading import make_predictor
     from frcnn.inference.slicing import tile_grid
-    from frcnn.core.specs import DetectOptions
 
     image = cv2.imread(config["image"])
     model = load_model(config)
@@ -155,10 +155,10 @@ def run_async(config: dict) -> dict:
     import openvino
     import torch
 
-    from model import cached_export
+    from frcnn.core.specs import SliceOptions
     from frcnn.inference.predictor import to_model_input
     from frcnn.inference.slicing import tile_grid
-    from frcnn.core.specs import SliceOptions
+    from frcnn.model import cached_export
 
     image = cv2.imread(config["image"])
     model = load_model(config)
@@ -388,9 +388,9 @@ def main() -> int:
     if args.quick:
         args.imgsz, args.runs = 64, 1
     models = args.models or (["v1"] if args.quick else ["v1", "v2"])
-    from model import choose_backend
-
     import torch
+
+    from frcnn.model import choose_backend
 
     backend = choose_backend(args.backend, torch.device("cpu"))
     scratch = Path(tempfile.mkdtemp(prefix="frcnn-slicing-"))

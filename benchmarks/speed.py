@@ -29,9 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common import SHARED_MEDIA, default_media, machine, machine_line  # noqa: E402
+
 from frcnn.evaluation.agreement import agreement, equivalent  # noqa: E402
-
-
 
 # ---------------------------------------------------------------- one configuration (a child process)
 
@@ -48,7 +47,7 @@ def seeded_weights(name: str, folder: Path) -> Path:
 
 def weights_for(name: str, folder: Path) -> tuple[Path, str]:
     """The official COCO weights when they are cached here, else seeded random ones."""
-    from model import official_weights_path
+    from frcnn.model import official_weights_path
 
     official = official_weights_path(name)
     if official.exists():
@@ -84,9 +83,9 @@ def reference_predict(module, image_bgr):
 def run_image(config: dict) -> dict:
     import cv2
 
-    from model import load
-    from frcnn.inference.predictor import Predictor
     from frcnn.core.specs import ModelSpec
+    from frcnn.inference.predictor import Predictor
+    from frcnn.model import load
 
     image = cv2.imread(config["image"])
     weights = Path(config["weights"])
@@ -185,8 +184,8 @@ def _children_peak_rss_mb() -> float:
 
 def run_export(config: dict) -> dict:
     """Load with an empty cache: the one-time export, timed by the project's own report on stderr."""
-    from model import load
     from frcnn.core.specs import ModelSpec
+    from frcnn.model import load
 
     load(ModelSpec(config["model"], weights=config["weights"], imgsz=config["imgsz"], device="cpu",
                    backend=config["path"]))
@@ -224,7 +223,7 @@ def run_child(config: dict, env: dict) -> dict:
 
 
 def installed_backends() -> list[str]:
-    from model import backend_installed
+    from frcnn.model import backend_installed
 
     return [b for b in ("torch", "onnxruntime", "openvino") if backend_installed(b)]
 
@@ -325,7 +324,7 @@ def measure(args: argparse.Namespace, backends: list[str], scratch: Path, env: d
 
 def precision_rows(args, base: dict, env: dict, reference: dict, fp32: dict, gflop: float) -> list[dict]:
     """OpenVINO at each lower precision and number of proposals, against the reference and fp32 OpenVINO."""
-    from model import cpu_has_bf16
+    from frcnn.model import cpu_has_bf16
 
     calibration = [args.calibration if Path(args.calibration).is_dir() else str(ROOT / "input")]
     rows = []
@@ -381,14 +380,16 @@ def format_table(report: dict) -> str:
     for r in report["results"]:
         check = r.get("check") or r.get("check_original")
         verdict = "-" if check is None else (
-            f"{'same' if check['equivalent'] else 'DIFFERENT'} ({check['paired']} of {check['reference_count']} paired, "
+            f"{'same' if check['equivalent'] else 'DIFFERENT'} "
+            f"({check['paired']} of {check['reference_count']} paired, "
             f"box ≤{check['max_box_diff_px']:.3g} px, score ≤{check['max_score_diff']:.1e})")
         if "agreement" in r:
             a = r["agreement"]
             verdict = (f"vs fp32 openvino: {a['matched']} of {a['reference_shown']} shown boxes matched"
                        + (f", mean IoU {a['mean_iou']:.3f}" if a["mean_iou"] is not None else ""))
         lines.append([r["model"], r["path"], f"{r['min_s']:.3f}", f"{r['median_s']:.3f}", f"{r['speedup']:.2f}x",
-                      f"{r['gflop_per_s']:.0f}", str(r["peak_rss_mb"]), f"{r['export_s']:.0f} ({r['export_peak_rss_mb']})" if r["export_s"] else "-",
+                      f"{r['gflop_per_s']:.0f}", str(r["peak_rss_mb"]),
+                      f"{r['export_s']:.0f} ({r['export_peak_rss_mb']})" if r["export_s"] else "-",
                       f"{r['video_fps']:.3f}" if "video_fps" in r else "-",
                       f"{r['video_speedup']:.2f}x" if "video_speedup" in r else "-",
                       str(r.get("video_peak_rss_mb", "-")), verdict])

@@ -52,10 +52,10 @@ def tracker_cost(video: Path, name: str, weights: Path, imgsz: int, frames: int,
     """Milliseconds per frame of the tracking step alone, over detections the model made beforehand."""
     import cv2
 
-    from model import load
-    from frcnn.inference.predictor import Predictor
     from frcnn.core.specs import ModelSpec, TrackOptions
+    from frcnn.inference.predictor import Predictor
     from frcnn.inference.tracking import LOW_SCORE_FLOOR, VideoTracking
+    from frcnn.model import load
 
     predictor = Predictor(load(ModelSpec(name, weights=str(weights), imgsz=imgsz, device="cpu")), LOW_SCORE_FLOOR)
     capture = cv2.VideoCapture(str(video))

@@ -77,7 +77,8 @@ def _place_label(text: str, box: np.ndarray, style: DrawStyle, size: tuple[int, 
     None where there is none (in a crowd, a label drawn over others would only leave fragments of both)."""
     height, width = size
     x1, y1, _, y2 = (int(v) for v in box)
-    candidates = [_label_box(text, x1, y1, style, width, above=True), _label_box(text, x1, y1, style, width, above=False),
+    candidates = [_label_box(text, x1, y1, style, width, above=True),
+                  _label_box(text, x1, y1, style, width, above=False),
                   _label_box(text, x1, y2, style, width, above=False)]
     return next((c for c in candidates if c[3] <= height and not any(_overlaps(c, p) for p in placed)), None)
 

@@ -13,10 +13,10 @@ import pytest
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
-from frcnn.synthetic.checkpoints import detector_state, official_format, save_checkpoint  # noqa: E402
-from frcnn.synthetic.world import write_split  # noqa: E402
 from helpers import ONE_THREAD, TINY_SET, run_script, scene, tiny_train_args  # noqa: E402
 
+from frcnn.synthetic.checkpoints import detector_state, official_format, save_checkpoint  # noqa: E402
+from frcnn.synthetic.world import write_split  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

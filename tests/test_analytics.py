@@ -8,16 +8,16 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import sys
+import threading
 import time
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
-
 from helpers import ROOT, SMALL_IMGSZ, leftovers, make_video, run_script
+
 from frcnn.analytics.analyser import TrackAnalytics
 from frcnn.analytics.lines import name_lines, parse_line
 from frcnn.analytics.outputs import AnalyticsFiles
@@ -326,7 +326,7 @@ def test_a_run_with_every_analytics_option_writes_every_file(tmp_path, checkpoin
 
 def test_the_files_come_back_from_a_worker_as_from_a_run_here(tmp_path, checkpoints):
     """The --ray path without Ray: the job a worker runs (the video as bytes), then the driver's writing."""
-    import detect_video
+    from frcnn.cli import detect_video
     from frcnn.core.specs import DetectOptions, ModelSpec
     from frcnn.inference.loading import load_predictors
     from frcnn.pipelines.jobs import LocalPool

@@ -8,13 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from helpers import ROOT, SMALL_IMGSZ, assert_one_line_error, run_script, scene
-from frcnn.core.detections import Detections
-from model import DetectError, choose_backend, load_model
-from frcnn.inference.predictor import predict
 
+from frcnn.core.detections import Detections
 from frcnn.evaluation.agreement import equivalent
+from frcnn.inference.predictor import predict
+from frcnn.model import DetectError, choose_backend, load_model
 
 CPU = torch.device("cpu")
 RUNTIMES = [b for b in ("onnxruntime", "openvino") if importlib.util.find_spec(b)]
@@ -135,7 +134,8 @@ def test_the_export_cache_can_be_listed_and_cleared(tmp_path, checkpoints):
     listing = run_script("export_cache.py", cwd=tmp_path, env=env)
     assert listing.returncode == 0 and "1 cached export(s)" in listing.stderr, listing.stderr
     (line,) = listing.stdout.splitlines()
-    assert line.startswith("v1-64-") and f"fp32:  v1 at 64 px, 1000 proposals, {checkpoints['v1']}, for onnxruntime" in line
+    assert line.startswith("v1-64-")
+    assert f"fp32:  v1 at 64 px, 1000 proposals, {checkpoints['v1']}, for onnxruntime" in line
     bad = run_script("export_cache.py", "--remove", "v9-nothing", cwd=tmp_path, env=env)
     assert bad.returncode == 2 and "no entry named v9-nothing" in bad.stderr
     received = tmp_path / "cache" / "received"  # where a Ray worker keeps a checkpoint it was sent
@@ -150,8 +150,8 @@ def test_the_export_cache_can_be_listed_and_cleared(tmp_path, checkpoints):
 
 
 def test_cache_entries_are_removed_one_by_one_or_by_weights(tmp_path, checkpoints, monkeypatch):
+    from frcnn.model import build_detector
     from frcnn.runtimes.export import cached_export
-    from model import build_detector
 
     monkeypatch.setenv("FRCNN_CACHE", str(tmp_path / "cache"))
     other_weights = tmp_path / "other.pth"  # only its content's hash matters to the cache

@@ -6,9 +6,8 @@ import json
 import subprocess
 import sys
 
-from helpers import ROOT, make_video, scene
-
 import cv2
+from helpers import ROOT, make_video, scene
 
 
 def test_quick_benchmark_runs_and_checks_every_backend(tmp_path):
@@ -44,7 +43,8 @@ def test_quick_benchmark_runs_and_checks_every_backend(tmp_path):
 def test_quick_tracking_benchmark_runs(tmp_path):
     clip = make_video(tmp_path / "clip.mp4", frames=8)
     report_path = tmp_path / "tracking.json"
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tracking_cost.py"), "--quick", "--video", str(clip),
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tracking_cost.py"), "--quick",
+                             "--video", str(clip),
                              "--json-out", str(report_path)], capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     row = json.loads(report_path.read_text())["models"]["v1"]

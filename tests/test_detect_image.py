@@ -14,9 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, run_script, scene
+from PIL import Image
 from x11_window import find_window, press_key
 
 

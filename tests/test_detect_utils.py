@@ -12,19 +12,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT, leftovers, scene
 from PIL import Image
 
-import detect_utils as du
-from frcnn.core import files
 from frcnn import drawing
 from frcnn.cli import options
-from frcnn.inference import predictor
-from frcnn.synthetic.checkpoints import BOOSTED_LABEL
-from coco_names import COCO_INSTANCE_CATEGORY_NAMES
-from helpers import ROOT, leftovers, scene
+from frcnn.cli import shared as du
+from frcnn.core import files
+from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES
 from frcnn.core.detections import Detections
 from frcnn.core.specs import DrawOptions
-from model import DetectError, load_model
+from frcnn.inference import predictor
+from frcnn.model import DetectError, load_model
+from frcnn.synthetic.checkpoints import BOOSTED_LABEL
 
 
 def sample_detections() -> Detections:

@@ -16,7 +16,6 @@ import av
 import cv2
 import numpy as np
 import pytest
-
 from helpers import ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, make_video, read_video, run_script, scene
 from x11_window import click_close, find_window, press_key
 
@@ -109,7 +108,9 @@ def test_batched_frames_give_the_same_detections(tmp_path, checkpoints):
 
 def processed_frames(folder) -> int:
     """Lines in the JSON Lines file a running detect_video.py is still writing."""
-    partial = [p for p in leftovers(folder) if p.suffix == ".jsonl" and "_tracks" not in p.name] if folder.exists() else []
+    if not folder.exists():
+        return 0
+    partial = [p for p in leftovers(folder) if p.suffix == ".jsonl" and "_tracks" not in p.name]
     return len(partial[0].read_text().splitlines()) if partial else 0
 
 
@@ -272,7 +273,7 @@ def test_closing_the_window_goes_on_without_it(tmp_path, checkpoints, virtual_di
 
 
 def test_every_input_gets_its_own_output_name():
-    from detect_video import output_base_names
+    from frcnn.cli.detect_video import output_base_names
 
     sources = ["rtsp://a.local/live", "rtsp://b.local/live", "0", "clips/webcam0.mp4", "more/webcam0.mp4",
                "http://c.local/"]

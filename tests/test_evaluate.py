@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from helpers import CATEGORIES, ROOT, SMALL_IMGSZ, assert_one_line_error, make_set, metrics_of, run_script
 
 
@@ -84,7 +83,7 @@ def test_seeded_checkpoints_run_and_write_both_files(tmp_path, checkpoints):
 
 
 def test_published_figures_are_shown_only_when_asked():
-    from evaluate import format_table
+    from frcnn.cli.evaluate import format_table
 
     rows = {name: {"AP": 0.3, "ms_per_image": 10.0} for name in ("v1", "v2")}
     shown = format_table(rows, "", published=True)

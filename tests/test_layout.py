@@ -8,13 +8,17 @@ from pathlib import Path
 from helpers import ROOT
 
 # Top to bottom. A module belongs to the layer of the longest prefix that names it.
+SCRIPTS = ["detect_image", "detect_video", "evaluate", "train", "export_cache"]
+# The short files at the top of a clone that hand on to the package (never imported by it).
+TOP_LEVEL = SCRIPTS + ["model", "detect_utils", "coco_names"]
 LAYERS = [
-    ("entry scripts", ["detect_image", "detect_video", "evaluate", "train", "export_cache"]),
-    ("what the scripts share", ["detect_utils", "frcnn.cli"]),
+    ("the clone's top-level files", TOP_LEVEL),
+    ("entry scripts", [f"frcnn.cli.{name}" for name in SCRIPTS]),
+    ("what the scripts share", ["frcnn.cli"]),
     ("pipelines", ["frcnn.pipelines", "frcnn.video", "frcnn.training"]),
     ("inference", ["frcnn.inference", "frcnn.drawing", "frcnn.evaluation", "frcnn.analytics", "frcnn.reporting"]),
-    ("models and runtimes", ["model", "frcnn.runtimes", "frcnn.synthetic"]),
-    ("value types", ["coco_names", "frcnn.core", "frcnn"]),
+    ("models and runtimes", ["frcnn.model", "frcnn.runtimes", "frcnn.synthetic"]),
+    ("value types", ["frcnn.core", "frcnn.samples", "frcnn"]),
 ]
 
 
@@ -67,6 +71,24 @@ def test_imports_never_go_up_a_layer():
     assert not upward, "\n".join(upward)
 
 
+def test_the_package_never_imports_the_clones_top_level_files():
+    """Installed, `frcnn` stands alone: a user's own model.py or coco_names.py beside their script is never read."""
+    modules, edges = graph()
+    offending = [f"{modules[a].relative_to(ROOT)} imports {b}" for a, targets in edges.items() if a.startswith("frcnn")
+                 for b in targets if b in TOP_LEVEL]
+    assert not offending, "\n".join(offending)
+
+
+def test_the_clones_top_level_files_are_short_hand_ons():
+    """Each top-level file only hands on to the package: every line of code is an import or the `main` call."""
+    for name in TOP_LEVEL:
+        tree = ast.parse((ROOT / f"{name}.py").read_text(encoding="utf-8"))
+        body = [node for node in tree.body if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
+        kinds = {type(node).__name__ for node in body}
+        assert kinds <= {"Import", "ImportFrom", "If"}, f"{name}.py holds code: {kinds}"
+        assert all(node.module.startswith("frcnn") for node in body if isinstance(node, ast.ImportFrom)), name
+
+
 def test_imports_make_no_circle():
     modules, edges = graph()
     state: dict[str, int] = {}
@@ -91,14 +113,15 @@ def test_imports_make_no_circle():
 
 def test_the_checker_sees_an_upward_import_and_a_circle(tmp_path):
     """The rules above can fail: a lower module importing a script, and two modules importing each other."""
-    modules = {"model": tmp_path / "model.py", "detect_image": tmp_path / "detect_image.py",
+    modules = {"frcnn.model": tmp_path / "model.py", "frcnn.cli.detect_image": tmp_path / "detect_image.py",
                "frcnn.inference.a": tmp_path / "a.py", "frcnn.inference.b": tmp_path / "b.py"}
-    modules["model"].write_text("import detect_image\n")
-    modules["detect_image"].write_text("")
+    modules["frcnn.model"].write_text("import frcnn.cli.detect_image\n")
+    modules["frcnn.cli.detect_image"].write_text("")
     modules["frcnn.inference.a"].write_text("def f():\n    from frcnn.inference import b\n")
     modules["frcnn.inference.b"].write_text("from frcnn.inference.a import f\n")
-    assert imports_of(modules["model"], modules) == {"detect_image"}
-    assert layer_of("detect_image") < layer_of("model")
+    assert imports_of(modules["frcnn.model"], modules) == {"frcnn.cli.detect_image"}
+    assert layer_of("frcnn.cli.detect_image") < layer_of("frcnn.model")
+    assert layer_of("model") < layer_of("frcnn.cli.detect_image")  # the top-level hand-ons sit above everything
     assert imports_of(modules["frcnn.inference.a"], modules) == {"frcnn.inference.b"}
     assert imports_of(modules["frcnn.inference.b"], modules) == {"frcnn.inference.a"}
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights, FasterRCNN_ResNet50_FPN_Weights
 
+from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES
+from frcnn.model import DetectError, architecture_of, build_detector, load_model, read_checkpoint, resolve_device
 from frcnn.synthetic.checkpoints import detector_state, save_checkpoint
-from coco_names import COCO_INSTANCE_CATEGORY_NAMES
-from model import DetectError, architecture_of, build_detector, load_model, read_checkpoint, resolve_device
 
 CPU = torch.device("cpu")
 
@@ -40,7 +40,8 @@ def test_builder_state_dict_and_wrapped_checkpoint_load(tmp_path):
     wrapped = save_checkpoint(tmp_path / "wrapped.pth", {"model": state, "epoch": torch.tensor(3)})
     for path in (plain, wrapped):
         module = load_model("v1", CPU, imgsz=96, weights=path).module
-        assert torch.equal(module.roi_heads.box_predictor.cls_score.bias, state["roi_heads.box_predictor.cls_score.bias"])
+        bias = module.roi_heads.box_predictor.cls_score.bias
+        assert torch.equal(bias, state["roi_heads.box_predictor.cls_score.bias"])
 
 
 @pytest.mark.parametrize("with_background", [False, True])

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 import pytest
 import torch
 import torchvision
-
-import model as model_module
-from frcnn.runtimes import backends, quantize
 from helpers import SMALL_IMGSZ, assert_one_line_error, run_script, scene
-from model import DetectError, load_model
-from frcnn.inference.predictor import predict
 
+from frcnn import model as model_module
 from frcnn.evaluation.agreement import equivalent
+from frcnn.inference.predictor import predict
+from frcnn.model import DetectError, load_model
+from frcnn.runtimes import backends, quantize
 
 CPU = torch.device("cpu")
 
@@ -81,7 +79,8 @@ def test_int8_runs_is_cached_and_keyed_by_its_calibration(tmp_path, checkpoints,
     first, second = pictures(tmp_path / "first", [1, 2, 3]), pictures(tmp_path / "second", [4, 5, 6])
 
     def detect(calibration, output):
-        return run_script("detect_image.py", "--input", str(photo), "--model", "v1", "--weights", str(checkpoints["v1"]),
+        return run_script("detect_image.py", "--input", str(photo), "--model", "v1",
+                          "--weights", str(checkpoints["v1"]),
                           "--imgsz", "64", "--precision", "int8", "--calibration", str(calibration), "--json",
                           "--output", output, cwd=tmp_path, env=cache)
 

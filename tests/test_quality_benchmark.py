@@ -11,7 +11,6 @@ import sys
 
 import cv2
 import pytest
-
 from helpers import ROOT
 
 

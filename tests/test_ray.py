@@ -17,10 +17,21 @@ import cv2
 import numpy as np
 import pytest
 import ray
-
-from helpers import (ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, make_video, read_video, run_script,
-                      scene)
-from helpers import ONE_THREAD, TINY_SET, make_set, metrics_of, tiny_train_args
+from helpers import (
+    ONE_THREAD,
+    ROOT,
+    SMALL_IMGSZ,
+    TINY_SET,
+    assert_one_line_error,
+    leftovers,
+    make_set,
+    make_video,
+    metrics_of,
+    read_video,
+    run_script,
+    scene,
+    tiny_train_args,
+)
 
 # Ray's own connections stay on this machine; everything else still has no route out (see run_script).
 LOCAL_ONLY = {"no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
@@ -62,7 +73,8 @@ def test_pictures_on_ray_give_what_one_process_gives(tmp_path, checkpoints, addr
         assert "broken.jpg: not an image OpenCV can decode" in result.stderr
         assert "1 of 5 inputs failed" in result.stderr
     assert "Ray: 2 workers" in there.stderr
-    assert sorted(p.name for p in (tmp_path / "here").iterdir()) == sorted(p.name for p in (tmp_path / "there").iterdir())
+    here, there = (sorted(p.name for p in (tmp_path / name).iterdir()) for name in ("here", "there"))
+    assert here == there
     mine, theirs = records(tmp_path / "here"), records(tmp_path / "there")
     assert len(mine) == 4
     for name, (a,) in mine.items():

@@ -14,6 +14,7 @@ from urllib.parse import unquote
 import cv2
 import numpy as np
 import pytest
+from helpers import assert_one_line_error, run_script, scene
 
 from frcnn.evaluation.coco import load_set, score
 from frcnn.reporting.ap_tables import pr_curve, summary
@@ -24,7 +25,6 @@ from frcnn.reporting.matching import match_images
 from frcnn.reporting.runs import set_record, write_set_record
 from frcnn.reporting.scoring import evaluate, ground_truth
 from frcnn.synthetic.world import write_split
-from helpers import assert_one_line_error, run_script, scene
 
 CATEGORIES = [{"id": 1, "name": "cat", "supercategory": "animal"}, {"id": 2, "name": "dog", "supercategory": "animal"},
               {"id": 3, "name": "car", "supercategory": "vehicle"}]

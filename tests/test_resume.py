@@ -11,9 +11,9 @@ from pathlib import Path
 
 import cv2
 import pytest
+from helpers import SMALL_IMGSZ, leftovers, make_video, run_script, scene, start_script
 
 from frcnn.pipelines.resume import seals_folder
-from helpers import SMALL_IMGSZ, leftovers, make_video, run_script, scene, start_script
 
 BROKEN = b"\xff\xd8\xff\xe0 not really a JPEG"
 
@@ -204,7 +204,7 @@ def test_a_video_cut_short_by_ctrl_c_is_computed_again(tmp_path, checkpoints):
 def test_save_txt_is_a_yolo_dataset_that_supervision_and_train_py_read(tmp_path, checkpoints):
     import supervision as sv
 
-    from coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class
+    from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class
     from frcnn.training.yolo_format import read_yolo
 
     folder = photos(tmp_path / "in", 2)

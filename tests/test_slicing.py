@@ -15,12 +15,18 @@ import time
 import cv2
 import numpy as np
 import pytest
+from helpers import ROOT, SMALL_IMGSZ, make_set, run_script, scene
 
-from helpers import ROOT, SMALL_IMGSZ, run_script, scene
-from helpers import make_set
 from frcnn.core.detections import Detections
-from frcnn.inference.slicing import SlicedPredictor, auto_tile_size, box_overlap, merge_detections, tile_grid, tile_starts
 from frcnn.core.specs import SliceOptions
+from frcnn.inference.slicing import (
+    SlicedPredictor,
+    auto_tile_size,
+    box_overlap,
+    merge_detections,
+    tile_grid,
+    tile_starts,
+)
 
 # The subprocess runs only need a model that runs, not one that sees much: the smallest input is the fastest.
 TINY_IMGSZ = "32"
@@ -278,9 +284,9 @@ def test_sahi_differences_greedy_nmm_postprocess_drops_what_no_longer_matches_th
 
 @pytest.fixture(scope="module")
 def v1_predictor(checkpoints):
-    from model import load
-    from frcnn.inference.predictor import Predictor
     from frcnn.core.specs import ModelSpec
+    from frcnn.inference.predictor import Predictor
+    from frcnn.model import load
 
     model = load(ModelSpec("v1", weights=str(checkpoints["v1"]), imgsz=int(SMALL_IMGSZ), device="cpu", backend="torch"))
     return Predictor(model, threshold=0.5)
@@ -324,7 +330,8 @@ def test_a_picture_inside_one_tile_is_the_plain_run(v1_predictor):
                           (SliceOptions(size=64, merge="nms", match="iou"), 64)]:  # the last: exactly one tile wide
         (sliced,) = SlicedPredictor(v1_predictor, options)([image])
         assert_same(sliced.detections, plain.detections)
-        assert sliced.settings.to_json()["slice"]["tiles"] == 1 and sliced.settings.to_json()["slice"]["full_pass"] is False
+        recorded = sliced.settings.to_json()["slice"]
+        assert recorded["tiles"] == 1 and recorded["full_pass"] is False
         assert sliced.settings.to_json()["slice"]["size"] == size
 
 
@@ -336,8 +343,8 @@ def test_a_picture_inside_one_tile_is_the_plain_run(v1_predictor):
 _PEAK_RSS = """
 import json, os, resource, sys
 sys.path.insert(0, sys.argv[1])
-import detect_utils
-from model import load
+from frcnn.cli import shared as detect_utils
+from frcnn.model import load
 from frcnn.inference.loading import make_predictor
 from frcnn.core.specs import DetectOptions, ModelSpec, SliceOptions
 

@@ -6,12 +6,11 @@ import json
 import subprocess
 import sys
 
+import torch
 from helpers import ROOT
 
-from model import backend_installed, choose_backend
 from frcnn.inference.slicing import auto_tile_size, tile_grid
-
-import torch
+from frcnn.model import backend_installed, choose_backend
 
 
 def test_quick_slicing_benchmark_times_every_mode_and_checks_the_requests(tmp_path):

@@ -7,14 +7,14 @@ import json
 import av
 import numpy as np
 import pytest
+from helpers import SMALL_IMGSZ, run_script, scene
 from trackers.eval.clear import compute_clear_metrics
 from trackers.eval.identity import compute_identity_metrics
 
-from helpers import SMALL_IMGSZ, run_script, scene
 from frcnn.core.detections import Detections
-from frcnn.inference.slicing import box_overlap
 from frcnn.core.specs import TrackOptions
 from frcnn.inference.counting import LineCounter, parse_count_line
+from frcnn.inference.slicing import box_overlap
 from frcnn.inference.tracking import VideoTracking
 
 FPS = 25.0
@@ -174,7 +174,7 @@ def test_tracking_usage_errors(tmp_path, checkpoints):
 
 
 def test_every_tracking_option_turns_tracking_on():
-    import detect_video
+    from frcnn.cli import detect_video
 
     parser = detect_video.build_parser()
     assert detect_video.track_options(parser.parse_args([]), parser) is None

@@ -18,8 +18,10 @@ def write_run(path, objects, frames, ids_of, detected=lambda frame: True, shift=
     with open(path, "w") as handle:
         for f in range(frames):
             detections = [{"label": "disc", "label_id": 1, "score": 0.9, "track_id": ids_of(f, i),
-                           "box": [x + 5 * f + shift(f), y, x + 5 * f + shift(f) + 20, y + 20]} for i, (x, y) in objects.items()]
-            handle.write(json.dumps({"frame": f, "detected": detected(f), "results": [{"detections": detections}]}) + "\n")
+                           "box": [x + 5 * f + shift(f), y, x + 5 * f + shift(f) + 20, y + 20]}
+                          for i, (x, y) in objects.items()]
+            record = {"frame": f, "detected": detected(f), "results": [{"detections": detections}]}
+            handle.write(json.dumps(record) + "\n")
         handle.write(json.dumps({"summary": {}}) + "\n")
 
 

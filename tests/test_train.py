@@ -19,8 +19,18 @@ from statistics import mean
 import numpy as np
 import pytest
 import torch
-from helpers import (ONE_THREAD, ROOT, TINY_IMGSZ, assert_one_line_error, coco_to_yolo, leftovers, run_script,
-                     start_script, step_losses, tiny_train_args)
+from helpers import (
+    ONE_THREAD,
+    ROOT,
+    TINY_IMGSZ,
+    assert_one_line_error,
+    coco_to_yolo,
+    leftovers,
+    run_script,
+    start_script,
+    step_losses,
+    tiny_train_args,
+)
 
 from frcnn.synthetic.world import write_split
 from frcnn.training.data import load_training_data

@@ -14,8 +14,16 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from frcnn.synthetic.world import (CATEGORIES, STYLES, draw_picture, main, plan_tracks, write_split,
-                                   write_tiny_split, write_video)
+from frcnn.synthetic.world import (
+    CATEGORIES,
+    STYLES,
+    draw_picture,
+    main,
+    plan_tracks,
+    write_split,
+    write_tiny_split,
+    write_video,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,7 +128,8 @@ def test_video_frames_and_ground_truth_follow_the_known_paths(tmp_path):
         cx, cy = tracks[ident].centre(int(frame))
         if tracks[ident].look.category_id in (1, 2, 3):  # shapes whose box is centred on them at any angle
             assert abs(x + w / 2 - cx) <= 1.0 and abs(y + h / 2 - cy) <= 1.0
-        if STYLES[tracks[ident].look.category_id][2] in ("plain", "shaded"):  # a ring's or dotted centre is not its colour
+        # a ring's or dotted centre is not its colour
+        if STYLES[tracks[ident].look.category_id][2] in ("plain", "shaded"):
             colour = decoded[int(frame) - 1][round(cy) - 1:round(cy) + 2, round(cx) - 1:round(cx) + 2].mean(axis=(0, 1))
             distances = {c: np.linalg.norm(colour - STYLES[c][0]) for c in STYLES}
             assert min(distances, key=distances.get) == tracks[ident].look.category_id

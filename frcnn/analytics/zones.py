@@ -9,8 +9,15 @@ from typing import Sequence
 
 import numpy as np
 
-from frcnn.analytics.geometry import check_unique, in_pixels, inside_polygon, pairs, parse_numbers, polygon_area, \
-    split_name
+from frcnn.analytics.geometry import (
+    check_unique,
+    in_pixels,
+    inside_polygon,
+    pairs,
+    parse_numbers,
+    polygon_area,
+    split_name,
+)
 from frcnn.core.specs import Zone
 
 RECTANGLE = "rect:"

@@ -9,14 +9,35 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class, read_labels
 # The checked values, also for the scripts' own options (options.positive_int and so on).
-from frcnn.core.arguments import (backbone_layers, device_name, fraction, imgsz, non_negative_int,  # noqa: F401
-                                  non_negative_number, overlap_ratio, positive_int, positive_number,
-                                  seconds_up_to_an_hour, slice_size)
+from frcnn.core.arguments import (  # noqa: F401
+    backbone_layers,
+    device_name,
+    fraction,
+    imgsz,
+    non_negative_int,
+    non_negative_number,
+    overlap_ratio,
+    positive_int,
+    positive_number,
+    seconds_up_to_an_hour,
+    slice_size,
+)
+from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class, read_labels
 from frcnn.core.errors import DetectError
-from frcnn.core.specs import (BACKENDS, DEFAULT_IMGSZ, DEFAULT_PROPOSALS, DEFAULT_THRESHOLD, MODEL_NAMES, PRECISIONS,
-                   DetectOptions, DrawOptions, ModelSpec, RayOptions, SliceOptions)
+from frcnn.core.specs import (
+    BACKENDS,
+    DEFAULT_IMGSZ,
+    DEFAULT_PROPOSALS,
+    DEFAULT_THRESHOLD,
+    MODEL_NAMES,
+    PRECISIONS,
+    DetectOptions,
+    DrawOptions,
+    ModelSpec,
+    RayOptions,
+    SliceOptions,
+)
 
 SLICE_MERGES = ("greedy-nmm", "nms")
 # A run's own pictures calibrate int8 only when there are at least this many; else --calibration is asked for.
@@ -27,18 +48,23 @@ SLICE_MATCHES = ("ios", "iou")
 # ---------------------------------------------------------------- options
 
 
-def add_model_options(parser: argparse.ArgumentParser, both_means: str = "both side by side (v1 left, v2 right)") -> None:
+def add_model_options(parser: argparse.ArgumentParser,
+                      both_means: str = "both side by side (v1 left, v2 right)") -> None:
     """Which model, on what, with which weights: the same in every script."""
-    parser.add_argument("--model", choices=[*MODEL_NAMES, "both"], default="v2", help=f"v1, v2 (default), or {both_means}")
+    parser.add_argument("--model", choices=[*MODEL_NAMES, "both"], default="v2",
+                        help=f"v1, v2 (default), or {both_means}")
     parser.add_argument("--imgsz", type=imgsz, default=DEFAULT_IMGSZ,
                         help=f"shorter side the model sees, in pixels (default {DEFAULT_IMGSZ}; smaller is faster)")
-    parser.add_argument("--device", type=device_name, default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     parser.add_argument("--weights", nargs="+", metavar="PATH",
                         help="local checkpoint instead of the COCO weights (with --model both: v1's, then v2's)")
     parser.add_argument("--labels", metavar="FILE", help="class names of a fine-tuned checkpoint, one per line")
-    parser.add_argument("--half", action="store_true", help="half precision on CUDA (faster, same detections within rounding)")
+    parser.add_argument("--half", action="store_true",
+                        help="half precision on CUDA (faster, same detections within rounding)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto (default: the fastest installed runtime for the device), torch, onnxruntime, openvino")
+                        help="auto (default: the fastest installed runtime for the device), torch, onnxruntime, "
+                             "openvino")
     parser.add_argument("--proposals", type=positive_int, default=DEFAULT_PROPOSALS, metavar="N",
                         help=f"region proposals per picture that reach the box head (default {DEFAULT_PROPOSALS}); "
                              f"fewer is faster, and may miss objects in crowded pictures")

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from coco_names import is_real_class
+from frcnn.core.coco_names import is_real_class
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Detections:
                           self.track_ids)
 
     def to_records(self, class_names: Sequence[str]) -> list[dict]:
-        """One JSON-ready dict per detection: label, label_id, score, box [x1, y1, x2, y2] (and track_id once tracked)."""
+        """One JSON-ready dict per detection: label, label_id, score, box [x1, y1, x2, y2] (track_id once tracked)."""
         records = [
             {
                 "label": class_name(class_names, label),

@@ -17,7 +17,6 @@ import numpy as np
 
 from frcnn.core.errors import DetectError
 
-
 # What OpenCV decodes as a still picture (folders are searched for these).
 IMAGE_SUFFIXES = {
     ".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2",

@@ -19,7 +19,8 @@ def equivalent(reference: dict, candidate: dict) -> dict:
     side holds the cap of 100 detections, those within 1e-3 of its lowest score may lack a partner, since a
     change that small can move them across the cap."""
     def above_floor(d):
-        return [(b, s, l) for b, s, l in zip(d["boxes"], d["scores"], d["labels"]) if s >= SCORE_FLOOR]
+        return [(box, score, label) for box, score, label in zip(d["boxes"], d["scores"], d["labels"])
+                if score >= SCORE_FLOOR]
 
     def excusable(detections, index):
         scores = [d[1] for d in detections]

@@ -9,10 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from coco_names import is_real_class
+from frcnn.core.coco_names import is_real_class
 from frcnn.core.detections import Detections
 from frcnn.core.errors import DetectError
-
 
 METRIC_NAMES = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large"]
 
@@ -42,7 +41,8 @@ def load_set(images: Path | None, annotations: Path) -> CocoSet:
         dataset = json.loads(annotations.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DetectError(f"{annotations}: not a readable JSON annotation file ({error})") from error
-    missing = [key for key in ("images", "annotations", "categories") if not isinstance(dataset, dict) or key not in dataset]
+    missing = [key for key in ("images", "annotations", "categories")
+               if not isinstance(dataset, dict) or key not in dataset]
     if missing:
         raise DetectError(f"{annotations}: not a COCO annotation file (no {', '.join(missing)})")
     if not dataset["images"]:

@@ -10,7 +10,7 @@ from frcnn.core.detections import PredictionSettings
 from frcnn.core.specs import DetectOptions, ModelSpec
 from frcnn.inference.predictor import PicturePredictor, Predictor
 from frcnn.inference.slicing import SlicedPredictor
-from model import LoadedModel, load, prepare_specs
+from frcnn.model import LoadedModel, load, prepare_specs
 
 
 def make_predictor(model: LoadedModel, options: DetectOptions) -> PicturePredictor:

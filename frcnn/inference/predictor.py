@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from frcnn.core.detections import Detections, Prediction, PredictionSettings
+from frcnn.model import LoadedModel
 from frcnn.runtimes.preprocess import input_tensor
-from model import LoadedModel
+
 
 class PicturePredictor(Protocol):
     """Anything that turns a batch of BGR pictures into one Prediction each (plain or sliced)."""

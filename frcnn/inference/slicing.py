@@ -18,8 +18,8 @@ import torch
 from torchvision.ops import batched_nms
 
 from frcnn.core.detections import Detections, Prediction, SliceSettings
-from frcnn.inference.predictor import Predictor
 from frcnn.core.specs import SliceOptions
+from frcnn.inference.predictor import Predictor
 
 # How many tiles go to the runtime in one call: CUDA runs a batch in one go; the CPU runtimes take one picture
 # per call anyway, so a small number only bounds the memory of tiles in flight.
@@ -28,7 +28,8 @@ _AUTO_MIN_TILE = 256
 
 
 def auto_tile_size(width: int, height: int, overlap: float) -> int:
-    """A tile side for `--slice auto`: two overlapping tiles across the shorter side, at least 256 px, a multiple of 32."""
+    """A tile side for `--slice auto`: two overlapping tiles across the shorter side, at least 256 px, a multiple of
+    32."""
     side = min(width, height) / (2.0 - overlap)
     # Rounded up: rounding down can leave the shorter side one tile short, and a third row of tiles.
     return max(_AUTO_MIN_TILE, math.ceil(side / 32.0) * 32)
@@ -46,7 +47,8 @@ def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
 def tile_grid(width: int, height: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
     """The tiles covering a width×height picture as (x, y, tile width, tile height), row by row."""
     tile_w, tile_h = min(tile, width), min(tile, height)
-    return [(x, y, tile_w, tile_h) for y in tile_starts(height, tile, overlap) for x in tile_starts(width, tile, overlap)]
+    return [(x, y, tile_w, tile_h) for y in tile_starts(height, tile, overlap)
+            for x in tile_starts(width, tile, overlap)]
 
 
 def box_overlap(box: np.ndarray, boxes: np.ndarray, match: str) -> np.ndarray:

@@ -132,7 +132,8 @@ class VideoTracking:
     def _note(self, track_id: int, frame: int, box: np.ndarray, score: float, label: int) -> None:
         record = self.records.get(track_id)
         if record is None:
-            record = self.records[track_id] = TrackRecord(track_id, frame, trail=deque(maxlen=max(1, self.options.trails)))
+            trail = deque(maxlen=max(1, self.options.trails))
+            record = self.records[track_id] = TrackRecord(track_id, frame, trail=trail)
         record.last_frame = frame
         record.boxes.append([frame, *box.tolist(), score])
         record.labels[label] += 1

@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import importlib.util
+import io
 import logging
 import math
 import os
@@ -29,8 +29,7 @@ from tqdm import tqdm
 
 from frcnn.core.errors import DetectError, first_line
 from frcnn.core.specs import DetectOptions, ModelSpec, RayOptions
-from frcnn.pipelines.ray_join import (KeepSignalHandlers, RayLogsAside, check_reachable,
-                                      send_token_when_there_is_one)
+from frcnn.pipelines.ray_join import KeepSignalHandlers, RayLogsAside, check_reachable, send_token_when_there_is_one
 from frcnn.runtimes.cache import RECEIVED, cache_dir
 
 RAY_INSTALL = "pip install -r requirements-ray.txt"

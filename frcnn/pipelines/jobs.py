@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 from frcnn.core.detections import Prediction
-from frcnn.drawing import render
 from frcnn.core.errors import DetectError
-from frcnn.core.specs import DetectOptions, DrawOptions, ModelSpec, RayOptions
 from frcnn.core.files import decode_picture, encode_jpeg
+from frcnn.core.specs import DetectOptions, DrawOptions, ModelSpec, RayOptions
+from frcnn.drawing import render
 from frcnn.pipelines.cluster import Cluster
 
 

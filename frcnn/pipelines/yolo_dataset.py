@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from coco_names import is_real_class
+from frcnn.core.coco_names import is_real_class
 from frcnn.core.files import IMAGE_SUFFIXES, is_url, write_bytes_atomically, written_here
 
 LABELS, IMAGES = "labels", "images"

@@ -7,7 +7,6 @@ import os
 import time
 from pathlib import Path
 
-
 SEALS = "resume"  # the records --resume reads: which inputs a run finished, with which settings (pipelines/resume.py)
 RECEIVED = "received"  # checkpoints and calibration pictures sent to this node's Ray workers (cluster.py)
 

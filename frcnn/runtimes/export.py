@@ -20,7 +20,6 @@ from frcnn.core.specs import max_size_for
 from frcnn.runtimes.backends import runtime_version
 from frcnn.runtimes.cache import cache_dir
 
-
 _ONNX_OPSET = 17
 
 

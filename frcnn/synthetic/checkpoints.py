@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from model import build_detector
+from frcnn.model import build_detector
 
 BOOSTED_LABEL = 1  # "person" in COCO
 BOOSTED_BIAS = 12.0

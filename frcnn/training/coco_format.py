@@ -10,8 +10,17 @@ import numpy as np
 
 from frcnn.core.errors import DetectError
 from frcnn.evaluation.coco import load_set
-from frcnn.training.sets import (BACKGROUND, Findings, LabelledSet, Sample, check_usable, checked_boxes, checking,
-                                 labels_by_name, picture_size)
+from frcnn.training.sets import (
+    BACKGROUND,
+    Findings,
+    LabelledSet,
+    Sample,
+    check_usable,
+    checked_boxes,
+    checking,
+    labels_by_name,
+    picture_size,
+)
 
 
 def read_coco(images: str, annotations: str, role: str,

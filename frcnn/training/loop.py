@@ -14,13 +14,13 @@ import torch
 from tqdm import tqdm
 
 from frcnn.core.errors import DetectError
+from frcnn.core.progress import progress_bar
 from frcnn.training.loaders import Batch, TrainBatches
 from frcnn.training.records import LOSS_NAMES, StepLog, plot_curves, write_results
 from frcnn.training.run_folder import CURVES, RESULTS, STATE, RunFolder
 from frcnn.training.settings import TrainSettings
 from frcnn.training.state import Progress, Trainer, save_state
 from frcnn.training.validate import Validator
-from frcnn.core.progress import progress_bar
 
 
 def _never() -> bool:

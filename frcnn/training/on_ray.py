@@ -23,14 +23,13 @@ from tqdm import tqdm
 
 from frcnn.core.errors import DetectError, first_line
 from frcnn.core.files import read_bytes, write_bytes_atomically
+from frcnn.core.progress import progress_bar
 from frcnn.core.specs import RayOptions
 from frcnn.pipelines.cluster import Cluster
 from frcnn.training.data import TrainingData
-from frcnn.training.run_folder import (BEST, CURVES, LAST, POSITION, RESULTS, STATE, STEPS, RunFolder,
-                                       copy_atomically)
+from frcnn.training.run_folder import BEST, CURVES, LAST, POSITION, RESULTS, STATE, STEPS, RunFolder, copy_atomically
 from frcnn.training.sets import LabelledSet
 from frcnn.training.settings import TrainSettings
-from frcnn.core.progress import progress_bar
 
 # What the first worker sends after each save, in this order: the resume checkpoint and its position come last.
 SAVED_FILES = (LAST, BEST, STEPS, RESULTS, CURVES, STATE, POSITION)

@@ -14,8 +14,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from frcnn.core.errors import DetectError, first_line
+from frcnn.model import architecture_of, build_detector, official_state_dict, read_checkpoint
 from frcnn.training.settings import MOMENTUM, WARMUP_FACTOR, WARMUP_STEPS, WEIGHT_DECAY, TrainSettings
-from model import _official_state_dict, architecture_of, build_detector, read_checkpoint
 
 _CLASSIFIER = "roi_heads.box_predictor.cls_score.weight"
 # Backbone stages from the top, as torchvision's builders count trainable layers (5 adds the stem's batch norm).
@@ -37,7 +37,7 @@ def starting_weights(settings: TrainSettings) -> tuple[dict[str, torch.Tensor] |
             raise DetectError(f"{settings.weights} is a {found} checkpoint, but --model asks for {settings.model}")
         return state, str(settings.weights)
     try:
-        return _official_state_dict(settings.model), f"the {settings.model} COCO weights"
+        return official_state_dict(settings.model), f"the {settings.model} COCO weights"
     except DetectError as error:
         raise DetectError(f"cannot start from the {settings.model} COCO weights (train --from-scratch, or start from "
                           f"a local checkpoint with --weights PATH): {error}") from error

@@ -10,9 +10,9 @@ import torch
 from frcnn.core.specs import max_size_for
 from frcnn.evaluation.coco import category_map, score, to_coco_results
 from frcnn.inference.predictor import Predictor
+from frcnn.model import LoadedModel
 from frcnn.training.loaders import val_loader
 from frcnn.training.sets import LabelledSet, coco_for_scoring
-from model import LoadedModel
 
 
 class Validator:

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from coco_names import read_labels
+from frcnn.core.coco_names import read_labels
 from frcnn.core.errors import DetectError
 from frcnn.core.files import IMAGE_SUFFIXES
-from frcnn.training.sets import (Findings, LabelledSet, Sample, check_usable, checked_boxes, checking,
-                                 picture_size)
+from frcnn.training.sets import Findings, LabelledSet, Sample, check_usable, checked_boxes, checking, picture_size
 
 
 def read_yolo(data: str, labels_file: str | None, role: str,

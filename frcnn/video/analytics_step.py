@@ -11,8 +11,15 @@ from frcnn.analytics.analyser import FrameAnalysis, TrackAnalytics
 from frcnn.analytics.outputs import AnalyticsFiles
 from frcnn.core.detections import Prediction
 from frcnn.core.specs import AnalyticsOptions
-from frcnn.drawing import (draw_box_tags, draw_count_line, draw_heat, draw_named_count_line, draw_zone, track_colour,
-                           zone_colour)
+from frcnn.drawing import (
+    draw_box_tags,
+    draw_count_line,
+    draw_heat,
+    draw_named_count_line,
+    draw_zone,
+    track_colour,
+    zone_colour,
+)
 from frcnn.video.tracking_step import RunTracking
 
 

@@ -24,14 +24,14 @@ import numpy as np
 
 from frcnn.analytics.outputs import AnalyticsFiles
 from frcnn.core.errors import DetectError
+from frcnn.core.progress import progress_bar
 from frcnn.core.specs import DrawOptions, TrackOptions
 from frcnn.video.analytics_step import AnalyticsOverlay, RunAnalytics
-from frcnn.video.tracking_step import RunTracking
 from frcnn.video.sources import VideoSource, describe_source, open_source
 from frcnn.video.steps import FrameDrawer, FrameRecords, FrameSteps
-from frcnn.video.writer import H264Writer
+from frcnn.video.tracking_step import RunTracking
 from frcnn.video.window import show_window
-from frcnn.core.progress import progress_bar
+from frcnn.video.writer import H264Writer
 
 _END = object()
 

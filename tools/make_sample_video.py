@@ -1,6 +1,6 @@
-"""Make input/sample.mp4, the clip detect_video.py runs on by default: a slow pan and zoom over coffee.jpg.
+"""Make frcnn/samples/sample.mp4, the clip detect_video.py runs on by default: a slow pan and zoom over coffee.jpg.
 
-    python input/make_sample_video.py
+    python tools/make_sample_video.py
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from detect_video import H264Writer  # noqa: E402
+from frcnn.samples import SAMPLE_PHOTO, SAMPLE_VIDEO  # noqa: E402
+from frcnn.video.writer import H264Writer  # noqa: E402
 
 WIDTH, HEIGHT, FPS, FRAMES = 480, 320, 12, 24
 
@@ -31,12 +32,12 @@ def frame_at(photo: np.ndarray, t: float) -> np.ndarray:
 
 
 def main() -> None:
-    photo = cv2.imread(str(HERE / "coffee.jpg"))
-    writer = H264Writer(HERE / "sample.mp4", FPS)
+    photo = cv2.imread(str(SAMPLE_PHOTO))
+    writer = H264Writer(SAMPLE_VIDEO, FPS)
     for index in range(FRAMES):
         writer.write(frame_at(photo, index / (FRAMES - 1)))
     writer.close()
-    print(f"wrote {HERE / 'sample.mp4'}: {FRAMES} frames, {WIDTH}x{HEIGHT}, {FPS} fps")
+    print(f"wrote {SAMPLE_VIDEO}: {FRAMES} frames, {WIDTH}x{HEIGHT}, {FPS} fps")
 
 
 if __name__ == "__main__":
