@@ -258,7 +258,7 @@ def test_every_option_of_the_scripts_is_in_the_readme(script):
     import re
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    parser = importlib.import_module(script).build_parser()
+    parser = importlib.import_module(f"frcnn.cli.{script}").build_parser()
     options = [name for action in parser._actions for name in action.option_strings
                if name.startswith("--") and name != "--help"]
     missing = [name for name in options if not re.search(re.escape(name) + r"(?![\w-])", readme)]
