@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from helpers import ROOT, SMALL_IMGSZ, make_set, run_script, scene
 
+from frcnn.core.boxes import overlap_matrix
 from frcnn.core.detections import Detections
 from frcnn.core.specs import SliceOptions
 from frcnn.inference.slicing import (
     SlicedPredictor,
     auto_tile_size,
-    box_overlap,
     merge_detections,
     tile_grid,
     tile_starts,
@@ -118,12 +118,12 @@ HALF_A = [0, 0, 10, 5]  # IoU with A: 50 / 100 = 0.5; IoS: 50 / 50 = 1
 
 def test_overlap_measures_of_a_box_and_its_half():
     boxes = np.array([A, HALF_A, [20, 20, 30, 30]], np.float32)
-    assert box_overlap(boxes[0], boxes, "iou").tolist() == [1.0, 0.5, 0.0]
-    assert box_overlap(boxes[0], boxes, "ios").tolist() == [1.0, 1.0, 0.0]
+    assert overlap_matrix(boxes[0], boxes, "iou").tolist() == [[1.0, 0.5, 0.0]]
+    assert overlap_matrix(boxes[0], boxes, "ios").tolist() == [[1.0, 1.0, 0.0]]
     degenerate = np.array([[5, 5, 5, 5]], np.float32)  # no area: no match, and no division by zero
-    assert box_overlap(degenerate[0], degenerate, "ios").tolist() == [0.0]
+    assert overlap_matrix(degenerate[0], degenerate, "ios").tolist() == [[0.0]]
     with pytest.raises(ValueError):
-        box_overlap(boxes[0], boxes, "giou")
+        overlap_matrix(boxes[0], boxes, "giou")
 
 
 @pytest.mark.parametrize("method", ["nms", "greedy-nmm"])

@@ -11,10 +11,10 @@ from helpers import SMALL_IMGSZ, run_script, scene
 from trackers.eval.clear import compute_clear_metrics
 from trackers.eval.identity import compute_identity_metrics
 
+from frcnn.core.boxes import overlap_matrix
 from frcnn.core.detections import Detections
 from frcnn.core.specs import TrackOptions
 from frcnn.inference.counting import LineCounter, parse_count_line
-from frcnn.inference.slicing import box_overlap
 from frcnn.inference.tracking import VideoTracking
 
 FPS = 25.0
@@ -49,8 +49,7 @@ def test_three_objects_keep_one_id_each_through_noise_and_dropped_detections():
         # Scored against what the detector gave: a tracker cannot be asked for boxes nobody saw.
         gt_ids.append(np.flatnonzero(kept))
         tracker_ids.append(tracked.track_ids)
-        similarities.append(np.array([box_overlap(box, tracked.boxes, "iou") for box in truth[kept]]).reshape(
-            len(gt_ids[-1]), len(tracked)))
+        similarities.append(overlap_matrix(truth[kept], tracked.boxes))
     identity = compute_identity_metrics(gt_ids, tracker_ids, similarities)
     clear = compute_clear_metrics(gt_ids, tracker_ids, similarities)
     assert identity["IDF1"] >= 0.95 and clear["IDSW"] == 0

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from frcnn.evaluation.tracks import iou_matrix, read_truth, score_tracks
+from frcnn.core.boxes import overlap_matrix
+from frcnn.evaluation.tracks import read_truth, score_tracks
 
 
 def write_truth(path, objects, frames):
@@ -53,4 +54,4 @@ def test_truth_is_read_as_zero_based_frames_with_corner_boxes(tmp_path):
     (tmp_path / "gt.txt").write_text("1,7,10,20,30,40,1,2,1\n")
     ids, boxes = read_truth(tmp_path / "gt.txt")[0]
     assert ids.tolist() == [7] and boxes.tolist() == [[10, 20, 40, 60]]
-    assert iou_matrix(boxes, boxes).tolist() == [[1.0]]
+    assert overlap_matrix(boxes, boxes).tolist() == [[1.0]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from frcnn.inference.slicing import box_overlap
+from frcnn.core.boxes import greedy_pairs, overlap_matrix
 
 SCORE_FLOOR = 0.05  # torchvision's box_score_thresh: every detection the model returns is compared
 BOX_TOLERANCE_PX = 1.0
@@ -61,17 +61,9 @@ def agreement(reference: dict, candidate: dict, score: float = 0.5, iou: float =
 
     ref_boxes, ref_labels = shown(reference)
     cand_boxes, cand_labels = shown(candidate)
-    free = np.ones(len(cand_boxes), bool)
-    matched = []
-    for box, label in zip(ref_boxes, ref_labels):
-        same = free & np.array([c == label for c in cand_labels], bool)
-        if not same.any():
-            continue
-        overlaps = np.where(same, box_overlap(box, cand_boxes, "iou"), -1.0)
-        best = int(np.argmax(overlaps))
-        if overlaps[best] >= iou:
-            free[best] = False
-            matched.append(float(overlaps[best]))
+    overlaps = overlap_matrix(ref_boxes, cand_boxes)
+    same_label = np.array([[r == c for c in cand_labels] for r in ref_labels], bool).reshape(overlaps.shape)
+    matched = [float(overlaps[r, c]) for r, c in greedy_pairs(overlaps, iou, allowed=same_label)]
     return {"reference_shown": len(ref_boxes), "shown": len(cand_boxes), "matched": len(matched),
             "matched_share": round(len(matched) / len(ref_boxes), 3) if len(ref_boxes) else None,
             "mean_iou": round(float(np.mean(matched)), 3) if matched else None}

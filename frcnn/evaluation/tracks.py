@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from frcnn.core.boxes import overlap_matrix
+
 
 def read_truth(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """MOT Challenge lines (1-based frame, id, x, y, w, h, ...) as frame index (0-based) -> ids, x1 y1 x2 y2 boxes."""
@@ -34,17 +36,6 @@ def read_tracks(path: Path) -> list[tuple[int, bool, np.ndarray, np.ndarray]]:
     return frames
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in `a` with every box in `b` (x1 y1 x2 y2)."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area = lambda boxes: np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
-
 def score_tracks(tracks_path: Path, truth_path: Path) -> dict:
     """IDF1, MOTA, HOTA and ID switches over the frames the run wrote; the mean IoU of boxes with the object they
     follow (best match, IoU above 0.1), on detected frames and, for the carried boxes, on frames that were not
@@ -58,7 +49,7 @@ def score_tracks(tracks_path: Path, truth_path: Path) -> dict:
     fits: dict[bool, list[float]] = {True: [], False: []}  # by whether the frame was detected
     for frame, detected, ids, boxes in read_tracks(tracks_path):
         true_ids, true_boxes = truth.get(frame, (np.zeros(0, int), np.zeros((0, 4))))
-        overlaps = iou_matrix(true_boxes, boxes)
+        overlaps = overlap_matrix(true_boxes, boxes)
         gt_ids.append(true_ids)
         tracker_ids.append(ids)
         similarities.append(overlaps)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
+from frcnn.core.boxes import overlap_matrix
 from frcnn.core.detections import Detections, Prediction, SliceSettings
 from frcnn.core.specs import SliceOptions
 from frcnn.inference.predictor import Predictor
@@ -51,22 +52,6 @@ def tile_grid(width: int, height: int, tile: int, overlap: float) -> list[tuple[
             for x in tile_starts(width, tile, overlap)]
 
 
-def box_overlap(box: np.ndarray, boxes: np.ndarray, match: str) -> np.ndarray:
-    """Intersection over union ('iou') or over the smaller area ('ios') of one box with each of `boxes`."""
-    width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    intersection = width * height
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    if match == "iou":
-        denominator = area + areas - intersection
-    elif match == "ios":
-        denominator = np.minimum(area, areas)
-    else:
-        raise ValueError(f"unknown match '{match}' (iou or ios)")
-    return np.divide(intersection, denominator, out=np.zeros_like(intersection), where=denominator > 0)
-
-
 def merge_detections(detections: Detections, method: str = "nms", match: str = "iou",
                      threshold: float = 0.5) -> Detections:
     """Merge boxes of one class that match above `threshold`, best score first.
@@ -91,7 +76,7 @@ def merge_detections(detections: Detections, method: str = "nms", match: str = "
             continue
         alive[i] = False
         candidates = np.flatnonzero(alive & (labels == labels[i]))
-        matched = candidates[box_overlap(boxes[i], boxes[candidates], match) > threshold]
+        matched = candidates[overlap_matrix(boxes[i], boxes[candidates], match)[0] > threshold]
         alive[matched] = False
         group = boxes[np.concatenate([[i], matched])]
         merged_boxes.append(boxes[i] if method == "nms" else

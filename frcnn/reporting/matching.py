@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from frcnn.core.boxes import greedy_pairs, overlap_matrix, xywh_to_xyxy
+
 DETECTED_SCORE = 0.5  # a detection counts as made from this score on (the gallery draws the same ones)
 MATCH_IOU = 0.5
 
@@ -35,28 +37,6 @@ class ImageMatch:
         return 1.0 if total == 0 else 2 * self.correct / total
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of `a` with every box of `b` (x y w h)."""
-    a, b = a.reshape(-1, 4)[:, None, :], b.reshape(-1, 4)[None, :, :]
-    width = np.minimum(a[..., 0] + a[..., 2], b[..., 0] + b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
-    height = np.minimum(a[..., 1] + a[..., 3], b[..., 1] + b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
-    inter = np.clip(width, 0, None) * np.clip(height, 0, None)
-    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def _greedy(iou: np.ndarray, allowed: np.ndarray, pairs: list[tuple[int, int]]) -> None:
-    """Add one-to-one pairs at IoU >= MATCH_IOU, best overlap first, among rows and columns not yet paired."""
-    used_rows, used_cols = {t for t, _ in pairs}, {d for _, d in pairs}
-    rows, cols = np.nonzero((iou >= MATCH_IOU) & allowed)
-    for index in np.argsort(-iou[rows, cols], kind="stable"):
-        row, col = int(rows[index]), int(cols[index])
-        if row not in used_rows and col not in used_cols:
-            pairs.append((row, col))
-            used_rows.add(row)
-            used_cols.add(col)
-
-
 def match_image(objects: list[dict], detections: list[dict]) -> ImageMatch:
     """Match one picture's detections to its objects; detections on crowd regions are left out."""
     crowd = np.array([o["bbox"] for o in objects if o.get("iscrowd")], float).reshape(-1, 4)
@@ -67,10 +47,9 @@ def match_image(objects: list[dict], detections: list[dict]) -> ImageMatch:
     boxes = np.array([d["bbox"] for d in detections], float).reshape(-1, 4)
     labels = np.array([d["category_id"] for d in detections], int)
     scores = np.array([d["score"] for d in detections], float)
-    iou = iou_matrix(true_boxes, boxes)
-    pairs: list[tuple[int, int]] = []
-    _greedy(iou, true_labels[:, None] == labels[None, :], pairs)
-    _greedy(iou, np.ones_like(iou, bool), pairs)
+    iou = overlap_matrix(xywh_to_xyxy(true_boxes), xywh_to_xyxy(boxes))
+    pairs = greedy_pairs(iou, MATCH_IOU, allowed=true_labels[:, None] == labels[None, :])
+    greedy_pairs(iou, MATCH_IOU, pairs=pairs)
     keep = _off_crowd(boxes, crowd, {d for _, d in pairs})
     index = {old: new for new, old in enumerate(np.flatnonzero(keep))}
     return ImageMatch(true_boxes, true_labels, boxes[keep], scores[keep], labels[keep],
