@@ -83,12 +83,12 @@ def test_seeded_checkpoints_run_and_write_both_files(tmp_path, checkpoints):
 
 
 def test_published_figures_are_shown_only_when_asked():
-    from frcnn.cli.evaluate import format_table
+    from frcnn.evaluation.comparison import metrics_table
 
     rows = {name: {"AP": 0.3, "ms_per_image": 10.0} for name in ("v1", "v2")}
-    shown = format_table(rows, "", published=True)
+    shown = metrics_table(rows, "", published=True)
     assert "AP published*" in shown and "37.0" in shown and "46.7" in shown and "+9.7" in shown
-    assert "published" not in format_table(rows, "")
+    assert "published" not in metrics_table(rows, "")
 
 
 def test_max_images_takes_the_same_subset(tmp_path, checkpoints):
@@ -191,3 +191,17 @@ def test_compare_puts_two_runs_side_by_side_with_what_differs(tmp_path):
     assert "int8 - fp32" in result.stdout.splitlines()[0]
     assert 'precision: "fp32" | "int8"' in result.stdout and "weights" not in result.stdout
     assert_one_line_error(evaluate(tmp_path, "--compare", "fp32", "nowhere"))
+
+
+def test_results_at_another_size_are_refused_before_the_model_is_exported(tmp_path, checkpoints):
+    images, annotations = make_set(tmp_path / "set", images=1)
+    first = run_models(tmp_path, checkpoints, images, annotations, model="v1")
+    assert first.returncode == 0, first.stderr
+    cache = tmp_path / "cache"
+    # The default CPU runtime exports the model first: the refusal must come before that export.
+    again = run_script("evaluate.py", "--images", str(images), "--annotations", str(annotations), "--model", "v1",
+                       "--weights", str(checkpoints["v1"]), "--imgsz", "128", cwd=tmp_path,
+                       env={"FRCNN_CACHE": str(cache)})
+    assert_one_line_error(again)
+    assert "imgsz 96 there, 128 here" in again.stderr
+    assert not cache.exists() or not any(cache.iterdir())

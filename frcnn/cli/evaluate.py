@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from frcnn.core.errors import DetectError
 from frcnn.core.files import read_bytes, write_bytes_atomically, write_json
 from frcnn.core.progress import progress_bar
 from frcnn.evaluation.coco import (
-    METRIC_NAMES,
     CocoSet,
     category_map,
     load_set,
@@ -39,6 +37,8 @@ from frcnn.evaluation.coco import (
     score,
     to_coco_results,
 )
+from frcnn.evaluation.comparison import metrics_table, read_runs, settings_differences
+from frcnn.evaluation.results_log import ResultsLog, check_resumable, results_text
 from frcnn.pipelines.jobs import detect_for_scoring, pools_per_model
 from frcnn.reporting.report import PAGE, ReportOptions, write_report
 from frcnn.reporting.runs import (
@@ -47,16 +47,11 @@ from frcnn.reporting.runs import (
     RunEntry,
     find_runs,
     load_run,
-    read_json,
     read_set_record,
     recorded_set,
     set_record,
     write_set_record,
 )
-
-# torchvision's published COCO val2017 box mAP (the weights' documentation).
-PUBLISHED_AP = {"v1": 0.370, "v2": 0.467}
-
 
 # ---------------------------------------------------------------- the data set
 
@@ -80,80 +75,6 @@ def locate(data_dir: str | None, images_dir: str | None, annotations_file: str |
 
 
 # ---------------------------------------------------------------- results that survive interruption
-
-
-class ResultsLog:
-    """`<model>_results.json` (a COCO results array, grown in place) and `<model>_progress.jsonl`.
-
-    An image counts as done once its progress line is written, after its detections; on resume, detections
-    of images without a progress line (a run cut off in between) are dropped.
-    """
-
-    def __init__(self, folder: Path, name: str, settings: dict):
-        self.name = name
-        self.results_path = folder / f"{name}_results.json"
-        self.progress_path = folder / f"{name}_progress.jsonl"
-        self.settings_path = folder / f"{name}_settings.json"
-        self.settings = settings
-        self.done: dict[int, dict] = {}
-        self.detections: list[dict] = []
-
-    def resume(self) -> None:
-        """Read what earlier runs with the same settings finished and rewrite the files to hold exactly that."""
-        if self.progress_path.exists() and self.settings_path.exists():
-            try:
-                earlier = json.loads(self.settings_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                earlier = None
-            if earlier != self.settings:
-                raise DetectError(f"{self.progress_path.parent} holds results made with other settings "
-                                  f"({self.settings_path.name}); give another --output, or delete them to start over")
-        write_json(self.settings_path, self.settings)
-        self.done = {entry["image_id"]: entry for entry in _read_lines(self.progress_path)}
-        self.detections = [d for d in _read_lines(self.results_path) if d.get("image_id") in self.done]
-        write_bytes_atomically(self.results_path, _results_text(self.detections).encode())
-        write_bytes_atomically(self.progress_path, "".join(json.dumps(e) + "\n" for e in self.done.values()).encode())
-
-    def add(self, image_id: int, detections: list[dict], milliseconds: float | None) -> None:
-        with open(self.results_path, "r+", encoding="utf-8") as results:
-            results.seek(0, os.SEEK_END)
-            results.seek(results.tell() - len("\n]\n"))
-            lines = ",\n".join(json.dumps(d) for d in detections)
-            if lines:
-                results.write((",\n" if self.detections else "\n") + lines)
-            results.write("\n]\n")
-            results.truncate()
-            _sync(results)
-        entry = {"image_id": image_id, "detections": len(detections), "ms": milliseconds}
-        with open(self.progress_path, "a", encoding="utf-8") as progress:
-            progress.write(json.dumps(entry) + "\n")
-            _sync(progress)
-        self.detections.extend(detections)
-        self.done[image_id] = entry
-
-
-def _sync(handle) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def _results_text(detections: list[dict]) -> str:
-    return "[" + ("\n" + ",\n".join(json.dumps(d) for d in detections) if detections else "") + "\n]\n"
-
-
-def _read_lines(path: Path) -> list[dict]:
-    """The JSON objects of a file with one per line (a trailing comma allowed); a cut-off last line is skipped."""
-    if not path.exists():
-        return []
-    entries = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip().rstrip(",")
-        if line.startswith("{"):
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return entries
 
 
 # ---------------------------------------------------------------- running and scoring
@@ -213,67 +134,14 @@ def model_metrics(data: CocoSet, log: ResultsLog, image_ids: list[int], out_dir:
     return metrics
 
 
-# ---------------------------------------------------------------- reporting
-
-
-def format_table(rows: dict[str, dict], subset_note: str, published: bool = False) -> str:
-    """Metrics as percentages, one column per model or run (and their difference when there are two); with
-    `published`, torchvision's own figures for its COCO weights beside them (only meaningful for those weights)."""
-    names = list(rows)
-    header = ["metric", *names] + ([f"{names[1]} - {names[0]}"] if len(names) == 2 else [])
-    lines = [header]
-    for metric in [*METRIC_NAMES, "AR100"]:
-        values = [rows[name].get(metric) for name in names]
-        cells = [metric, *("-" if v is None else f"{100 * v:.1f}" for v in values)]
-        if len(header) > len(names) + 1:
-            cells.append("-" if None in values else f"{100 * (values[1] - values[0]):+.1f}")
-        lines.append(cells)
-    published = published and all(name in PUBLISHED_AP for name in names)
-    if published:
-        figures = [f"{100 * PUBLISHED_AP[name]:.1f}" for name in names]
-        diff = ([f"{100 * (PUBLISHED_AP[names[1]] - PUBLISHED_AP[names[0]]):+.1f}"]
-                if len(header) > len(names) + 1 else [])
-        lines.append(["AP published*", *figures, *diff])
-    lines.append(["ms / image", *(f"{rows[n]['ms_per_image']:.0f}" if rows[n].get("ms_per_image") else "-"
-                                  for n in names)] + ([""] if len(header) > len(names) + 1 else []))
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    text = "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-                     for row in lines)
-    if published:
-        text += "\n* torchvision's COCO val2017 box AP for its COCO weights, on all 5,000 images" + subset_note
-    elif subset_note:
-        text += f"\n{subset_note.lstrip('; ')} of the set were scored"
-    return text
-
-
-# ---------------------------------------------------------------- comparing two runs
-
-
-def read_runs(folders: list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
-    """The metrics and settings each results folder holds, one column per model run in it."""
-    metrics, settings = {}, {}
-    for entry in find_runs(folders):
-        metrics[entry.label] = read_json(entry.metrics_path)
-        settings[entry.label] = read_json(entry.settings_path) if entry.settings_path.exists() else {}
-    return metrics, settings
-
-
-def settings_differences(settings: dict[str, dict]) -> list[str]:
-    """One line per setting that differs between the runs compared (precision, proposals, slicing ...)."""
-    keys = sorted({key for values in settings.values() for key in values})
-    lines = []
-    for key in keys:
-        values = [json.dumps(values.get(key)) for values in settings.values()]
-        if len(set(values)) > 1:
-            lines.append(f"  {key}: {' | '.join(values)}")
-    return lines
+# ---------------------------------------------------------------- comparing runs
 
 
 def compare(folders: list[str], plots: PlotRequest | None = None) -> int:
     """Print the metrics of earlier runs side by side, with what differs between them (and plot them if asked)."""
     metrics, settings = read_runs(folders)
     images = {label: m.get("images") for label, m in metrics.items()}
-    print(format_table(metrics, ""))
+    print(metrics_table(metrics, ""))
     differences = settings_differences(settings)
     if differences:
         print("settings that differ:\n" + "\n".join(differences))
@@ -373,7 +241,7 @@ def score_predictions(data: CocoSet, source: str, image_ids: list[int], out_dir:
     write_json(out_dir / "metrics.json", metrics)
     keep_predictions(out_dir, source, detections)
     write_set_record(out_dir, set_record(data.annotations, data.images_dir))
-    print(format_table({PREDICTIONS: metrics}, note))
+    print(metrics_table({PREDICTIONS: metrics}, note))
     return PREDICTIONS
 
 
@@ -381,7 +249,7 @@ def keep_predictions(out_dir: Path, source: str, detections: list[dict]) -> None
     """Keep a copy of a scored results file beside its metrics, so the folder can be plotted or compared later."""
     target = out_dir / f"{PREDICTIONS}_results.json"
     if Path(source).resolve() != target.resolve():  # never overwrite the input itself
-        write_bytes_atomically(target, _results_text(detections).encode())
+        write_bytes_atomically(target, results_text(detections).encode())
     write_json(out_dir / f"{PREDICTIONS}_settings.json", {"predictions": str(Path(source).resolve())})
 
 
@@ -423,52 +291,95 @@ def plot_request(args: argparse.Namespace, parser: argparse.ArgumentParser) -> P
     return PlotRequest(args.output, args.data, args.images, args.annotations, options)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    request = plot_request(args, parser)
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluate.py run scores, decided once from the options: the set, the models (or a results file),
+    how to run them, and where the results go."""
+
+    data: str | None
+    images: str | None
+    annotations: str | None
+    output: str
+    max_images: int | None
+    predictions: str | None
+    specs: list
+    detect: object
+    ray: object
+    plots: PlotRequest | None
+
+
+def folders_to_compare(args: argparse.Namespace, request: PlotRequest | None,
+                       parser: argparse.ArgumentParser) -> list[str] | None:
+    """The results folders a run only reads back (--compare, or --plots alone on --output); None: it scores a set."""
     if args.compare:
         if request and len(args.compare) > 2:
             parser.error("--plots and --report compare at most two folders")
-        return du.run_main(lambda: compare(args.compare, request), "\ninterrupted")
-    if request and not (args.data or args.images or args.predictions):  # plot what --output already holds
-        return du.run_main(lambda: compare([args.output], request), "\ninterrupted")
+        return args.compare
+    if request and not (args.data or args.images or args.predictions):
+        return [args.output]
+    return None
+
+
+def evaluation_of(args: argparse.Namespace, request: PlotRequest | None,
+                  parser: argparse.ArgumentParser) -> Evaluation:
+    """The set and the models the options name, checked before anything is read or loaded."""
     if not args.data and not args.annotations:
         parser.error("give --data DIR, or --annotations FILE (with --images DIR unless --predictions is given)")
     if not args.data and not args.images and not args.predictions:
         parser.error("--images DIR is needed to run a model on the set")
     images = args.images or (os.path.join(args.data, "val2017") if args.data else None)
-    specs = options.model_specs(args, parser, [images] if images else [])
-    detect = options.detect_options(args, parser)
-    ray = options.ray_options(args, parser)
+    return Evaluation(args.data, args.images, args.annotations, args.output, args.max_images, args.predictions,
+                      specs=options.model_specs(args, parser, [images] if images else []),
+                      detect=options.detect_options(args, parser), ray=options.ray_options(args, parser),
+                      plots=request)
 
-    def body() -> int:
-        images_dir, annotations = locate(args.data, args.images, args.annotations)
-        data = load_set(images_dir, annotations)
-        out_dir = du.prepare_output_dir(args.output)
-        image_ids = data.image_ids(args.max_images)
-        subset = len(image_ids) < len(data.coco.getImgIds())
-        note = f"; here {len(image_ids)} of {len(data.coco.getImgIds())} images" if subset else ""
-        if args.predictions:
-            scored = [score_predictions(data, args.predictions, image_ids, out_dir, note)]
-        else:
-            for spec in specs:  # before any model loads: the names alone tell
-                category_map(NamedClasses(spec.name, expected_class_names(spec)), data.coco)
-            rows = {}
-            with contextlib.ExitStack() as stack:
-                for pool in pools_per_model(stack, ray, [[spec] for spec in specs], detect, len(image_ids)):
-                    log = run_model(pool, data, image_ids, out_dir)
-                    rows[log.name] = model_metrics(data, log, image_ids, out_dir)
-            write_set_record(out_dir, set_record(annotations, images_dir))  # beside the metrics: what they scored
-            # torchvision's figures describe its COCO weights on COCO, nothing else
-            print(format_table(rows, note, published=args.data is not None and all(s.weights is None for s in specs)))
-            print(f"results and metrics in {out_dir}", file=sys.stderr)
-            scored = list(rows)
-        if request:
-            plot_this_run(data, out_dir, scored, request.options)
-        return 0
 
-    return du.run_main(body, "\ninterrupted: finished images are kept; run the same command again to resume")
+def evaluate(job: Evaluation) -> int:
+    """Score the models (or the results file) on the set, print the table, then plot if asked."""
+    images_dir, annotations = locate(job.data, job.images, job.annotations)
+    data = load_set(images_dir, annotations)
+    out_dir = du.prepare_output_dir(job.output)
+    image_ids = data.image_ids(job.max_images)
+    listed = len(data.coco.getImgIds())
+    note = f"; here {len(image_ids)} of {listed} images" if len(image_ids) < listed else ""
+    if job.predictions:
+        scored = [score_predictions(data, job.predictions, image_ids, out_dir, note)]
+    else:
+        scored = score_models(job, data, image_ids, out_dir, note)
+    if job.plots:
+        plot_this_run(data, out_dir, scored, job.plots.options)
+    return 0
+
+
+def score_models(job: Evaluation, data: CocoSet, image_ids: list[int], out_dir: Path, note: str) -> list[str]:
+    """Run and score each model in turn; the names of the runs scored."""
+    for spec in job.specs:  # before any model loads or exports: the names and the settings alone tell
+        category_map(NamedClasses(spec.name, expected_class_names(spec)), data.coco)
+        check_resumable(out_dir, spec.name, {"imgsz": spec.imgsz, "precision": spec.precision,
+                                             "proposals": spec.proposals, "threshold": job.detect.threshold})
+    rows = {}
+    with contextlib.ExitStack() as stack:
+        for pool in pools_per_model(stack, job.ray, [[spec] for spec in job.specs], job.detect, len(image_ids)):
+            log = run_model(pool, data, image_ids, out_dir)
+            rows[log.name] = model_metrics(data, log, image_ids, out_dir)
+    write_set_record(out_dir, set_record(data.annotations, data.images_dir))  # beside the metrics: what they scored
+    # torchvision's figures describe its COCO weights on COCO, nothing else
+    published = job.data is not None and all(spec.weights is None for spec in job.specs)
+    print(metrics_table(rows, note, published=published))
+    print(f"results and metrics in {out_dir}", file=sys.stderr)
+    return list(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    request = plot_request(args, parser)
+    folders = folders_to_compare(args, request, parser)
+    if folders is not None:
+        return du.run_main(lambda: compare(folders, request), "\ninterrupted")
+    job = evaluation_of(args, request, parser)
+    return du.run_main(lambda: evaluate(job), "\ninterrupted: finished images are kept; run the same command "
+                                              "again to resume")
 
 
 if __name__ == "__main__":
