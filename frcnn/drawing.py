@@ -13,6 +13,7 @@ from frcnn.core.detections import Detections, Prediction, class_name
 from frcnn.core.specs import DEFAULT_PROPOSALS, DrawOptions
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+HEAT_COLOURS = cv2.COLORMAP_JET  # draw_heat's colours, and its key's
 
 
 def class_colour(label_id: int) -> tuple[int, int, int]:
@@ -182,20 +183,47 @@ def draw_corner_text(image: np.ndarray, text: str) -> np.ndarray:
     return image
 
 
-def titled_panel(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
-    """The picture with a dark title bar above it: the first line in full size, the rest smaller."""
+def titled_panel(image: np.ndarray, lines: Sequence[str], wrap: bool = False) -> np.ndarray:
+    """The picture with a dark title bar above it: the first line in full size, the rest smaller. `wrap`: a line
+    wider than the picture goes on over several rows (off for video frames, whose size may not change)."""
     style = DrawStyle.for_picture(*image.shape[:2])
     rows = []
     for number, line in enumerate(lines):
         scale = style.font_scale if number == 0 else max(0.4, style.font_scale * 0.7)
         thickness = style.font_thickness if number == 0 else max(1, style.font_thickness - 1)
-        (_, text_h), baseline = cv2.getTextSize(line, _FONT, scale, thickness)
-        row = np.full((text_h + baseline + 2 * style.pad, image.shape[1], 3), 32, dtype=np.uint8)
-        cv2.putText(row, line, (2 * style.pad, style.pad + text_h), _FONT, scale, (255, 255, 255), thickness,
-                    cv2.LINE_AA)
-        rows.append(row)
+        room = image.shape[1] - 4 * style.pad
+        for piece in wrapped(line, scale, thickness, room) if wrap else [line]:
+            (_, text_h), baseline = cv2.getTextSize(piece, _FONT, scale, thickness)
+            row = np.full((text_h + baseline + 2 * style.pad, image.shape[1], 3), 32, dtype=np.uint8)
+            cv2.putText(row, piece, (2 * style.pad, style.pad + text_h), _FONT, scale, (255, 255, 255), thickness,
+                        cv2.LINE_AA)
+            rows.append(row)
     margin = np.full((style.pad, image.shape[1], 3), 32, dtype=np.uint8)
     return np.vstack([margin, *rows, margin, image])
+
+
+def text_width(text: str, scale: float, thickness: int) -> int:
+    """How many pixels wide `text` is drawn in the captions' font."""
+    return cv2.getTextSize(text, _FONT, scale, thickness)[0][0]
+
+
+def wrapped(text: str, scale: float, thickness: int, width: int) -> list[str]:
+    """`text` in pieces that each fit `width` pixels: broken between words, and inside a word (a long file
+    name) only where the word alone does not fit."""
+    pieces: list[str] = []
+    for word in text.split(" "):
+        joined = f"{pieces[-1]} {word}" if pieces else word
+        if pieces and text_width(joined, scale, thickness) <= width:
+            pieces[-1] = joined
+            continue
+        while len(word) > 1 and text_width(word, scale, thickness) > width:
+            cut = 1  # at least one character a row, however narrow the picture
+            while cut < len(word) - 1 and text_width(word[:cut + 1], scale, thickness) <= width:
+                cut += 1
+            pieces.append(word[:cut])
+            word = word[cut:]
+        pieces.append(word)
+    return pieces
 
 
 def panel_title(prediction: Prediction) -> list[str]:
@@ -281,10 +309,48 @@ def draw_heat(image: np.ndarray, heat: np.ndarray, cell: int = 1, opacity: float
                        interpolation=cv2.INTER_LINEAR)[:height, :width]
     level = cv2.GaussianBlur(level, (0, 0), max(1.0, cell))
     level = np.clip(level / max(float(level.max()), 1e-9), 0.0, 1.0)
-    colours = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET).astype(np.float32)
+    colours = cv2.applyColorMap((level * 255).astype(np.uint8), HEAT_COLOURS).astype(np.float32)
     alpha = (opacity * np.sqrt(level))[..., None]  # the square root keeps faint traces visible
     image[:] = (image.astype(np.float32) * (1 - alpha) + colours * alpha).round().astype(np.uint8)
     return image
+
+
+def draw_heat_scale(image: np.ndarray, heat: np.ndarray, cell: int, top: str, bottom: str,
+                    title: str) -> tuple[int, int, int, int] | None:
+    """The key to draw_heat's colours, in place: a bar from its hottest colour (labelled `top`) down to its
+    coolest (`bottom`) under `title`, in the corner of the picture where `heat` is least, so it hides little.
+    Returns where it went (left, top, right, bottom); None when there is no heat, nor a key to it."""
+    if not heat.size or float(heat.max()) <= 0:
+        return None
+    height, width = image.shape[:2]
+    style = DrawStyle.for_picture(height, width)
+    scale, thickness, pad = max(0.35, style.font_scale * 0.8), max(1, style.font_thickness - 1), style.pad
+    (_, text_h), baseline = cv2.getTextSize("0", _FONT, scale, thickness)
+    bar_w, bar_h = max(6, min(height, width) // 40), max(3 * text_h, height // 3)
+    label_w = max(text_width(top, scale, thickness), text_width(bottom, scale, thickness))
+    box_w = min(width, max(4 * pad + bar_w + label_w, 3 * pad + text_width(title, scale, thickness)))
+    box_h = min(height, 3 * pad + text_h + baseline + bar_h + text_h // 2)
+    margin = pad
+    spots = [(width - box_w - margin, height - box_h - margin), (margin, height - box_h - margin),
+             (width - box_w - margin, margin), (margin, margin)]
+    spots = [(max(0, x), max(0, y)) for x, y in spots]
+
+    def heat_under(spot: tuple[int, int]) -> float:
+        x, y = spot
+        return float(heat[y // cell:(y + box_h) // cell + 1, x // cell:(x + box_w) // cell + 1].sum())
+
+    left, top_y = min(spots, key=heat_under)  # the first of equals: the bottom right corner
+    image[top_y:top_y + box_h, left:left + box_w] = 32
+    cv2.putText(image, title, (left + pad, top_y + pad + text_h), _FONT, scale, (255, 255, 255), thickness,
+                cv2.LINE_AA)
+    bar_top = top_y + 2 * pad + text_h + baseline
+    bar_h = max(2, min(bar_h, top_y + box_h - pad - bar_top))
+    levels = np.linspace(255, 0, bar_h).round().astype(np.uint8).reshape(-1, 1)
+    image[bar_top:bar_top + bar_h, left + pad:left + pad + bar_w] = cv2.applyColorMap(levels, HEAT_COLOURS)
+    label_x = left + 2 * pad + bar_w
+    for text, y in ((top, bar_top + text_h), (bottom, bar_top + bar_h)):
+        cv2.putText(image, text, (label_x, y), _FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return left, top_y, left + box_w, top_y + box_h
 
 
 def draw_box_tags(image: np.ndarray, boxes: np.ndarray, texts: Sequence[str],

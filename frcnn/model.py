@@ -6,7 +6,6 @@ import dataclasses
 import functools
 import os
 import pickle
-import sys
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from torchvision.models.detection import (
 
 from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES, read_labels
 from frcnn.core.errors import DetectError, first_line
+from frcnn.core.log import log
 from frcnn.core.specs import DEFAULT_IMGSZ, DEFAULT_PROPOSALS, MODEL_NAMES, ModelSpec, max_size_for
 from frcnn.runtimes.backends import backend_installed, check_precision, choose_backend, cpu_has_bf16  # noqa: F401  (part of the API)
 from frcnn.runtimes.cache import cache_dir
@@ -206,8 +206,8 @@ def prepare_specs(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
         device = resolve_device(spec.device)
         backend = check_runtime(device, spec.half, spec.backend, spec.precision)
         if backend != "torch" and not _cache_writable():
-            print(f"warning: the export cache {cache_dir()} cannot be written (set FRCNN_CACHE to another folder); "
-                  f"running {spec.name} with PyTorch instead of {backend}", file=sys.stderr)
+            log.warning(f"warning: the export cache {cache_dir()} cannot be written (set FRCNN_CACHE to another "
+                        f"folder); running {spec.name} with PyTorch instead of {backend}")
             backend = "torch"
         resolved.append(dataclasses.replace(spec, device=str(device), backend=backend))
     absent = sorted({c for spec in resolved for c in spec.calibration if not Path(c).exists()})

@@ -22,6 +22,7 @@ from frcnn.analytics.analyser import TrackAnalytics
 from frcnn.analytics.lines import name_lines, parse_line
 from frcnn.analytics.outputs import AnalyticsFiles
 from frcnn.analytics.speed import parse_calibration
+from frcnn.analytics.summary import speed_lines
 from frcnn.analytics.zones import name_zones, parse_zone
 from frcnn.core.detections import Detections, Prediction, PredictionSettings
 from frcnn.core.specs import AnalyticsOptions, SpeedOptions, TrackOptions
@@ -90,6 +91,41 @@ def test_speed_under_a_perspective_calibration_is_known():
     measure = measuring(AnalyticsOptions(speed=SpeedOptions(corners=points, rectangle=rectangle)))
     speeds = [found.speeds.get(1) for found in feed(measure, range(125), where)]
     assert all(value == pytest.approx(18.0, rel=0.05) for value in speeds[13:])
+
+
+def test_the_headline_speed_is_a_steady_figure_of_the_fastest_track_not_its_luckiest_window():
+    # 18 km/h for two seconds, then standing for two, its box a few pixels off each frame as detectors place them.
+    jitter = np.random.default_rng(3).normal(0, 3, (100, 2))
+
+    def where(frame: int) -> list[float]:
+        return box_at(100 + 4 * min(frame, 50) + jitter[frame, 0], 300 + jitter[frame, 1])
+
+    measure = measuring(AnalyticsOptions(speed=SpeedOptions(meters_per_pixel=0.05)))
+    feed(measure, range(100), where, track_id=3, label="circle")
+    feed(measure, range(100), lambda f: box_at(400 + jitter[f, 1], 100 + jitter[f, 0]), track_id=4, label="square")
+    measure.track_ended(3, "circle")
+    measure.track_ended(4, "square")
+    summary = measure.summary({})
+    circle, square = summary["speed"]["tracks"]
+    assert circle["p90"] == pytest.approx(18.0, rel=0.1) and circle["mean"] < 13  # stood still half the time
+    assert abs(circle["p90"] - 18) < abs(circle["max"] - 18)  # the luckiest window is further off
+    assert square["p90"] < 3  # it never moved: only the jitter
+    (line,) = speed_lines(summary)
+    assert line.endswith(f"fastest circle #3 at {circle['p90']:.1f} km/h (90th percentile of its 0.5 s speeds)")
+
+
+def test_boxes_the_tracker_carried_between_detected_frames_add_no_speed():
+    # A triangle standing still, detected every other frame; on the frames between, the tracker's motion model
+    # places its box 10 px off, as a Kalman filter fooled by a little jitter does.
+    measure = measuring(AnalyticsOptions(speed=SpeedOptions(meters_per_pixel=0.05)))
+    found = [measure.step(frame, frame / FPS, PICTURE, tracked([box_at(300 + (10 if frame % 2 else 0), 300)], [7]),
+                          ["triangle"], detected=frame % 2 == 0) for frame in range(100)]
+    speeds = [frame.speeds.get(7) for frame in found]
+    assert all(value == pytest.approx(0.0, abs=0.01) for value in speeds[14:])
+    assert speeds[15] == speeds[14]  # a carried frame shows the speed of the detected frame before it
+    measure.track_ended(7, "triangle")
+    (track,) = measure.summary({})["speed"]["tracks"]
+    assert track["frames"] == 43 and track["max"] == pytest.approx(0.0, abs=0.01)  # the 43 detected frames measured
 
 
 # ---------------------------------------------------------------- zones and dwell
@@ -372,3 +408,11 @@ def written_frames(folder) -> int:
     partial = [p for p in leftovers(folder) if p.name.startswith(".long_v1.") and p.suffix == ".jsonl"] \
         if folder.exists() else []
     return len(partial[0].read_text().splitlines()) if partial else 0
+
+
+def test_a_zone_outside_the_frame_is_said_once_per_video(tmp_path, checkpoints):
+    clip = make_video(tmp_path / "clip.mp4", frames=3)  # 160 x 120
+    result = detect(tmp_path, checkpoints, "--input", str(clip), "--zone", "far=rect:400,300,500,400")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "lies entirely outside" in line]
+    assert len(warnings) == 1 and "zone far" in warnings[0], result.stderr

@@ -127,7 +127,7 @@ def test_a_failed_export_is_one_clear_line(tmp_path, checkpoints, photo):
 
 def test_the_export_cache_can_be_listed_and_cleared(tmp_path, checkpoints):
     env = {"FRCNN_CACHE": str(tmp_path / "cache")}
-    result = run_script("detect_image.py", "--input", str(ROOT / "input" / "coffee.jpg"), "--model", "v1",
+    result = run_script("detect_image.py", "--input", str(ROOT / "frcnn" / "samples" / "coffee.jpg"), "--model", "v1",
                         "--weights", str(checkpoints["v1"]), "--imgsz", "64", "--backend", "onnxruntime",
                         cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr

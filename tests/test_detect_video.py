@@ -174,6 +174,8 @@ def test_a_truncated_file_keeps_every_frame_that_decodes(tmp_path, checkpoints):
 def test_bad_sources_are_one_line_and_leave_no_file(tmp_path, checkpoints):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
+    fake_photo = tmp_path / "fake.jpg"  # text under a picture's name: FFmpeg "opens" it at 0x0
+    fake_photo.write_text("not a picture either")
     empty = tmp_path / "empty.mp4"
     empty.touch()
     no_frames = make_video(tmp_path / "no-frames.mp4", frames=0)
@@ -184,6 +186,7 @@ def test_bad_sources_are_one_line_and_leave_no_file(tmp_path, checkpoints):
         ("http://127.0.0.1:9/photo.jpg", "a still picture, not a video; use detect_image.py"),
         (str(tmp_path / "missing.mp4"), "file not found"),
         (str(text), "not a video"),
+        (str(fake_photo), "not a video"),
         (str(empty), "empty"),
         (str(no_frames), "no frames"),
         ("9", "no camera at index 9"),
@@ -193,6 +196,7 @@ def test_bad_sources_are_one_line_and_leave_no_file(tmp_path, checkpoints):
         result = detect(tmp_path, checkpoints, "--input", source)
         assert_one_line_error(result)
         assert message in result.stderr, (source, result.stderr)
+        assert "Loaded" not in result.stderr and "0x0" not in result.stderr, (source, result.stderr)  # said first
         assert not list((tmp_path / "outputs").glob("*")), source
 
 

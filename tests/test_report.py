@@ -160,6 +160,40 @@ def test_the_gallery_picks_the_pictures_that_change_most():
     assert pick([before], 2) == [3, 1]  # one run: where it does worst, perfect pictures left out
 
 
+def test_the_error_analysis_legends_give_ap_in_percent_as_the_tables_do(monkeypatch, tmp_path):
+    from frcnn.reporting import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure) or path)
+    _, _, errors = analysed(*localisation_case())
+    plots.error_areas(tmp_path / "errors.png", errors, "run")
+    legend = figures[0].axes[0].get_legend()
+    assert legend.get_title().get_text() == "AP, %"
+    texts = [text.get_text() for text in legend.get_texts()]
+    assert texts == [f"[{100 * 76 / 101:.1f}] C75", f"[{100 * 76 / 101:.1f}] C50",
+                     *(f"[100.0] {step}" for step in ("Loc", "Sim", "Oth", "BG", "FN"))]
+
+
+def test_gallery_captions_wrap_to_fit_a_narrow_picture():
+    from frcnn.drawing import DrawStyle
+    from frcnn.reporting.gallery import draw
+    from frcnn.reporting.matching import ImageMatch
+
+    width, height = 90, 300
+    picture = np.full((height, width, 3), 90, np.uint8)
+    box = np.array([[10, 10, 40, 60]], float)
+    match = ImageMatch(box, np.array([1]), box, np.array([0.9]), np.array([2]), [(0, 0)])
+    drawn = draw(picture, "a_rather_long_file_name_0001.jpg", [match, match], ["before", "after"],
+                 ["N/A", "cat", "dog"])
+    assert drawn.shape[1] == 3 * width
+    bar = drawn[: drawn.shape[0] - height].max(axis=2)  # the title bars above the three panels
+    pad = DrawStyle.for_picture(height, width).pad
+    for panel in range(3):
+        text = np.nonzero((bar[:, panel * width:(panel + 1) * width] > 100).any(axis=0))[0]
+        assert len(text) and text.max() < width - pad, panel  # every caption ends inside its own panel
+    assert bar.shape[0] > 6 * 12  # wrapped over several rows rather than cut
+
+
 # ---------------------------------------------------------------- through evaluate.py
 
 

@@ -73,7 +73,7 @@ class TrackAnalytics:
         # Lines count the box centre, as they always have; zones, speed and heat use the anchor.
         self.log.write(self.lines.update(frame, time_s, ids, classes, anchor_points(tracked.boxes, "center")))
         self.log.write(self.zones.update(frame, time_s, ids, classes, anchors))
-        self.speeds = self.speed.update(time_s, ids, anchors) if self.speed is not None else {}
+        self.speeds = self.speed.update(time_s, ids, anchors, detected) if self.speed is not None else {}
         if self.heatmap is not None:
             self.heatmap.add(anchors, self.interval)
         if self.views is not None and detected:

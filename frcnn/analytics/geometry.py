@@ -1,13 +1,16 @@
 """The picture geometry the analytics share: reading `NAME=x,y,...` option values, fractions of the frame into
-pixels, the point of a box that stands for it, and which points are inside a polygon."""
+pixels, the point of a box that stands for it, which points are inside a polygon, and zones or lines that miss the
+frame."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import cv2
 import numpy as np
 
-from frcnn.inference.counting import check_one_unit
+from frcnn.core.specs import CountLine, Zone
+from frcnn.inference.counting import check_one_unit, line_in_pixels
 
 ANCHORS = ("bottom", "center")
 
@@ -86,3 +89,47 @@ def inside_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         crossing_x = np.where(straddles, x1 + (y - y1) * (x2 - x1) / np.where(straddles, y2 - y1, 1), -np.inf)
     return (np.count_nonzero(straddles & (x < crossing_x), axis=1) % 2) == 1
+
+
+def inside_frame(polygon: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The part of a polygon (pixels) inside the frame, as a polygon (Sutherland-Hodgman); empty when none is."""
+    points = [np.asarray(point, np.float64) for point in polygon]
+    for axis, limit, below in ((0, 0.0, False), (0, float(width), True), (1, 0.0, False), (1, float(height), True)):
+        def keeps(point: np.ndarray) -> bool:
+            return point[axis] <= limit if below else point[axis] >= limit
+
+        def edge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return a + (b - a) * (limit - a[axis]) / (b[axis] - a[axis])
+
+        kept = []
+        for index, point in enumerate(points):
+            previous = points[index - 1]
+            if keeps(point) != keeps(previous):
+                kept.append(edge(previous, point))
+            if keeps(point):
+                kept.append(point)
+        points = kept
+    return np.array(points, np.float64).reshape(-1, 2)
+
+
+def missing_the_frame(zones: Sequence[Zone], lines: Sequence[CountLine], width: int, height: int) -> list[str]:
+    """A warning line for each zone and counting line that lies entirely outside a `width` x `height` frame (it
+    would count nothing, without a word)."""
+    warnings = []
+    for zone in zones:
+        polygon = in_pixels(zone.points, width, height)
+        if polygon_area(inside_frame(polygon, width, height)) <= 1e-9:
+            warnings.append(_outside(f"zone {zone.name}", polygon, width, height))
+    for line in lines:
+        ends = np.asarray(line_in_pixels(line.points, width, height), np.float64).reshape(2, 2)
+        crosses, _, _ = cv2.clipLine((0, 0, width, height), *(tuple(int(round(v)) for v in end) for end in ends))
+        if not crosses:
+            warnings.append(_outside(f"counting line {line.name}" if line.name else "the counting line", ends, width,
+                                     height))
+    return warnings
+
+
+def _outside(what: str, points: np.ndarray, width: int, height: int) -> str:
+    (x1, y1), (x2, y2) = points.min(axis=0), points.max(axis=0)
+    return (f"warning: {what} ({x1:g},{y1:g} to {x2:g},{y2:g} px) lies entirely outside the {width}x{height} frame: "
+            f"are its points pixels of a larger picture, or were fractions of the frame (within 0..1) meant?")

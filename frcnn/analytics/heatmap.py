@@ -9,9 +9,15 @@ import cv2
 import numpy as np
 
 from frcnn.core.errors import DetectError
-from frcnn.drawing import draw_heat
+from frcnn.drawing import draw_heat, draw_heat_scale
 
 CELLS_ON_SHORT_SIDE = 64  # the grid's resolution: fine enough to show lanes, coarse enough to fill in
+SCALE_TITLE = "time spent"  # what the colours of the written picture mean: seconds of objects in a cell
+
+
+def seconds(value: float) -> str:
+    """A time for the key: one decimal, two under a second."""
+    return f"{value:.1f} s" if value >= 1 else f"{value:.2f} s"
 
 
 class Heatmap:
@@ -43,14 +49,17 @@ class Heatmap:
         return (col + 0.5) * self.cell, (row + 0.5) * self.cell
 
     def picture(self, background: np.ndarray | None) -> np.ndarray:
-        """The whole run's heat over a dimmed, grey copy of `background` (a frame of the video)."""
+        """The whole run's heat over a dimmed, grey copy of `background` (a frame of the video), with the key to
+        its colours: from none to the time spent in the hottest cell."""
         width, height = self.size
         if background is None:
             base = np.full((height, width, 3), 64, np.uint8)
         else:
             grey = cv2.cvtColor(background, cv2.COLOR_BGR2GRAY)
             base = cv2.cvtColor((grey * 0.6).astype(np.uint8), cv2.COLOR_GRAY2BGR)
-        return draw_heat(base, self.total, self.cell)
+        draw_heat(base, self.total, self.cell)
+        draw_heat_scale(base, self.total, self.cell, seconds(float(self.total.max())), "0 s", SCALE_TITLE)
+        return base
 
     def write_png(self, path: Path, background: np.ndarray | None) -> None:
         """The picture of the whole run's heat, as PNG."""

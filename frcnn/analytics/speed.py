@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import cv2
@@ -16,6 +16,8 @@ from frcnn.core.specs import SpeedOptions
 
 # Metres per second into each unit shown.
 SPEED_UNITS = {"km/h": 3.6, "m/s": 1.0, "mph": 3600 / 1609.344}
+# A track's steady top speed: the 90th percentile of its window speeds, which a few unlucky windows do not move.
+STEADY = "p90"
 
 
 def parse_calibration(text: str) -> tuple[tuple[tuple[float, float], ...], tuple[float, float]]:
@@ -77,22 +79,35 @@ class GroundPlane:
 
 @dataclass
 class TrackSpeed:
-    """One track: its recent ground positions, and the speeds measured so far (in metres per second)."""
+    """One track: its ground positions on the recent detected frames, and the speeds measured so far (in metres
+    per second)."""
 
     path: deque
-    total: float = 0.0
-    fastest: float = 0.0
-    measured: int = 0
+    speeds: list[float] = field(default_factory=list)
+    latest: float | None = None  # in the unit shown
 
-    def add(self, speed: float) -> None:
-        self.total += speed
-        self.fastest = max(self.fastest, speed)
-        self.measured += 1
+    def figures(self, factor: float) -> dict:
+        """Its mean, 90th percentile and largest speed, in the unit `factor` converts to, and how many frames
+        were measured."""
+        speeds = np.asarray(self.speeds) * factor
+        return {"mean": round(float(speeds.mean()), 2), STEADY: round(float(np.percentile(speeds, 90)), 2),
+                "max": round(float(speeds.max()), 2), "frames": len(speeds)}
+
+
+def ground_speed(path: Sequence[tuple[float, np.ndarray]]) -> float:
+    """The speed (metres per second) of a least-squares line through timed ground points: one box placed a few
+    pixels off moves it far less than it moves the distance between the first point and the last."""
+    times = np.array([time for time, _ in path], np.float64)
+    points = np.array([point for _, point in path], np.float64)
+    offsets = times - times.mean()
+    velocity = offsets @ (points - points.mean(axis=0)) / float(offsets @ offsets)
+    return float(np.linalg.norm(velocity))
 
 
 class SpeedMeter:
-    """Each track's speed: the distance its ground point moved over the last `window` seconds, over the time it
-    took. A track seen for less than the window has none yet."""
+    """Each track's speed: how fast its ground point moved over the last `window` seconds (the slope of a line
+    fitted through its positions then). Only detected frames count: a box the tracker carried between them was
+    placed by the tracker's motion model, not seen. A track seen for less than the window has no speed yet."""
 
     def __init__(self, options: SpeedOptions, width: int, height: int):
         self.plane = GroundPlane(options, width, height)
@@ -101,31 +116,33 @@ class SpeedMeter:
         self.tracks: dict[int, TrackSpeed] = {}
         self.finished: list[dict] = []
 
-    def update(self, time_s: float, track_ids: np.ndarray, anchors: np.ndarray) -> dict[int, float]:
-        """Note where each track is now; the speed (in the chosen unit) of each track seen for the window."""
+    def update(self, time_s: float, track_ids: np.ndarray, anchors: np.ndarray,
+               detected: bool = True) -> dict[int, float]:
+        """Note where each track is now; the speed (in the chosen unit) of each track seen for the window. On a
+        frame that was not detected, each track keeps the speed of its latest detected frame."""
+        if not detected:
+            return {i: track.latest for i in track_ids.tolist()
+                    if (track := self.tracks.get(i)) is not None and track.latest is not None}
         speeds = {}
         for track_id, ground in zip(track_ids.tolist(), self.plane.to_metres(anchors)):
             track = self.tracks.setdefault(track_id, TrackSpeed(deque()))
             track.path.append((time_s, ground))
-            # Keep one sample at or before the window's start, so the distance spans the whole window.
+            # Keep one sample at or before the window's start, so the line spans the whole window.
             while len(track.path) > 1 and track.path[1][0] <= time_s - self.window + 1e-9:
                 track.path.popleft()
-            start_time, start = track.path[0]
-            if time_s - start_time >= self.window - 1e-9:
-                speed = float(np.linalg.norm(ground - start)) / (time_s - start_time)
-                track.add(speed)
-                speeds[track_id] = round(speed * self.factor, 2)
+            if time_s - track.path[0][0] >= self.window - 1e-9:
+                speed = ground_speed(track.path)
+                track.speeds.append(speed)
+                track.latest = speeds[track_id] = round(speed * self.factor, 2)
         return speeds
 
     def track_ended(self, track_id: int, label: str) -> None:
         track = self.tracks.pop(track_id, None)
-        if track is not None and track.measured:
-            self.finished.append({"track": track_id, "class": label,
-                                  "mean": round(track.total / track.measured * self.factor, 2),
-                                  "max": round(track.fastest * self.factor, 2), "frames": track.measured})
+        if track is not None and track.speeds:
+            self.finished.append({"track": track_id, "class": label, **track.figures(self.factor)})
 
     def summary(self) -> dict:
-        """Per track (mean, max, frames measured) and per class, in the chosen unit."""
+        """Per track (mean, 90th percentile, max, frames measured) and per class, in the chosen unit."""
         classes: dict[str, dict] = {}
         for track in self.finished:
             entry = classes.setdefault(track["class"], {"tracks": 0, "mean": 0.0, "max": 0.0})

@@ -22,6 +22,7 @@ from frcnn.core.files import (
     check_replaceable,
     decode_picture,
     is_url,
+    old_crops,
     source_bytes,
     write_bytes_atomically,
     write_json,
@@ -123,7 +124,7 @@ def write_extras(source: str, name: str, data: bytes, image, prediction, result:
     if run.save_crops:
         written += du.write_crops(crops, name, image, prediction.detections, prediction.class_names)
     else:  # crops of an earlier run would describe other detections
-        du.remove_stale(du.old_crops(crops, name))
+        du.remove_stale(old_crops(crops, name))
     labels = yolo.label_path(run.out_dir, prediction.model, name)
     copy = yolo.image_path(run.out_dir, prediction.model, name, source)
     if run.save_txt:

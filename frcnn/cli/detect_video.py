@@ -16,7 +16,6 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import cv2.utils.logging
@@ -25,26 +24,24 @@ from tqdm import tqdm
 from frcnn.analytics.geometry import ANCHORS
 from frcnn.analytics.lines import UNNAMED as UNNAMED_LINE
 from frcnn.analytics.lines import name_lines, parse_line
-from frcnn.analytics.outputs import CROPS, AnalyticsFiles, CropStage
 from frcnn.analytics.speed import SPEED_UNITS, parse_calibration
 from frcnn.analytics.summary import report_lines
 from frcnn.analytics.zones import name_zones, parse_zone
 from frcnn.cli import options
 from frcnn.cli import shared as du
 from frcnn.core.errors import DetectError
-from frcnn.core.files import VIDEO_SUFFIXES, AtomicOutputs, read_bytes
+from frcnn.core.files import VIDEO_SUFFIXES, read_bytes
 from frcnn.core.progress import progress_bar
-from frcnn.core.specs import AnalyticsOptions, SpeedOptions, TrackOptions
+from frcnn.core.specs import AnalyticsOptions, DetectOptions, SpeedOptions, TrackOptions
 from frcnn.inference.tracking import LOW_SCORE_FLOOR
 from frcnn.pipelines.jobs import open_pool
-from frcnn.pipelines.resume import ResumeBook, models_settings, pending, skipped_line
+from frcnn.pipelines.resume import ResumeBook, models_settings
 from frcnn.samples import SAMPLE_VIDEO
+from frcnn.video.outputs import VideoOutputs, Written, resume_settings, write_encoded
 from frcnn.video.pipeline import (
-    EncodedVideo,
     VideoResult,
     VideoRun,
     Window,
-    analytics_files,
     detect_video_bytes,
     process_video,
 )
@@ -179,93 +176,25 @@ def output_base_names(sources: list[str]) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class VideoOutputs:
-    """Where one video's outputs go: the drawn video, its records when asked for, and each model's analytics."""
+class VideoJob:
+    """What one detect_video.py run does, decided once from the options."""
 
-    video: Path
-    records: Path | None
-    tracks: Path | None
-    analytics: dict[str, AnalyticsFiles]
-    possible_analytics: tuple[Path, ...]  # what this run's models may have left from an earlier run
-    name: str
-
-    @classmethod
-    def named(cls, out_dir: Path, name: str, run: VideoRun, records: bool) -> "VideoOutputs":
-        video = out_dir / f"{name}_{run.model_option}.mp4"
-        models = options.model_names(run.model_option)
-        return cls(video, video.with_suffix(".jsonl") if records else None,
-                   video.with_name(f"{video.stem}_tracks.jsonl") if run.tracking else None,
-                   analytics_files(out_dir, name, models, run),
-                   tuple(path for model in models for path in AnalyticsFiles.possible(out_dir, name, model)), name)
-
-    def written(self) -> list[Path]:
-        """The files written as one set (crops apart: they go to crops/ when the set lands)."""
-        return [p for p in (self.video, self.records, self.tracks) if p is not None] + [
-            path for files in self.analytics.values() for path in files.files()]
-
-    def stale(self) -> list[Path]:
-        """Records an earlier run left beside the video: they would describe another video."""
-        return [self.video.with_suffix(".jsonl"), self.video.with_name(f"{self.video.stem}_tracks.jsonl"),
-                *self.possible_analytics]
-
-    @property
-    def crops(self) -> bool:
-        return any(files.crops is not None for files in self.analytics.values())
-
-    def staged(self, stack: contextlib.ExitStack) -> tuple[dict[Path, Path], Path | None]:
-        """Enter the set's temporary paths and, with crops, their staging folder: both land when `stack` closes
-        without an error (the crops after the files), and neither does otherwise."""
-        stage = None
-        if self.crops:
-            stage = stack.enter_context(CropStage(self.video.parent, self.name, list(self.analytics)))
-        return stack.enter_context(AtomicOutputs(self.written(), stale=self.stale())), stage
-
-    def landed(self) -> list[Path]:
-        """Every file of the set once it has landed, crops included: what its seal lists."""
-        return self.written() + [crop for files in self.analytics.values() if files.crops is not None
-                                 for crop in du.old_crops(files.crops, self.name)]
-
-
-def resume_settings(run: VideoRun, records: bool) -> dict:
-    """What of the run changes its files (a resumed run's seals must name the same)."""
-    return {"model": run.model_option, "frame_stride": run.frame_stride, "max_frames": run.max_frames,
-            "draw": run.draw, "threshold": run.threshold, "tracking": run.tracking, "json": records}
-
-
-@dataclass
-class Written:
-    """Where a run writes (the folder, each input's base name, --json) and the seals that a resumed run reads."""
-
-    out_dir: Path
-    names: dict[str, str]
+    sources: list[str]  # in order; cameras and streams are read here even with --ray
+    errors: list[str]  # one line per input that names nothing usable
+    total: int  # inputs given, for the closing count
+    specs: list
+    detect: DetectOptions
+    ray: object
+    run: VideoRun
+    output: str
     records: bool
-    book: ResumeBook | None = None
-
-    def outputs(self, spec: str, run: VideoRun) -> VideoOutputs:
-        return VideoOutputs.named(self.out_dir, self.names[spec], run, self.records)
-
-    def unseal(self, video: Path) -> None:
-        if self.book is not None:
-            self.book.unseal(video)
-
-    def seal(self, video: Path, spec: str, landed) -> None:
-        if self.book is not None:
-            self.book.seal(video, spec, landed)
-
-    def todo(self, sources: list[str], run: VideoRun, resume: bool) -> list[str]:
-        """The sources not done yet (all of them, unless `resume`); a resumed run says how many it skips."""
-        todo, skipped = pending(self.book, sources, lambda spec: self.outputs(spec, run).video, resume)
-        if resume:
-            print(skipped_line(skipped, len(sources)), file=sys.stderr, flush=True)
-        return todo
+    resume: bool
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def video_job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> VideoJob:
+    """The options as one value; usage errors (exit 2) before anything is opened or loaded."""
     sources, errors = du.expand_inputs(args.input, VIDEO_SUFFIXES, "videos", passthrough=is_live)
     files = [source for source in sources if not is_live(source)]
-    total = len(sources) + len(errors)
     specs = options.model_specs(args, parser, files)
     detect = options.detect_options(args, parser)
     ray = options.ray_options(args, parser)
@@ -277,15 +206,24 @@ def main(argv: list[str] | None = None) -> int:
                    tracking=tracking)
     if tracking is not None:  # the tracker's second association needs the low-score boxes too
         detect = dataclasses.replace(detect, threshold=min(detect.threshold, LOW_SCORE_FLOOR))
-    # OpenCV's and its FFmpeg's messages while probing an input would bury our one-line error.
+    total = len(sources) + len(errors)
+    if ray is not None:
+        errors = errors + [f"{source}: a camera or stream is read on this machine; run it without --ray"
+                           for source in sources if is_live(source)]
+        sources = files
+    return VideoJob(sources, errors, total, specs, detect, ray, run, args.output, args.json, args.resume)
+
+
+def quiet_opencv() -> None:
+    """OpenCV's and its FFmpeg's messages while probing an input would bury our one-line error."""
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # quiet; set it to 32 or more to debug a stream
-    if ray is not None:
-        errors += [f"{source}: a camera or stream is read on this machine; run it without --ray"
-                   for source in sources if is_live(source)]
-        sources = files
-    # What is no video, or cannot be opened, is said before any model loads. Streams and cameras stay open
-    # for their turn (opening them again could wait again); files are opened again when their turn comes.
+
+
+def probe_sources(sources: list[str], errors: list[str]) -> tuple[list[str], dict[str, VideoSource]]:
+    """The sources that open as videos, and the live ones held open: what is no video is said before any model
+    loads. Streams and cameras stay open for their turn (opening them again could wait again); files are opened
+    again when their turn comes."""
     good, opened = [], {}
     for source in sources:
         try:
@@ -298,33 +236,45 @@ def main(argv: list[str] | None = None) -> int:
             opened[source] = capture
         else:
             capture.close()
+    return good, opened
+
+
+def detect_videos(job: VideoJob, good: list[str], opened: dict[str, VideoSource], stopper: du.StopOnSignal) -> int:
+    """Load the models (here or on Ray workers), then process every video not done yet; the exit code."""
+    written = Written(du.prepare_output_dir(job.output), output_base_names(job.sources), job.records)
+    with contextlib.ExitStack() as stack:
+        pool = open_pool(stack, job.ray, job.specs, job.detect, len(good))
+        written.book = ResumeBook(written.out_dir, {**models_settings(pool.models, job.specs),
+                                                    "classes": job.detect.classes,
+                                                    "outputs": resume_settings(job.run, job.records)})
+        todo = written.todo(good, job.run, job.resume)
+        stopper.graceful = True
+        if job.ray is None:
+            failed = process_here(todo, opened, pool.predictors, job.run, written, stopper.event)
+        else:
+            failed = process_on_workers(pool, todo, job.run, written, stopper.event)
+    failed += len(job.errors)
+    if failed and job.total > 1:
+        print(f"{failed} of {job.total} inputs failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    job = video_job(parser.parse_args(argv), parser)
+    quiet_opencv()
+    errors = list(job.errors)
+    good, opened = probe_sources(job.sources, errors)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     if not good:
         return 1
-
-    def body(stopper: du.StopOnSignal) -> int:
-        written = Written(du.prepare_output_dir(args.output), output_base_names(sources), args.json)
-        with contextlib.ExitStack() as stack:
-            pool = open_pool(stack, ray, specs, detect, len(good))
-            written.book = ResumeBook(written.out_dir, {**models_settings(pool.models, specs),
-                                                        "classes": detect.classes,
-                                                        "outputs": resume_settings(run, args.json)})
-            todo = written.todo(good, run, args.resume)
-            stopper.graceful = True
-            if ray is None:
-                failed = process_here(todo, opened, pool.predictors, run, written, stopper.event)
-            else:
-                failed = process_on_workers(pool, todo, run, written, stopper.event)
-        failed += len(errors)
-        if failed and total > 1:
-            print(f"{failed} of {total} inputs failed", file=sys.stderr)
-        return 1 if failed else 0
-
-    in_flight = "the videos in progress on the workers" if ray is not None else "the frames in flight"
+    job = dataclasses.replace(job, errors=errors)
+    in_flight = "the videos in progress on the workers" if job.ray is not None else "the frames in flight"
     try:
-        return du.run_stoppable(body, "interrupted: the videos written so far are kept; the same command with "
-                                      "--resume computes the one cut short again and carries on", in_flight)
+        return du.run_stoppable(lambda stopper: detect_videos(job, good, opened, stopper),
+                                "interrupted: the videos written so far are kept; the same command with --resume "
+                                "computes the one cut short again and carries on", in_flight)
     finally:
         for capture in opened.values():
             capture.close()
@@ -401,24 +351,6 @@ def process_on_workers(pool, sources: list[str], run: VideoRun, written: Written
             tqdm.write(outcome.description, file=sys.stderr)
             report(spec, outcome.result, plan[spec])
     return failed
-
-
-def write_encoded(encoded: EncodedVideo, outputs: VideoOutputs) -> None:
-    """A worker's finished video, records and analytics, written as one set like a video processed here."""
-    with contextlib.ExitStack() as stack:
-        temporary, stage = outputs.staged(stack)
-        for path, data in ((outputs.video, encoded.video), (outputs.records, encoded.records),
-                           (outputs.tracks, encoded.tracks)):
-            if path is not None:
-                temporary[path].write_bytes(data or b"")
-        for relative, data in encoded.analytics.items():  # named as here, relative to the outputs' folder
-            parts = Path(relative).parts
-            if parts[0] == CROPS and stage is not None:
-                target = stage.joinpath(*parts[1:])
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-            elif outputs.video.parent / relative in temporary:
-                temporary[outputs.video.parent / relative].write_bytes(data)
 
 
 def report(spec: str, result: VideoResult, outputs: VideoOutputs) -> None:

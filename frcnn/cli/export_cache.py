@@ -5,6 +5,11 @@ where it is, and, run as a script, what is in it.
     python export_cache.py --remove v2-800-0123abcd...      # one entry (an export takes its int8 models with it)
     python export_cache.py --remove-weights my/old_v2.pth   # every entry made from these weights
     python export_cache.py --clear                          # everything (each is made again when needed)
+    python export_cache.py --clear-resume                   # only the records --resume reads
+
+The cache keeps itself under FRCNN_CACHE_MAX_GB gigabytes (2 by default; 0: no limit): once a new export or int8
+model is written, the entries used least recently go. The --resume records of outputs since removed go as each run
+starts.
 """
 
 from __future__ import annotations
@@ -15,7 +20,18 @@ import shutil
 import sys
 from pathlib import Path
 
-from frcnn.runtimes.cache import RECEIVED, SEALS, cache_dir, describe, entries, made_from, weights_sha256
+from frcnn.pipelines.resume import all_seals
+from frcnn.runtimes.cache import (
+    MAX_GB_VARIABLE,
+    RECEIVED,
+    SEALS,
+    cache_dir,
+    describe,
+    entries,
+    made_from,
+    max_cache_bytes,
+    weights_sha256,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,11 +42,18 @@ def main(argv: list[str] | None = None) -> int:
                       help="remove these entries, named as the listing names them (an export's int8 models go too)")
     what.add_argument("--remove-weights", metavar="FILE",
                       help="remove every entry made from this weights file (matched by its content)")
+    what.add_argument("--clear-resume", action="store_true",
+                      help="remove only the records --resume reads (a later --resume computes everything again)")
     args = parser.parse_args(argv)
     folder = cache_dir()
     found = entries(folder)
     if args.remove or args.remove_weights:
         return remove(found, args.remove, args.remove_weights, parser)
+    if args.clear_resume:
+        seals = all_seals()
+        shutil.rmtree(folder / SEALS, ignore_errors=True)
+        print(f"removed {len(seals)} --resume record(s) from {folder / SEALS}")
+        return 0
     total = sum(f.stat().st_size for _, files in found for f in files)
     received = _files(folder / RECEIVED)
     received_size = sum(p.stat().st_size for p in received)
@@ -51,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     if received:
         print(f"{RECEIVED + '/':{width}} {received_size / 1e6:8.1f} MB  {len(received)} file(s) sent to Ray workers "
               f"(checkpoints, calibration pictures)")
-    print(f"{len(found)} cached export(s), {total / 1e6:.1f} MB in {folder}"
+    limit = max_cache_bytes()
+    print(f"{len(found)} cached export(s), {total / 1e6:.1f} MB in {folder} "
+          f"({'no limit' if limit is None else f'at most {limit / 1e9:g} GB'}, {MAX_GB_VARIABLE})"
           + (f"; {len(seals)} --resume record(s) of finished inputs in {SEALS}/" if seals else ""), file=sys.stderr)
     return 0
 

@@ -37,6 +37,7 @@ from frcnn.core.specs import (
     ModelSpec,
     RayOptions,
     SliceOptions,
+    model_names,
 )
 
 SLICE_MERGES = ("greedy-nmm", "nms")
@@ -150,10 +151,6 @@ def ray_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ra
     return RayOptions(address=args.ray or None, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                       gpus_per_worker=args.gpus_per_worker)
 
-
-
-def model_names(model: str) -> list[str]:
-    return list(MODEL_NAMES) if model == "both" else [model]
 
 
 def model_specs(args: argparse.Namespace, parser: argparse.ArgumentParser,

@@ -16,7 +16,16 @@ import numpy as np
 from frcnn.core.errors import DetectError
 
 # read_image and atomic_output are re-exported: the scripts' helpers by the name users and tests know them by.
-from frcnn.core.files import atomic_output, is_url, read_image, write_bytes_atomically, write_image, written_here  # noqa: F401
+from frcnn.core.files import (  # noqa: F401
+    atomic_output,
+    is_url,
+    old_crops,
+    read_image,
+    write_bytes_atomically,
+    write_image,
+    written_here,
+)
+from frcnn.core.log import show_messages_on_stderr
 
 # How a photo or video run that stopped part-way goes on (the finished inputs' outputs are sealed as they land).
 RESUME_HINT = "the same command with --resume skips the finished ones"
@@ -159,11 +168,6 @@ def write_crops(folder: Path, name: str, image: np.ndarray, detections, class_na
     return written
 
 
-def old_crops(folder: Path, name: str) -> list[Path]:
-    """The crops an earlier run cut from the picture of this name, in `folder/<class>/`."""
-    return [old for old in folder.glob(f"*/{glob.escape(name)}_*.jpg") if old.stem[len(name) + 1:].isdigit()]
-
-
 def prepare_output_dir(path: str | os.PathLike) -> Path:
     """Check that the output folder can be made or written (it is made with its first file, so a failed run
     leaves no empty folder); raise DetectError if not."""
@@ -199,6 +203,7 @@ def fail(message: str) -> int:
 def run_main(body: Callable[[], int], interrupted: str) -> int:
     """A script's main after its options are checked: a user's mistake is one line and exit 1, Ctrl-C says what
     was kept (the `interrupted` line) and exits 130; a bug still shows its traceback."""
+    show_messages_on_stderr()
     try:
         return body()
     except DetectError as error:
@@ -254,6 +259,7 @@ class StopOnSignal:
 def run_stoppable(body: Callable[[StopOnSignal], int], interrupted: str, in_flight: str) -> int:
     """`run_main` for a run over many inputs that Ctrl-C or SIGTERM stop (see StopOnSignal): the `interrupted`
     line says what was kept, and the exit code is the signal's (130, 143)."""
+    show_messages_on_stderr()
     with StopOnSignal(in_flight) as stopper:
         try:
             code = body(stopper)

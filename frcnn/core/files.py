@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import secrets
@@ -188,3 +189,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 92) -
 
 def write_json(path: str | os.PathLike, record: dict) -> None:
     write_bytes_atomically(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+
+
+def old_crops(folder: Path, name: str) -> list[Path]:
+    """The crops an earlier run cut from the picture of this name, in `folder/<class>/`."""
+    return [old for old in folder.glob(f"*/{glob.escape(name)}_*.jpg") if old.stem[len(name) + 1:].isdigit()]

@@ -133,3 +133,8 @@ class RayOptions:
     workers: int | None = None  # None: as many as the cluster's resources allow
     cpus_per_worker: float | None = None  # None: 1, or more when there are fewer inputs than the cluster's CPUs
     gpus_per_worker: float | None = None  # None: 1 where the cluster has GPUs, else 0
+
+
+def model_names(option: str) -> list[str]:
+    """The models a --model option names: "both" is v1 then v2."""
+    return list(MODEL_NAMES) if option == "both" else [option]

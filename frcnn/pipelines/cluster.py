@@ -25,9 +25,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from tqdm import tqdm
-
 from frcnn.core.errors import DetectError, first_line
+from frcnn.core.log import log, show_messages_on_stderr
 from frcnn.core.specs import DetectOptions, ModelSpec, RayOptions
 from frcnn.pipelines.ray_join import KeepSignalHandlers, RayLogsAside, check_reachable, send_token_when_there_is_one
 from frcnn.runtimes.cache import RECEIVED, cache_dir
@@ -118,12 +117,11 @@ class Cluster:
                               f"worker of {cpus:g} CPU and {gpus:g} GPU (see --cpus-per-worker, --gpus-per-worker)")
         count = max(1, min(self.options.workers or fit, inputs))
         if fit >= 1 and count > fit:  # more than the cluster can place would only wait
-            print(f"Ray: the cluster has room for {fit} of the {count} workers asked for", file=sys.stderr, flush=True)
+            log.info(f"Ray: the cluster has room for {fit} of the {count} workers asked for")
             count = fit
         nodes = sum(1 for node in self.ray.nodes() if node.get("Alive"))
-        print(f"Ray: {count} worker{'s' if count != 1 else ''} ({cpus:g} CPU, {gpus:g} GPU each) on a cluster of "
-              f"{nodes} node{'s' if nodes != 1 else ''}, {cpus_total:g} CPUs, {gpus_total:g} GPUs",
-              file=sys.stderr, flush=True)
+        log.info(f"Ray: {count} worker{'s' if count != 1 else ''} ({cpus:g} CPU, {gpus:g} GPU each) on a cluster of "
+              f"{nodes} node{'s' if nodes != 1 else ''}, {cpus_total:g} CPUs, {gpus_total:g} GPUs")
         return WorkerPool(self.ray, specs, detect, count, cpus, gpus)
 
 
@@ -134,7 +132,7 @@ def _init(ray, address: str | None, code: str, log: Path | None) -> None:
         settings["address"] = address
     else:  # "local": a new instance even where another Ray runs on this machine
         settings.update(address="local", include_dashboard=False)
-        print(f"Ray: starting a local cluster ({os.cpu_count()} CPUs) ...", file=sys.stderr, flush=True)
+        log.info(f"Ray: starting a local cluster ({os.cpu_count()} CPUs) ...")
     try:
         ray.init(**settings)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
@@ -194,6 +192,7 @@ class DetectionWorker:
     def __init__(self, specs: list[ModelSpec], detect: DetectOptions):
         self.specs, self.detect = specs, detect
         self.predictors = None
+        show_messages_on_stderr()  # Ray forwards a worker's stderr to the driver, as the scripts show it
 
     def environment(self) -> str:
         """Import what the models need: a node without the project's requirements says so here, in seconds."""
@@ -316,7 +315,7 @@ class _Messages:
         for line in lines:
             if line not in self._seen:
                 self._seen.add(line)
-                tqdm.write(line, file=sys.stderr)
+                log.info(line)
 
 
 @dataclasses.dataclass
@@ -360,8 +359,8 @@ class WorkerPool:
             ray.kill(checks[ref])
             self.actors.remove(checks[ref])
         if late:
-            print(f"Ray: {len(late)} worker(s) could not start within {START_TIMEOUT_S} s; going on with "
-                  f"{len(self.actors)}", file=sys.stderr, flush=True)
+            log.info(f"Ray: {len(late)} worker(s) could not start within {START_TIMEOUT_S} s; going on with "
+                  f"{len(self.actors)}")
         for ref in done:
             try:
                 ray.get(ref)
@@ -371,7 +370,7 @@ class WorkerPool:
                     raise DetectError(f"the Ray workers lack the project's requirements ({first_line(cause)}): "
                                       f"install requirements.txt on every node") from None
                 raise DetectError(f"a Ray worker failed to start: {first_line(cause)}") from None
-        print("Ray: the workers are loading the models ...", file=sys.stderr, flush=True)
+        log.info("Ray: the workers are loading the models ...")
         self._loading = {actor.ready.remote(self.files): actor for actor in self.actors}
         self.wait_loaded(every=False)  # the first to load tells what the models are; the others join as they load
 

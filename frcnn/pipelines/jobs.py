@@ -4,7 +4,6 @@ plain, picklable results out (detections, and the drawn picture as JPEG bytes). 
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
@@ -12,6 +11,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 from frcnn.core.detections import Prediction
 from frcnn.core.errors import DetectError
 from frcnn.core.files import decode_picture, encode_jpeg
+from frcnn.core.log import log
 from frcnn.core.specs import DetectOptions, DrawOptions, ModelSpec, RayOptions
 from frcnn.drawing import render
 from frcnn.pipelines.cluster import Cluster
@@ -103,4 +103,4 @@ def pools_per_model(stack: contextlib.ExitStack, ray: RayOptions | None, groups:
 
 
 def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    log.info(line)

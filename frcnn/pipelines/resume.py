@@ -6,7 +6,8 @@ options), the input (its path, size and modification time) and every file writte
 outputs are written again, its seal goes, so an interrupted write never leaves a seal over files of another run. An
 input is done when its seal names this run's settings and this input, and every file it lists is there with its
 size. The seals live in the cache folder (`resume/<output folder's name>-<hash of its path>/`), not among the
-outputs, which stay exactly what the run was asked for.
+outputs, which stay exactly what the run was asked for. A seal names its output folder, so the seals of outputs
+since removed can be found and removed too: each run does that as it opens its book.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from tqdm import tqdm
-
 from frcnn.core.files import is_url, write_bytes_atomically
+from frcnn.core.log import log
 from frcnn.runtimes.cache import SEALS, cache_dir
 
 CHUNK = 1 << 20
@@ -87,6 +86,7 @@ class ResumeBook:
         self.settings = jsonable(settings)
         self.folder = seals_folder(self.out_dir)
         self._warned = False
+        prune_seals()  # here, so the records never pile up: every run opens a book
 
     def seal_path(self, main: Path) -> Path:
         """Where the seal of the outputs whose main file (the picture, the video) is `main` goes."""
@@ -114,7 +114,8 @@ class ResumeBook:
     def seal(self, main: Path, source: str, files: Iterable[Path]) -> None:
         """Once every output of `source` has landed: record them, with this run's settings."""
         listed = {Path(path).relative_to(self.out_dir).as_posix(): Path(path).stat().st_size for path in files}
-        seal = {"settings": self.settings, "input": input_identity(source), "files": listed}
+        seal = {"settings": self.settings, "input": input_identity(source), "files": listed,
+                "out_dir": os.path.abspath(self.out_dir)}
         try:
             write_bytes_atomically(self.seal_path(main), (json.dumps(seal, indent=1) + "\n").encode("utf-8"))
         except OSError as error:
@@ -124,8 +125,8 @@ class ResumeBook:
         """A cache that cannot be written costs only the resuming: said once, the run goes on."""
         if not self._warned:
             self._warned = True
-            tqdm.write(f"warning: cannot keep the records --resume reads in {self.folder} "
-                       f"({error.strerror or error}); set FRCNN_CACHE to a folder that can be written", file=sys.stderr)
+            log.warning(f"warning: cannot keep the records --resume reads in {self.folder} "
+                       f"({error.strerror or error}); set FRCNN_CACHE to a folder that can be written")
 
 
 def _has_size(path: Path, size: object) -> bool:
@@ -133,6 +134,46 @@ def _has_size(path: Path, size: object) -> bool:
         return path.is_file() and path.stat().st_size == size
     except OSError:
         return False
+
+
+def all_seals() -> list[Path]:
+    """Every seal in the cache, of every output folder."""
+    root = cache_dir() / SEALS
+    return sorted(root.glob("*/*.json")) if root.is_dir() else []
+
+
+def outputs_gone(seal_path: Path) -> bool:
+    """Whether a seal names outputs of which one no longer exists (its folder removed, say): it can never again
+    say an input is done. A seal that cannot be read, or that does not name its folder, is kept."""
+    try:
+        seal = json.loads(seal_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    if not (isinstance(seal, dict) and isinstance(seal.get("out_dir"), str) and isinstance(seal.get("files"), dict)):
+        return False
+    out_dir = Path(seal["out_dir"])
+    # Missing, not of another size: a run that rewrites an input removes its seal before touching its files.
+    return not all((out_dir / name).is_file() for name in seal["files"])
+
+
+def prune_seals() -> int:
+    """Remove the seals whose outputs are gone, and the folders they leave empty; return how many seals went.
+    A cache that cannot be changed is left as it is: pruning only saves room."""
+    pruned = 0
+    try:
+        for path in all_seals():
+            if outputs_gone(path):
+                path.unlink(missing_ok=True)
+                pruned += 1
+        folders = [path for path in (cache_dir() / SEALS).iterdir() if path.is_dir()] if pruned else []
+    except OSError:
+        return pruned
+    for folder in folders:
+        try:
+            folder.rmdir()  # only an empty one goes
+        except OSError:
+            pass
+    return pruned
 
 
 def pending(book: ResumeBook, sources: Sequence[str], main_of, resume: bool) -> tuple[list[str], int]:

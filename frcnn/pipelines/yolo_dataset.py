@@ -30,6 +30,10 @@ def yolo_classes(class_names: Sequence[str]) -> dict[int, int]:
     return {label: number for number, label in enumerate(real)}
 
 
+DIGITS = 6  # decimals of each fraction in a label line
+_STEPS = 10 ** DIGITS
+
+
 def yolo_labels(detections, width: int, height: int, class_names: Sequence[str]) -> str:
     """YOLO label lines: class number, then centre x, centre y, width, height as fractions of the picture; a
     detection of an id without a real class name has no class number and no line."""
@@ -38,11 +42,20 @@ def yolo_labels(detections, width: int, height: int, class_names: Sequence[str])
     for (x1, y1, x2, y2), label in zip(detections.boxes, detections.labels):
         if int(label) not in numbers:
             continue
-        x1, x2 = np.clip([x1, x2], 0, width)
-        y1, y2 = np.clip([y1, y2], 0, height)
-        lines.append(f"{numbers[int(label)]} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
-                     f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
+        x, w = centre_and_size(x1, x2, width)
+        y, h = centre_and_size(y1, y2, height)
+        lines.append(f"{numbers[int(label)]} {x} {y} {w} {h}")
     return "".join(line + "\n" for line in lines)
+
+
+def centre_and_size(start: float, end: float, extent: int) -> tuple[str, str]:
+    """One axis of a box as the centre and size fractions written in a label, such that centre - size / 2 and
+    centre + size / 2, as a reader computes them from the written digits, stay within [0, 1]."""
+    start, end = np.clip(np.array([start, end], np.float64), 0, extent) / extent
+    # In whole steps of the last digit, so the check below is exact; the size gives way (one step at most).
+    centre, size = round((start + end) / 2 * _STEPS), round((end - start) * _STEPS)
+    size = max(0, min(size, 2 * centre, 2 * (_STEPS - centre)))
+    return f"{centre / _STEPS:.{DIGITS}f}", f"{size / _STEPS:.{DIGITS}f}"
 
 
 def label_path(out_dir: Path, model: str, name: str) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 from frcnn.core.detections import Detections
 from frcnn.core.errors import DetectError
 from frcnn.core.files import read_image, write_image
+from frcnn.core.log import log
 from frcnn.core.specs import DrawOptions
 from frcnn.drawing import draw_detections, titled_panel
 from frcnn.reporting.matching import DETECTED_SCORE, ImageMatch
@@ -63,15 +63,16 @@ def draw(picture: np.ndarray, file_name: str, matches: list[ImageMatch], labels:
         picture = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     first = matches[0]
     truth = _as_detections(first.true_boxes, np.ones(len(first.true_labels)), first.true_labels, scale)
+    # Captions wrap: a narrow picture's panel is narrower than its caption.
     panels = [titled_panel(draw_detections(picture.copy(), truth, names, DrawOptions(hide_conf=True)),
-                           [f"ground truth: {len(truth)} objects", file_name])]
+                           [f"ground truth: {len(truth)} objects", file_name], wrap=True)]
     for match, label in zip(matches, labels):
         found = _as_detections(match.boxes, match.scores, match.labels, scale)
         wrong, missed = len(match.labels) - match.correct, len(match.true_labels) - match.correct
         panels.append(titled_panel(draw_detections(picture.copy(), found, names),
                                    [f"{label}: F1 {match.f1():.2f}",
                                     f"{match.correct} right, {wrong} false, {missed} missed (score >= "
-                                    f"{DETECTED_SCORE:g})"]))
+                                    f"{DETECTED_SCORE:g})"], wrap=True))
     return side_by_side(panels)
 
 
@@ -91,7 +92,7 @@ def write_gallery(folder: Path, images_dir: Path, images: dict[int, dict], picke
         try:
             picture = read_image(images_dir / file_name, apply_orientation=False)  # boxes refer to stored pixels
         except DetectError as error:
-            print(f"warning: {error} (left out of the gallery)", file=sys.stderr)
+            log.warning(f"warning: {error} (left out of the gallery)")
             continue
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(file_name).stem)[:60]
         path = folder / f"{len(written) + 1:02d}_{stem}.jpg"

@@ -102,10 +102,15 @@ def error_areas(path: Path, analysis: ErrorAnalysis, label: str) -> Path:
             continue
         for index in reversed(range(len(STEPS))):  # the widest first, each narrower one drawn over it
             axis.fill_between(RECALL_POINTS, curves[index], color=STEP_COLOURS[STEPS[index]],
-                              label=f"[{aps[STEPS[index]]:.3f}] {STEPS[index]}")
+                              label=step_label(STEPS[index], aps[STEPS[index]]))
         handles, names = axis.get_legend_handles_labels()
-        axis.legend(handles[::-1], names[::-1], loc="lower left", fontsize=9)
+        axis.legend(handles[::-1], names[::-1], loc="lower left", fontsize=9, title="AP, %", title_fontsize=9)
     return _save(figure, path)
+
+
+def step_label(step: str, ap: float | None) -> str:
+    """A band's legend entry: its AP in percent, as every table of the report gives AP (`[63.2] C75`)."""
+    return f"[{'-' if ap is None else f'{100 * ap:.1f}'}] {step}"
 
 
 def confusion_image(path: Path, normalised: np.ndarray, names: list[str], label: str) -> Path:

@@ -4,7 +4,6 @@ part writes its files and returns its section of the page."""
 from __future__ import annotations
 
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Sequence
 
 from frcnn.core.errors import DetectError
 from frcnn.core.files import write_bytes_atomically
+from frcnn.core.log import log
 from frcnn.reporting import plots
 from frcnn.reporting.ap_tables import ap_by_size, ap_per_class, class_csv, class_rows, pr_curve, summary
 from frcnn.reporting.confusion import confusion_counts, normalise_rows
@@ -51,8 +51,7 @@ def common_images(runs: list[Run]) -> list[int]:
         raise DetectError("the runs scored no image in common: there is nothing to compare")
     if any(len(run.image_ids) != len(shared) for run in runs):
         counts = ", ".join(f"{run.label}: {len(run.image_ids)}" for run in runs)
-        print(f"warning: the runs scored different images ({counts}); the plots use the {len(shared)} they share",
-              file=sys.stderr)
+        log.warning(f"warning: the runs scored different images ({counts}); the plots use the {len(shared)} they share")
     return sorted(shared)
 
 
@@ -65,7 +64,7 @@ def analyse(truth: dict, runs: list[Run], image_ids: list[int]) -> list[Analysed
     """Score each run over `image_ids` the ways the plots need."""
     analysed = []
     for run, slug in zip(runs, _slugs([run.label for run in runs])):
-        print(f"plots: scoring {run.label} on {len(image_ids)} images", file=sys.stderr, flush=True)
+        log.info(f"plots: scoring {run.label} on {len(image_ids)} images")
         scored = evaluate(truth, run.detections, image_ids)
         analysed.append(Analysed(run.label, slug, scored, analyse_errors(truth, run.detections, image_ids, scored),
                                  match_images(truth, run.detections, image_ids)))
@@ -135,7 +134,8 @@ def errors_section(out_dir: Path, analysed: list[Analysed]) -> Section:
         plots.error_areas(out_dir / f"errors_{a.slug}.png", a.errors, a.label)
         figures.append(Figure(f"errors_{a.slug}.png", f"error analysis of {a.label}"))
     write_bytes_atomically(out_dir / "error_analysis.csv", errors_csv({a.label: a.errors for a in analysed}).encode())
-    text = ("Each band is the AP one kind of error costs, the curves from the bottom: C75 and C50 (the PR curve at "
+    text = ("Each band is the AP one kind of error costs (each curve's AP in percent in the legend), the curves from "
+            "the bottom: C75 and C50 (the PR curve at "
             "IoU 0.75 and 0.5), Loc (IoU 0.1: boxes in roughly the right place forgiven), Sim (detections on an "
             "object of a similar class, same supercategory, forgiven), Oth (on an object of any other class), BG "
             "(every other false detection removed), FN (every missed object found). A wide Loc band: boxes badly "
@@ -166,7 +166,7 @@ def gallery_section(out_dir: Path, truth: dict, images_dir: Path | None, analyse
             + ("the pictures where it changes most between the runs, either way." if len(analysed) > 1 else
                "the pictures with the lowest.") + " Ground truth on the left.")
     if images_dir is None:
-        print("warning: no images folder (give --images DIR): the gallery is left out", file=sys.stderr)
+        log.warning("warning: no images folder (give --images DIR): the gallery is left out")
         return Section(heading, "Left out: the images folder was not given.")
     scores = [{i: m.f1() for i, m in a.matches.items()} for a in analysed]
     picked = pick(scores, count)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -16,9 +15,11 @@ import torch
 from torchvision.models.detection import FasterRCNN
 
 from frcnn.core.errors import DetectError, first_line
+from frcnn.core.log import log
 from frcnn.core.specs import max_size_for
 from frcnn.runtimes.backends import runtime_version
-from frcnn.runtimes.cache import cache_dir
+from frcnn.runtimes.cache import cache_dir, keep_under_limit, mark_used
+from frcnn.runtimes.preprocess import _PRESHRINK_BELOW_SCALE as PRESHRINK_BELOW_SCALE  # the rule it describes
 
 _ONNX_OPSET = 17
 
@@ -57,15 +58,16 @@ def cached_export(build: Callable[[], FasterRCNN], name: str, imgsz: int, propos
         try:
             meta = json.loads(meta_path.read_text())
             if meta.get("key") == key_fields and meta.get("onnx_sha256") == _file_sha256(onnx_path):
+                mark_used(onnx_path)
                 return onnx_path
         except (OSError, ValueError):
             pass
-        print(f"Cached export {onnx_path.name} is stale or damaged: exporting again", file=sys.stderr)
+        log.info(f"Cached export {onnx_path.name} is stale or damaged: exporting again")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DetectError(f"cannot create the export cache {folder}: {error.strerror or error}") from error
-    print(f"Exporting {name} to ONNX for {backend} (once; cached in {folder}) ...", file=sys.stderr, flush=True)
+    log.info(f"Exporting {name} to ONNX for {backend} (once; cached in {folder}) ...")
     start = time.perf_counter()
     temporary = onnx_path.with_name(f".{onnx_path.name}.{os.getpid()}.part")
     module = build()
@@ -80,7 +82,9 @@ def cached_export(build: Callable[[], FasterRCNN], name: str, imgsz: int, propos
     # The weights file's path is not part of the key (its content is): kept for the cache's listing.
     meta_path.write_text(json.dumps({"key": key_fields, "onnx_sha256": _file_sha256(onnx_path),
                                      "weights_file": str(weights_file)}, indent=2))
-    print(f"Exported {name} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    log.info(f"Exported {name} in {time.perf_counter() - start:.1f} s")
+    mark_used(onnx_path)
+    keep_under_limit(folder, keep=[onnx_path])
     return onnx_path
 
 
@@ -96,6 +100,37 @@ def _export_onnx(module: FasterRCNN, imgsz: int, path: Path) -> None:
             input_names=["image"], output_names=_OUTPUT_NAMES, dynamic_axes={"image": {1: "height", 2: "width"}},
         )
 
+
+
+def graph_description(module: FasterRCNN, imgsz: int, proposals: int) -> dict:
+    """What a graph `cached_export` made takes and gives, and how a picture becomes its input, for those who run it
+    without this project (the metadata `export.py` writes beside a model)."""
+    transform = module.transform
+    return {
+        "input": {"name": "image", "shape": [3, "height", "width"], "dtype": "float32",
+                  "meaning": "one picture (no batch axis), RGB, channels first, values 0..1 (8-bit values / 255)"},
+        "preprocessing": {
+            "steps": ["decode the picture as 8-bit BGR (OpenCV's default, EXIF orientation applied)",
+                      f"scale = min({imgsz} / shorter side, {max_size_for(imgsz)} / longer side); if scale < "
+                      f"{PRESHRINK_BELOW_SCALE}, first shrink the picture to round(width * scale) x round(height * "
+                      f"scale) with area interpolation (cv2.INTER_AREA), and remember fx = width / new width, "
+                      f"fy = height / new height (else fx = fy = 1)",
+                      "BGR to RGB, to float32, divide by 255, HWC to CHW",
+                      "do not resize otherwise: the graph resizes (bilinear) so the shorter side is imgsz and the "
+                      "longer at most max_size, normalizes with the mean and std below, and pads to multiples of 32"],
+            "imgsz": imgsz, "max_size": max_size_for(imgsz), "preshrink_below_scale": PRESHRINK_BELOW_SCALE,
+            "mean": [float(v) for v in transform.image_mean], "std": [float(v) for v in transform.image_std],
+            "size_divisible": transform.size_divisible},
+        "outputs": {
+            "boxes": "float32 [N, 4]: x1, y1, x2, y2 in the pixels of the input given to the graph (0-based edges); "
+                     "multiply x by fx and y by fy for the original picture's pixels",
+            "labels": "int64 [N]: class ids, indexes into `classes` (0 is the background and never given)",
+            "scores": "float32 [N]: confidences 0..1, highest first"},
+        "score_floor": float(module.roi_heads.score_thresh),
+        "max_detections": int(module.roi_heads.detections_per_img),
+        "proposals": proposals,
+        "opset": _ONNX_OPSET,
+    }
 
 
 def _as_output(arrays) -> dict[str, torch.Tensor]:

@@ -22,7 +22,9 @@ import numpy as np
 
 from frcnn.core.errors import DetectError
 from frcnn.core.files import IMAGE_SUFFIXES, read_image
+from frcnn.core.log import log
 from frcnn.core.specs import max_size_for
+from frcnn.runtimes.cache import keep_under_limit, mark_used
 from frcnn.runtimes.preprocess import input_tensor
 
 CALIBRATION_PICTURES = 30  # NNCF's own advice is a few hundred; 30 keeps the one-time cost to minutes on a CPU
@@ -86,16 +88,19 @@ def cached_int8(onnx_path: Path, calibration: Sequence[str], imgsz: int) -> Path
     if xml_path.exists() and xml_path.with_suffix(".bin").exists() and meta_path.exists():
         try:
             if json.loads(meta_path.read_text()).get("key") == key_fields:
+                mark_used(xml_path)
                 return xml_path
         except (OSError, ValueError):
             pass
-    print(f"Quantizing {onnx_path.stem} to int8 with NNCF on {len(tensors)} calibration picture(s) "
-          f"(once; cached in {onnx_path.parent}) ...", file=sys.stderr, flush=True)
+    log.info(f"Quantizing {onnx_path.stem} to int8 with NNCF on {len(tensors)} calibration picture(s) "
+          f"(once; cached in {onnx_path.parent}) ...")
     start = time.perf_counter()
     quantized = _quantize(onnx_path, tensors)
     _save_atomically(quantized, xml_path)
     meta_path.write_text(json.dumps({"key": key_fields}, indent=2))
-    print(f"Quantized in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    log.info(f"Quantized in {time.perf_counter() - start:.0f} s")
+    mark_used(xml_path)
+    keep_under_limit(xml_path.parent, keep=[xml_path, onnx_path])  # the export it was made from is in use too
     return xml_path
 
 

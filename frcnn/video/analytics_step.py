@@ -3,11 +3,13 @@ fed each frame's confirmed tracks and told as each track ends; and the overlay t
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence, TextIO
 
 import numpy as np
 
 from frcnn.analytics.analyser import FrameAnalysis, TrackAnalytics
+from frcnn.analytics.geometry import missing_the_frame
 from frcnn.analytics.outputs import AnalyticsFiles
 from frcnn.core.detections import Prediction
 from frcnn.core.specs import AnalyticsOptions
@@ -22,6 +24,8 @@ from frcnn.drawing import (
 )
 from frcnn.video.tracking_step import RunTracking
 
+log = logging.getLogger("frcnn")
+
 
 class RunAnalytics:
     """Lines, zones, speed, heatmap and crops for each model of the run, on the trackers' confirmed tracks."""
@@ -30,6 +34,8 @@ class RunAnalytics:
                  frame_interval: float, files: dict[str, AnalyticsFiles] | None = None,
                  events: dict[str, TextIO] | None = None):
         self.tracking = tracking
+        for warning in missing_the_frame(options.zones, options.lines, *frame_size):  # once a video, not a model
+            log.warning(warning)
         self.per_model = {name: TrackAnalytics(name, options, frame_size, frame_interval, (files or {}).get(name),
                                                (events or {}).get(name)) for name in tracking.per_model}
         tracking.on_track_end(self._track_ended)

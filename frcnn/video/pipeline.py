@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import queue
-import sys
 import tempfile
 import threading
 import time
@@ -24,6 +24,7 @@ import numpy as np
 
 from frcnn.analytics.outputs import AnalyticsFiles
 from frcnn.core.errors import DetectError
+from frcnn.core.log import log
 from frcnn.core.progress import progress_bar
 from frcnn.core.specs import DrawOptions, TrackOptions
 from frcnn.video.analytics_step import AnalyticsOverlay, RunAnalytics
@@ -34,6 +35,8 @@ from frcnn.video.window import show_window
 from frcnn.video.writer import H264Writer
 
 _END = object()
+# With --json, the speed line is followed by one line of this prefix and its figures as JSON, for programs to read.
+SPEED_JSON_PREFIX = "speed-json: "
 
 
 # ---------------------------------------------------------------- reading
@@ -67,8 +70,17 @@ class RunStats:
         fps = self.pipeline_fps()
         return f"FPS {fps:.1f}" if fps >= 1 or fps == 0 else f"{1 / fps:.1f} s/frame"
 
-    def summary(self) -> str:
-        """Each model's inference time per frame and the whole pipeline's rate, in the unit that reads best."""
+    def to_json(self) -> dict:
+        """The figures of the speed line, unrounded: frames written, the whole pipeline's seconds and rate, and
+        each model's mean inference milliseconds per frame."""
+        seconds = time.perf_counter() - self.started
+        frames = max(1, self.written)
+        return {"frames": self.written, "seconds": seconds, "frames_per_second": self.written / seconds,
+                "inference_ms_per_frame": {name: ms / frames for name, ms in self.model_milliseconds.items()}}
+
+    def summary(self, machine_readable: bool = False) -> str:
+        """Each model's inference time per frame and the whole pipeline's rate, in the unit that reads best; with
+        `machine_readable`, a second line: SPEED_JSON_PREFIX and the same figures as JSON (`to_json`)."""
         def rate(seconds_per_frame: float) -> str:
             if seconds_per_frame <= 0:
                 return "-"
@@ -76,10 +88,11 @@ class RunStats:
                 return f"{seconds_per_frame:.2f} s/frame"
             return f"{1 / seconds_per_frame:.2f} frames/s"
 
+        figures = self.to_json()
         frames = max(1, self.written)
-        models = ", ".join(f"{name} {rate(ms / 1000 / frames)}" for name, ms in self.model_milliseconds.items())
-        elapsed = time.perf_counter() - self.started
-        return f"speed: inference {models}; whole pipeline {rate(elapsed / frames)}"
+        models = ", ".join(f"{name} {rate(ms / 1000)}" for name, ms in figures["inference_ms_per_frame"].items())
+        line = f"speed: inference {models}; whole pipeline {rate(figures['seconds'] / frames)}"
+        return line + (f"\n{SPEED_JSON_PREFIX}{json.dumps(figures)}" if machine_readable else "")
 
 
 class _Worker(threading.Thread):
@@ -162,10 +175,10 @@ class Window:
             return
         state = show_window(self.title, self._latest.get_nowait(), wait_ms=1)
         if state == "quit" and not self.stop.is_set():
-            print("\nq pressed: finishing the frames in flight", file=sys.stderr, flush=True)
+            log.info("\nq pressed: finishing the frames in flight")
             self.stop.set()  # like the end of the input: what was processed is kept
         elif state == "closed":
-            print("\nwindow closed: going on without it (Ctrl-C stops)", file=sys.stderr, flush=True)
+            log.info("\nwindow closed: going on without it (Ctrl-C stops)")
         self.showing = state == "shown"
 
 
@@ -258,7 +271,8 @@ def _expected_frames(source: VideoSource, run: VideoRun) -> int | None:
 
 @dataclass
 class VideoResult:
-    """What one video gave: frames written and unreadable, each model's tracking summary, the speed line."""
+    """What one video gave: frames written and unreadable, each model's tracking summary, the speed line (and,
+    when records are written, its figures as JSON on a line of its own)."""
 
     frames: int
     unreadable: int
@@ -287,7 +301,7 @@ def process_video(source: VideoSource, predictors: Sequence, run: VideoRun, vide
                            FrameRecords(records, source.fps) if records is not None else None, analytics)
         stats = run_pipeline(source, predictors, run, steps, stats, window, stop)
         summaries = analytics.close() if analytics else tracking.close() if tracking else []
-    return VideoResult(stats.written, source.unreadable, summaries, stats.summary())
+    return VideoResult(stats.written, source.unreadable, summaries, stats.summary(json_path is not None))
 
 
 def _open_text(handles: contextlib.ExitStack, path: Path | None) -> TextIO | None:

@@ -114,6 +114,9 @@ def _open_capture(spec: str) -> VideoSource:
     if capture.get(cv2.CAP_PROP_FRAME_COUNT) == 1 and cv2.haveImageReader(str(path)):
         capture.release()  # FFmpeg would play a photo as a one-frame video
         raise DetectError(f"{path}: a still picture, not a video; use detect_image.py for pictures")
+    if capture.get(cv2.CAP_PROP_FRAME_WIDTH) <= 0 or capture.get(cv2.CAP_PROP_FRAME_HEIGHT) <= 0:
+        capture.release()  # FFmpeg "opens" some files that hold no picture at all, at 0x0
+        raise DetectError(f"{path}: not a video OpenCV can decode (no picture in it)")
     return _describe(capture, path.stem, is_file=True)
 
 

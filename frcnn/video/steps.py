@@ -4,14 +4,13 @@ asked), draw, encode, record. `FrameSteps` only hands a frame from one to the ne
 from __future__ import annotations
 
 import json
-import sys
 from typing import Callable, Sequence, TextIO
 
 import numpy as np
-from tqdm import tqdm
 
 from frcnn.analytics.analyser import FrameAnalysis
 from frcnn.core.detections import Prediction
+from frcnn.core.log import log
 from frcnn.core.specs import DrawOptions
 from frcnn.drawing import render
 from frcnn.video.analytics_step import RunAnalytics
@@ -74,7 +73,7 @@ class FrameSteps:
         picture = self.draw(frame, predictions)
         self.encoder.write(picture)
         if self.written == 0 and detected and predictions[0].settings.slice is not None:
-            tqdm.write(predictions[0].settings.slice.describe(), file=sys.stderr)
+            log.info(predictions[0].settings.slice.describe())
         if self.records is not None:
             self.records.write(index, frame, detected, predictions, analysis)
         self.written += 1

@@ -9,6 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from frcnn.core.log import log
+
 WINDOW = "Faster R-CNN"  # one window, reused for every picture and frame
 WINDOW_MAX_SIZE = (1280, 800)  # fits an ordinary screen at first; the user can resize it
 
@@ -52,7 +54,7 @@ def show_window(title: str, image: np.ndarray, wait_ms: int = 0) -> str:
             if key in (ord("q"), 27):
                 return "quit"
             return "shown" if _window_visible() else "closed"
-    print(f"warning: cannot open a window ({reason}); the results are in the output folder", file=sys.stderr)
+    log.warning(f"warning: cannot open a window ({reason}); the results are in the output folder")
     return "unavailable"
 
 

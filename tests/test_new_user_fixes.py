@@ -1,0 +1,115 @@
+"""What a new user ran into, each with an answer known by construction: --save-txt labels that lie inside the
+picture, report pictures that read in one unit and fit their panels, a heatmap with its colour scale, and a zone or
+counting line that misses the frame."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from frcnn.analytics.geometry import missing_the_frame
+from frcnn.analytics.heatmap import SCALE_TITLE, Heatmap, seconds
+from frcnn.analytics.lines import name_lines, parse_line
+from frcnn.analytics.zones import name_zones, parse_zone
+from frcnn.core.detections import Detections
+from frcnn.drawing import HEAT_COLOURS, draw_heat, draw_heat_scale
+from frcnn.pipelines.yolo_dataset import yolo_labels
+
+CLASSES = ["__background__", "cat", "dog"]
+
+# ---------------------------------------------------------------- --save-txt labels
+
+
+def edges_as_read(text: str) -> np.ndarray:
+    """Each label line's x1, y1, x2, y2 fractions as a reader computes them from the written digits."""
+    rows = []
+    for line in text.splitlines():
+        _, cx, cy, w, h = line.split()
+        cx, cy, w, h = float(cx), float(cy), float(w), float(h)
+        rows.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+    return np.array(rows)
+
+
+def test_labels_of_boxes_touching_the_edges_stay_inside_the_picture():
+    rng = np.random.default_rng(0)
+    for width, height in ((333, 211), (641, 479), (1919, 1081), (97, 3001)):
+        count = 400
+        # Boxes from one edge to a point anywhere, from a point anywhere to the other edge, a little beyond it,
+        # and the whole picture.
+        x_in = rng.uniform(0, width, count)
+        y_in = rng.uniform(0, height, count)
+        boxes = np.concatenate([
+            np.stack([np.zeros(count), y_in / 2, x_in, y_in], axis=1),
+            np.stack([x_in, y_in, np.full(count, width), np.full(count, height)], axis=1),
+            np.stack([x_in / 2 - 5, y_in / 2 - 5, x_in + 5, np.full(count, height + 5)], axis=1),
+            [[0, 0, width, height]],
+        ]).astype(np.float32)
+        detections = Detections(boxes, np.ones(len(boxes), np.float32), np.ones(len(boxes), np.int64))
+        edges = edges_as_read(yolo_labels(detections, width, height, CLASSES))
+        assert len(edges) == len(boxes)
+        assert edges.min() >= 0 and edges.max() <= 1, (width, height)
+        # As a training set reads them: float32 fractions times the picture's size, never beyond its edges.
+        pixels = edges.astype(np.float32) * np.array([width, height, width, height], np.float32)
+        assert (pixels[:, 0::2] <= width).all() and (pixels[:, 1::2] <= height).all()
+        # Still the boxes they were: within a step of the last digit (and the clipping to the picture).
+        clipped = np.clip(boxes, 0, [width, height, width, height]) / [width, height, width, height]
+        assert np.abs(edges - clipped).max() <= 1.5e-6
+
+
+# ---------------------------------------------------------------- the heatmap's colour scale
+
+
+def test_the_heatmap_picture_carries_a_key_to_its_colours():
+    heat = Heatmap(640, 480)
+    for _ in range(60):  # one object standing 2.4 s near the bottom right, another passing along the top
+        heat.add(np.array([[560.0, 420.0]]), 0.04)
+    for x in range(40, 600, 10):
+        heat.add(np.array([[float(x), 60.0]]), 0.04)
+    picture = heat.picture(None)
+    assert picture.shape == (480, 640, 3)
+    # Where the key goes: the corner with the least heat (not the bottom right, where the object stood).
+    plain = draw_heat(np.full((480, 640, 3), 64, np.uint8), heat.total, heat.cell)
+    left, top, right, bottom = draw_heat_scale(plain.copy(), heat.total, heat.cell, "2.4 s", "0 s", SCALE_TITLE)
+    assert right < 320 and top > 240  # the bottom left
+    key = picture[top:bottom, left:right]
+    assert not np.array_equal(key, plain[top:bottom, left:right])
+    # A bar of the heat's colours: its hottest (dark red) at the top, none (dark blue) at the bottom.
+    hottest = cv2.applyColorMap(np.array([[255]], np.uint8), HEAT_COLOURS)[0, 0].astype(int)
+    coolest = cv2.applyColorMap(np.array([[0]], np.uint8), HEAT_COLOURS)[0, 0].astype(int)
+    rows = [row for row in range(key.shape[0]) if (np.abs(key[row].astype(int) - hottest).sum(axis=1) < 10).any()]
+    ends = [row for row in range(key.shape[0]) if (np.abs(key[row].astype(int) - coolest).sum(axis=1) < 10).any()]
+    assert rows and ends and max(rows) < min(ends) and min(ends) - max(rows) > 100
+    # Its labels: white text beside it and above it.
+    assert (key.min(axis=2) > 200).sum() > 50
+    assert seconds(float(heat.total.max())) == "2.4 s" and seconds(0.25) == "0.25 s"
+
+
+def test_no_heat_no_key():
+    picture = Heatmap(160, 120).picture(None)
+    assert (picture == 64).all()
+
+
+# ---------------------------------------------------------------- zones and lines outside the frame
+
+
+def test_a_zone_or_line_entirely_outside_the_frame_is_said_in_one_line_each():
+    zones = name_zones([parse_zone("door=rect:700,100,900,400"),  # pixels of a 1280-wide picture, on a 640 one
+                        parse_zone("half=600,100,700,100,700,400"),  # partly inside: fine
+                        parse_zone("0.1,0.1,0.9,0.1,0.5,0.9"),  # fractions: always inside
+                        parse_zone("corner=650,470,900,470,900,900,640,900")])  # beyond the bottom right corner
+    lines = name_lines([parse_line("north=700,0,700,480"), parse_line("0,0.5,1,0.5"),
+                        parse_line("diagonal=0,600,600,0")])  # crosses the frame: fine
+    found = missing_the_frame(zones, lines, 640, 480)
+    assert found == [
+        "warning: zone door (700,100 to 900,400 px) lies entirely outside the 640x480 frame: are its points pixels "
+        "of a larger picture, or were fractions of the frame (within 0..1) meant?",
+        "warning: zone corner (640,470 to 900,900 px) lies entirely outside the 640x480 frame: are its points "
+        "pixels of a larger picture, or were fractions of the frame (within 0..1) meant?",
+        "warning: counting line north (700,0 to 700,480 px) lies entirely outside the 640x480 frame: are its points "
+        "pixels of a larger picture, or were fractions of the frame (within 0..1) meant?"]
+    (single,) = missing_the_frame((), (parse_line("2000,0,2000,1080"),), 1280, 720)
+    assert single.startswith("warning: the counting line (2000,0 to 2000,1080 px) lies entirely outside the "
+                             "1280x720 frame")
+    assert missing_the_frame(zones[1:3], lines[1:], 640, 480) == []
+    # The same zone on a frame large enough is inside.
+    assert missing_the_frame(zones[:1], (), 1280, 720) == []
