@@ -24,6 +24,8 @@ def export_cache(tmp_path_factory) -> Path:
     """Exported models go to a folder of the test session's, shared by its tests and their subprocesses."""
     folder = tmp_path_factory.mktemp("export-cache")
     os.environ["FRCNN_CACHE"] = str(folder)
+    # No size limit: the two test processes share this cache, and one must not evict an export the other is using.
+    os.environ["FRCNN_CACHE_MAX_GB"] = "0"
     return folder
 
 

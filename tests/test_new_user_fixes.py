@@ -1,11 +1,12 @@
 """What a new user ran into, each with an answer known by construction: --save-txt labels that lie inside the
 picture, report pictures that read in one unit and fit their panels, a heatmap with its colour scale, and a zone or
-counting line that misses the frame."""
+counting line that misses the frame; the labels beside a trained checkpoint; the load line of a tracked run."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+from helpers import ONE_THREAD, SMALL_IMGSZ, TINY_IMGSZ, make_video, run_script
 
 from frcnn.analytics.geometry import missing_the_frame
 from frcnn.analytics.heatmap import SCALE_TITLE, Heatmap, seconds
@@ -113,3 +114,25 @@ def test_a_zone_or_line_entirely_outside_the_frame_is_said_in_one_line_each():
     assert missing_the_frame(zones[1:3], lines[1:], 640, 480) == []
     # The same zone on a frame large enough is inside.
     assert missing_the_frame(zones[:1], (), 1280, 720) == []
+
+
+def test_the_labels_beside_a_trained_checkpoint_are_used_and_said(tiny_trained, tmp_path):
+    picture = next((tiny_trained.parent / "set" / "images").glob("*.jpg"))
+    result = run_script("detect_image.py", "--model", "v1", "--weights", str(tiny_trained / "best.pth"),
+                        "--input", str(picture), "--imgsz", TINY_IMGSZ, "--threshold", "0", "--save-txt",
+                        "--backend", "torch", "--device", "cpu", "--classes", "ring", "disc",
+                        "--output", str(tmp_path / "out"), cwd=tmp_path, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr
+    assert f"class names from {tiny_trained / 'labels.txt'}" in result.stderr
+    classes = (tmp_path / "out" / "labels" / "v1" / "classes.txt").read_text().split()
+    assert classes[:5] == ["disc", "ring", "square", "triangle", "star"]
+
+
+def test_a_tracked_run_names_the_users_threshold_in_its_load_line(tmp_path, checkpoints):
+    clip = make_video(tmp_path / "clip.mp4", frames=2)
+    result = run_script("detect_video.py", "--input", str(clip), "--model", "v1", "--weights", str(checkpoints["v1"]),
+                        "--imgsz", SMALL_IMGSZ, "--backend", "torch", "--track", "--threshold", "0.6",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (loaded,) = [line for line in result.stderr.splitlines() if line.startswith("Loaded v1:")]
+    assert "threshold 0.6 (the tracker also sees boxes down to 0.1)" in loaded

@@ -212,13 +212,18 @@ def test_an_unreachable_cluster_is_one_line_soon(tmp_path, photo, checkpoints):
     assert "cannot reach the Ray cluster at 127.0.0.1:9" in result.stderr
     assert not list((tmp_path / "outputs").glob("*"))
     result = script("detect_image.py", "--input", str(photo), "--ray", "head:port", cwd=tmp_path)
-    assert_one_line_error(result)
-    assert "give the cluster's address as HOST:PORT" in result.stderr
+    assert result.returncode == 2 and "give the cluster's address as HOST:PORT" in result.stderr
 
 
 def test_ray_options_need_ray(tmp_path, photo):
+    result = script("detect_image.py", "--input", str(photo), "--ray-workers", "2", cwd=tmp_path)
+    assert result.returncode == 2 and "--ray-workers is for --ray" in result.stderr
+    # The old spelling still works for now, and says what it is called today.
     result = script("detect_image.py", "--input", str(photo), "--workers", "2", cwd=tmp_path)
-    assert result.returncode == 2 and "--workers is for --ray" in result.stderr
+    assert result.returncode == 2 and "notice: --workers is now --ray-workers" in result.stderr
+    # A Ray address that is none is a usage error, before anything starts.
+    result = script("evaluate.py", "--annotations", "x.json", "--ray", "nonsense", cwd=tmp_path)
+    assert result.returncode == 2 and "'nonsense' is no Ray address" in result.stderr
     result = script("detect_video.py", "--ray", "--show", cwd=tmp_path)
     assert result.returncode == 2 and "--show is not available with --ray" in result.stderr
 
@@ -226,7 +231,7 @@ def test_ray_options_need_ray(tmp_path, photo):
 def test_a_local_ray_for_the_run(tmp_path, photo, checkpoints, address):
     # With no address, the run starts its own Ray (not the module's, which is already running) and stops it.
     result = script("detect_image.py", "--input", str(photo), "--weights", str(checkpoints["v1"]), "--model", "v1",
-                    "--imgsz", SMALL_IMGSZ, "--ray", "--workers", "1", cwd=tmp_path, env={"RAY_ADDRESS": ""})
+                    "--imgsz", SMALL_IMGSZ, "--ray", "--ray-workers", "1", cwd=tmp_path, env={"RAY_ADDRESS": ""})
     assert result.returncode == 0, result.stderr
     assert "Ray: starting a local cluster" in result.stderr and "Ray: 1 worker " in result.stderr
     assert (tmp_path / "outputs" / "photo_v1.jpg").exists()
@@ -240,7 +245,7 @@ def test_workers_without_the_requirements_one_line(tmp_path, photo, checkpoints)
     (shadow / "torch" / "__init__.py").write_text("raise ImportError(\"No module named 'torch'\")\n")
     start = time.monotonic()
     result = script("detect_image.py", "--input", str(photo), "--weights", str(checkpoints["v1"]), "--model", "v1",
-                    "--ray", "--workers", "1", cwd=tmp_path, env={"PYTHONPATH": str(shadow), "RAY_ADDRESS": ""})
+                    "--ray", "--ray-workers", "1", cwd=tmp_path, env={"PYTHONPATH": str(shadow), "RAY_ADDRESS": ""})
     assert time.monotonic() - start < 100  # a local Ray's start, then the workers' check, which fails at once
     assert_one_line_error(result)
     assert "the Ray workers lack the project's requirements (No module named 'torch')" in result.stderr

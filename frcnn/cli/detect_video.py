@@ -205,7 +205,8 @@ def video_job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Vide
                    model_option=args.model, draw=options.draw_options(args), threshold=detect.threshold,
                    tracking=tracking)
     if tracking is not None:  # the tracker's second association needs the low-score boxes too
-        detect = dataclasses.replace(detect, threshold=min(detect.threshold, LOW_SCORE_FLOOR))
+        detect = dataclasses.replace(detect, threshold=min(detect.threshold, LOW_SCORE_FLOOR),
+                                     asked_threshold=detect.threshold)
     total = len(sources) + len(errors)
     if ray is not None:
         errors = errors + [f"{source}: a camera or stream is read on this machine; run it without --ray"

@@ -6,6 +6,7 @@ Nothing here imports PyTorch: `--help` and usage errors answer at once.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +24,7 @@ from frcnn.core.arguments import (  # noqa: F401
     seconds_up_to_an_hour,
     slice_size,
 )
-from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class, read_labels
+from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class, labels_beside, read_labels
 from frcnn.core.errors import DetectError
 from frcnn.core.specs import (
     BACKENDS,
@@ -39,6 +40,7 @@ from frcnn.core.specs import (
     SliceOptions,
     model_names,
 )
+from frcnn.pipelines.ray_join import host_and_port
 
 SLICE_MERGES = ("greedy-nmm", "nms")
 # A run's own pictures calibrate int8 only when there are at least this many; else --calibration is asked for.
@@ -121,15 +123,46 @@ def add_common_options(parser: argparse.ArgumentParser, window_keys: str) -> Non
                          help="box line width in pixels (default: scaled to the picture)")
 
 
+def ray_address(text: str) -> str:
+    """--ray's value: auto, HOST:PORT or ray://HOST:PORT (a usage error otherwise, before Ray is started)."""
+    if text != "auto":
+        try:
+            host_and_port(text)
+        except DetectError:
+            raise argparse.ArgumentTypeError(f"'{text}' is no Ray address: give the cluster's address as HOST:PORT "
+                                             f"(or ray://HOST:PORT, or auto)") from None
+    return text
+
+
+class _RenamedOption(argparse.Action):
+    """An option's old spelling: still works for one release, with a one-line notice naming the new one."""
+
+    def __init__(self, option_strings, dest, new_name: str, **kwargs):
+        self.new_name = new_name
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"notice: {option_string} is now {self.new_name}; the old spelling goes in the next release",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed_option(group, old: str, new: str, dest: str, type) -> None:
+    """`old` as a deprecated spelling of `new` (same destination and type)."""
+    group.add_argument(old, dest=dest, type=type, action=_RenamedOption, new_name=new, metavar="N",
+                       help=f"the old spelling of {new}")
+
+
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
     """--ray and its workers: the same run shared out over a Ray cluster."""
     group = parser.add_argument_group("many machines (Ray; pip install -r requirements-ray.txt)")
-    group.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+    group.add_argument("--ray", nargs="?", const="", type=ray_address, metavar="ADDRESS",
                        help="run on a Ray cluster: HOST:PORT of its head, or auto for the one started on this machine "
                             "by 'ray start'; with no address (and no RAY_ADDRESS), a local Ray for this run")
-    group.add_argument("--workers", type=positive_int, metavar="N",
+    group.add_argument("--ray-workers", dest="workers", type=positive_int, metavar="N",
                        help="Ray workers, each with its own copy of the models (default: as many as the cluster's "
                             "CPUs and GPUs allow)")
+    add_renamed_option(group, "--workers", "--ray-workers", "workers", positive_int)
     group.add_argument("--cpus-per-worker", type=positive_number, metavar="C",
                        help="CPUs each worker reserves, and the threads its models use (default 1, or more when "
                             "there are fewer inputs than CPUs)")
@@ -137,16 +170,22 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
                        help="GPUs each worker reserves (default 1 where the cluster has GPUs, else 0)")
 
 
+def refuse_without_ray(args: argparse.Namespace, parser: argparse.ArgumentParser, given: dict[str, object]) -> None:
+    """A usage error for the first of `given` (option name -> value) that is set although --ray is not."""
+    if args.ray is None:
+        stray = [name for name, value in given.items() if value is not None]
+        if stray:
+            parser.error(f"{stray[0]} is for --ray")
+
+
 # ---------------------------------------------------------------- options into values
 
 
 def ray_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RayOptions | None:
     """The cluster and its workers as a value; None when the run stays in this process."""
+    refuse_without_ray(args, parser, {"--ray-workers": args.workers, "--cpus-per-worker": args.cpus_per_worker,
+                                      "--gpus-per-worker": args.gpus_per_worker})
     if args.ray is None:
-        stray = [name for name, value in (("--workers", args.workers), ("--cpus-per-worker", args.cpus_per_worker),
-                                          ("--gpus-per-worker", args.gpus_per_worker)) if value is not None]
-        if stray:
-            parser.error(f"{stray[0]} is for --ray")
         return None
     return RayOptions(address=args.ray or None, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                       gpus_per_worker=args.gpus_per_worker)
@@ -173,7 +212,8 @@ def model_specs(args: argparse.Namespace, parser: argparse.ArgumentParser,
             parser.error(f"--precision int8 needs pictures like yours to calibrate on: give --calibration DIR "
                          f"(a folder of at least {MIN_DEFAULT_CALIBRATION} pictures)")
     weights = args.weights or [None] * len(names)
-    return [ModelSpec(name, weights=path, labels=args.labels, imgsz=args.imgsz, device=args.device,
+    return [ModelSpec(name, weights=path, labels=args.labels or labels_beside(path), imgsz=args.imgsz,
+                      device=args.device,
                       backend=args.backend, half=args.half, proposals=args.proposals, precision=args.precision,
                       calibration=calibration) for name, path in zip(names, weights)]
 
@@ -210,9 +250,10 @@ def draw_options(args: argparse.Namespace) -> DrawOptions:
 def _classes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> frozenset[int] | None:
     if not getattr(args, "classes", None):
         return None
-    if args.labels:
+    labels = args.labels or labels_beside(args.weights[0] if args.weights else None)
+    if labels:
         try:
-            class_names = read_labels(args.labels)
+            class_names = read_labels(labels)
         except DetectError as error:
             parser.error(str(error))
     else:

@@ -42,3 +42,14 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     if not names:
         raise DetectError(f"labels file {path} holds no names")
     return names if names[0] == "__background__" else ["__background__", *names]
+
+
+LABELS_BESIDE_CHECKPOINT = "labels.txt"  # what train.py writes beside best.pth and last.pth
+
+
+def labels_beside(checkpoint: str | os.PathLike | None) -> str | None:
+    """The class names file train.py wrote beside a checkpoint, if it is there (None for the COCO weights)."""
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint).parent / LABELS_BESIDE_CHECKPOINT
+    return str(path) if path.is_file() else None

@@ -58,6 +58,8 @@ class DetectOptions:
     threshold: float = DEFAULT_THRESHOLD
     classes: frozenset[int] | None = None
     slicing: SliceOptions | None = None
+    # With a tracker, `threshold` is lowered to its low-score floor; this keeps the one the user asked for (shown).
+    asked_threshold: float | None = None
 
 
 @dataclass(frozen=True)

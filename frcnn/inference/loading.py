@@ -36,9 +36,18 @@ def load_predictors(specs: Sequence[ModelSpec], options: DetectOptions, announce
             model.weights_source = weights_named[index]
         predictor = make_predictor(model, options)
         if announce:
-            announce(f"Loaded {spec.name}: {predictor.settings.describe()}")
+            names = f"; class names from {spec.labels}" if spec.labels else ""
+            announce(f"Loaded {spec.name}: {loaded_line(predictor.settings, options)}{names}")
         predictors.append(predictor)
     return predictors
+
+
+def loaded_line(settings: PredictionSettings, options: DetectOptions) -> str:
+    """How a loaded model runs, with the threshold the user asked for (and the tracker's floor where it has one)."""
+    if options.asked_threshold is None:
+        return settings.describe()
+    return (f"{settings.with_threshold(options.asked_threshold).describe()} (the tracker also sees boxes down to "
+            f"{options.threshold:g})")
 
 
 @dataclass(frozen=True)
