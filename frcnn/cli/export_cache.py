@@ -20,6 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from frcnn.cli import shared as du
 from frcnn.pipelines.resume import all_seals
 from frcnn.runtimes.cache import (
     MAX_GB_VARIABLE,
@@ -93,7 +94,7 @@ def remove(found: list[tuple[Path, list[Path]]], names: list[str] | None, weight
         stems = {onnx.stem for onnx, _ in found}
         unknown = [name for name in names if name not in stems]
         if unknown:
-            parser.error(f"--remove: no entry named {unknown[0]} (python export_cache.py lists them)")
+            parser.error(f"--remove: no entry named {unknown[0]} ({du.command_name('export_cache')} lists them)")
         exports = {onnx.name for onnx, _ in found if onnx.stem in names}
         chosen = [(onnx, files) for onnx, files in found if onnx.stem in names or made_from(onnx).name in exports]
     size = sum(f.stat().st_size for _, files in chosen for f in files)

@@ -213,6 +213,14 @@ def run_main(body: Callable[[], int], interrupted: str) -> int:
         return 130
 
 
+def command_name(script: str) -> str:
+    """How the user started `script` ("train"), for hints they can paste: `frcnn-train` when they ran the installed
+    command, `python train.py` when they ran the file in a clone."""
+    invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    installed = f"frcnn-{script.replace('_', '-')}"
+    return installed if invoked == installed else f"python {script}.py"
+
+
 # ---------------------------------------------------------------- stopping on Ctrl-C and SIGTERM
 
 
