@@ -416,3 +416,29 @@ def test_a_zone_outside_the_frame_is_said_once_per_video(tmp_path, checkpoints):
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "lies entirely outside" in line]
     assert len(warnings) == 1 and "zone far" in warnings[0], result.stderr
+
+
+# ---------------------------------------------------------------- from Python, on anyone's detections
+
+
+def test_lines_and_zones_from_python_on_tracked_detections():
+    from frcnn.analytics import Event, LineSet, ZoneSet, name_lines, name_zones, parse_line, parse_zone
+
+    lines = LineSet(name_lines([parse_line("gate=0.5,0,0.5,1")]), 200, 100)
+    zones = ZoneSet(name_zones([parse_zone("right=rect:0.5,0,1,1")]), 200, 100, frame_interval=0.5)
+    events = []
+    # Track 3 walks right across the middle of a 200 x 100 frame, one box a frame; track 9 stays left; an
+    # untracked box (id -1) is ignored.
+    for frame, x in enumerate([60, 80, 100, 120, 140]):
+        tracked = Detections(np.array([[x, 40, x + 20, 60], [10, 10, 20, 20], [150, 10, 160, 20]], np.float32),
+                             np.full(3, 0.9, np.float32), np.ones(3, np.int64), np.array([3, 9, -1]))
+        classes = ["person", "dog", "cat"]
+        events += lines.update(frame, frame * 0.5, tracked, classes) + zones.update(frame, frame * 0.5, tracked,
+                                                                                      classes)
+    # The centre (x + 10) passes 100 between frames 1 (90) and 2 (110); the bottom centre enters x >= 100 at frame 2.
+    assert events == [Event("cross", 2, 1.0, 3, "person", line="gate", direction="left_to_right"),
+                      Event("enter", 2, 1.0, 3, "person", zone="right")]
+    assert lines.totals() == {"gate": {"left_to_right": {"person": 1}, "right_to_left": {}}}
+    assert zones.counts() == {"right": {"person": 1}}
+    assert events[0].to_json() == {"event": "cross", "frame": 2, "time": 1.0, "track": 3, "class": "person",
+                                   "line": "gate", "direction": "left_to_right"}

@@ -11,10 +11,10 @@ from helpers import SMALL_IMGSZ, run_script, scene
 from trackers.eval.clear import compute_clear_metrics
 from trackers.eval.identity import compute_identity_metrics
 
+from frcnn.analytics.crossing import LineCounter, parse_count_line
 from frcnn.core.boxes import overlap_matrix
 from frcnn.core.detections import Detections
 from frcnn.core.specs import TrackOptions
-from frcnn.inference.counting import LineCounter, parse_count_line
 from frcnn.inference.tracking import VideoTracking
 
 FPS = 25.0

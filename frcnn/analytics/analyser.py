@@ -52,7 +52,7 @@ class TrackAnalytics:
         width, height = frame_size
         self.model, self.options, self.interval, self.files = model, options, frame_interval, files
         self.lines = LineSet(options.lines, width, height)
-        self.zones = ZoneSet(options.zones, width, height, frame_interval)
+        self.zones = ZoneSet(options.zones, width, height, frame_interval, options.anchor)
         self.speed = SpeedMeter(options.speed, width, height) if options.speed else None
         self.heatmap = Heatmap(width, height, options.heatmap_half_life) if options.heatmap else None
         self.views = BestViews(width, height) if options.crops else None
@@ -71,8 +71,8 @@ class TrackAnalytics:
         ids = np.asarray(tracked.track_ids, np.int64)
         anchors = anchor_points(tracked.boxes, self.options.anchor)
         # Lines count the box centre, as they always have; zones, speed and heat use the anchor.
-        self.log.write(self.lines.update(frame, time_s, ids, classes, anchor_points(tracked.boxes, "center")))
-        self.log.write(self.zones.update(frame, time_s, ids, classes, anchors))
+        self.log.write(self.lines.update(frame, time_s, tracked, classes))
+        self.log.write(self.zones.update(frame, time_s, tracked, classes))
         self.speeds = self.speed.update(time_s, ids, anchors, detected) if self.speed is not None else {}
         if self.heatmap is not None:
             self.heatmap.add(anchors, self.interval)

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 
 from frcnn.core.specs import CountLine, Zone
-from frcnn.inference.counting import check_one_unit, line_in_pixels
 
 ANCHORS = ("bottom", "center")
 
@@ -35,6 +34,16 @@ def check_unique(names: Sequence[str], option: str) -> None:
         if name in seen:
             raise ValueError(f"{option}: two have the name '{name}'")
         seen.add(name)
+
+
+def check_one_unit(values, text: str) -> None:
+    """ValueError where coordinates mix fractions of the frame (a value between 0 and 1 that is not 0 or 1) with
+    pixels (a value above 1): one value above 1 would otherwise read every value as pixels without a word."""
+    fractions = [v for v in values if 0 < v < 1]
+    pixels = [v for v in values if v > 1]
+    if fractions and pixels:
+        raise ValueError(f"'{text}' mixes fractions of the frame ({fractions[0]:g}) with pixels ({pixels[0]:g}): give "
+                         f"every value as a fraction within 0..1, or every value in pixels")
 
 
 def parse_numbers(text: str, what: str) -> list[float]:
@@ -121,7 +130,7 @@ def missing_the_frame(zones: Sequence[Zone], lines: Sequence[CountLine], width: 
         if polygon_area(inside_frame(polygon, width, height)) <= 1e-9:
             warnings.append(_outside(f"zone {zone.name}", polygon, width, height))
     for line in lines:
-        ends = np.asarray(line_in_pixels(line.points, width, height), np.float64).reshape(2, 2)
+        ends = in_pixels(pairs(line.points), width, height)
         crosses, _, _ = cv2.clipLine((0, 0, width, height), *(tuple(int(round(v)) for v in end) for end in ends))
         if not crosses:
             warnings.append(_outside(f"counting line {line.name}" if line.name else "the counting line", ends, width,

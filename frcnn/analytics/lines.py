@@ -6,9 +6,11 @@ from typing import Sequence
 
 import numpy as np
 
-from frcnn.analytics.geometry import check_unique, split_name
+from frcnn.analytics.crossing import LineCounter, line_in_pixels, parse_count_line
+from frcnn.analytics.events import Event
+from frcnn.analytics.geometry import anchor_points, check_unique, split_name
+from frcnn.core.detections import Detections
 from frcnn.core.specs import CountLine
-from frcnn.inference.counting import LineCounter, line_in_pixels, parse_count_line
 
 UNNAMED = "line"  # what the one unnamed line is called in records
 
@@ -36,17 +38,19 @@ class LineSet:
     def __init__(self, lines: Sequence[CountLine], width: int, height: int):
         self.lines = [(line.name, LineCounter(line_in_pixels(line.points, width, height))) for line in lines]
 
-    def update(self, frame: int, time_s: float, track_ids: np.ndarray, classes: Sequence[str],
-               centres: np.ndarray) -> list[dict]:
-        """Note where each track's centre is now; one event per crossing this frame."""
+    def update(self, frame: int, time_s: float, tracked: Detections, classes: Sequence[str]) -> list[Event]:
+        """Note where each tracked box's centre is now (`classes`: each box's class name); one event per crossing
+        this frame. Boxes without a track id are not counted."""
+        known = tracked.track_ids >= 0 if tracked.track_ids is not None else np.zeros(len(tracked), bool)
+        centres = anchor_points(tracked.boxes[known], "center")
+        names = [label for label, keep in zip(classes, known) if keep]
         events = []
         for name, counter in self.lines:
-            for track_id, label, centre in zip(track_ids, classes, centres):
+            for track_id, label, centre in zip(tracked.track_ids[known].tolist(), names, centres):
                 direction = counter.update(int(track_id), centre, label)
                 if direction is not None:
-                    events.append({"event": "cross", "frame": frame, "time": round(time_s, 3),
-                                   "track": int(track_id), "class": label, "line": name or UNNAMED,
-                                   "direction": direction})
+                    events.append(Event("cross", frame, time_s, int(track_id), label, line=name or UNNAMED,
+                                        direction=direction))
         return events
 
     def forget(self, track_id: int) -> None:

@@ -9,7 +9,9 @@ from typing import Sequence
 
 import numpy as np
 
+from frcnn.analytics.events import Event
 from frcnn.analytics.geometry import (
+    anchor_points,
     check_unique,
     in_pixels,
     inside_polygon,
@@ -18,6 +20,7 @@ from frcnn.analytics.geometry import (
     polygon_area,
     split_name,
 )
+from frcnn.core.detections import Detections
 from frcnn.core.specs import Zone
 
 RECTANGLE = "rect:"
@@ -97,7 +100,7 @@ class ZoneCounter:
         self.now: Counter = Counter()  # objects inside on the latest frame, per class
 
     def update(self, frame: int, time_s: float, track_ids: np.ndarray, classes: Sequence[str],
-               anchors: np.ndarray) -> list[dict]:
+               anchors: np.ndarray) -> list[Event]:
         """Who is inside on this frame; an event for each entry and exit."""
         events, self.now = [], Counter()
         for track_id, label, inside in zip(track_ids.tolist(), classes, inside_polygon(anchors, self.polygon)):
@@ -114,7 +117,7 @@ class ZoneCounter:
                 events.append(self._leave(track_id, frame, time_s, time_s - visit.entered))
         return events
 
-    def track_ended(self, track_id: int, in_view: bool) -> list[dict]:
+    def track_ended(self, track_id: int, in_view: bool) -> list[Event]:
         """A track the tracker gave up (lost inside: it left, as last seen) or that was in view when the video
         ended (present at the end)."""
         visit = self.visits.get(track_id)
@@ -126,22 +129,20 @@ class ZoneCounter:
             self._stats(visit.label).present += 1
             self._stats(visit.label).add_dwell(dwell)
             return []
-        event = self._leave(track_id, visit.last_frame, visit.last_seen, dwell)
-        return [{**event, "lost": True}]
+        return [self._leave(track_id, visit.last_frame, visit.last_seen, dwell, lost=True)]
 
-    def _leave(self, track_id: int, frame: int, time_s: float, dwell: float) -> dict:
+    def _leave(self, track_id: int, frame: int, time_s: float, dwell: float, lost: bool = False) -> Event:
         visit = self.visits.pop(track_id)
         stats = self._stats(visit.label)
         stats.left += 1
         stats.add_dwell(dwell)
-        return {**self._event("exit", frame, time_s, track_id, visit.label), "dwell": round(dwell, 3)}
+        return Event("exit", frame, time_s, int(track_id), visit.label, zone=self.name, dwell=dwell, lost=lost)
 
     def _stats(self, label: str) -> ZoneStats:
         return self.stats.setdefault(label, ZoneStats())
 
-    def _event(self, kind: str, frame: int, time_s: float, track_id: int, label: str) -> dict:
-        return {"event": kind, "frame": frame, "time": round(time_s, 3), "track": int(track_id), "class": label,
-                "zone": self.name}
+    def _event(self, kind: str, frame: int, time_s: float, track_id: int, label: str) -> Event:
+        return Event(kind, frame, time_s, int(track_id), label, zone=self.name)
 
     def summary(self) -> dict:
         total = ZoneStats()
@@ -158,14 +159,21 @@ class ZoneCounter:
 class ZoneSet:
     """Every zone of the run, on one model's tracks."""
 
-    def __init__(self, zones: Sequence[Zone], width: int, height: int, frame_interval: float):
+    def __init__(self, zones: Sequence[Zone], width: int, height: int, frame_interval: float,
+                 anchor: str = "bottom"):
         self.zones = [ZoneCounter(zone, width, height, frame_interval) for zone in zones]
+        self.anchor = anchor  # the point of a box that is in a zone: "bottom" (centre) or "center"
 
-    def update(self, frame: int, time_s: float, track_ids: np.ndarray, classes: Sequence[str],
-               anchors: np.ndarray) -> list[dict]:
-        return [event for zone in self.zones for event in zone.update(frame, time_s, track_ids, classes, anchors)]
+    def update(self, frame: int, time_s: float, tracked: Detections, classes: Sequence[str]) -> list[Event]:
+        """Who is inside each zone on this frame (`classes`: each box's class name); an event for each entry and
+        exit. Boxes without a track id are not counted."""
+        known = tracked.track_ids >= 0 if tracked.track_ids is not None else np.zeros(len(tracked), bool)
+        ids = tracked.track_ids[known] if tracked.track_ids is not None else np.zeros(0, np.int64)
+        anchors = anchor_points(tracked.boxes[known], self.anchor)
+        names = [label for label, keep in zip(classes, known) if keep]
+        return [event for zone in self.zones for event in zone.update(frame, time_s, ids, names, anchors)]
 
-    def track_ended(self, track_id: int, in_view: bool) -> list[dict]:
+    def track_ended(self, track_id: int, in_view: bool) -> list[Event]:
         return [event for zone in self.zones for event in zone.track_ended(track_id, in_view)]
 
     def counts(self) -> dict[str, dict[str, int]]:

@@ -6,6 +6,8 @@ from collections import Counter
 
 import numpy as np
 
+from frcnn.analytics.geometry import in_pixels, pairs, parse_numbers
+
 
 class LineCounter:
     """Counts tracks whose centre crosses a segment, per class and per direction.
@@ -64,36 +66,16 @@ class LineCounter:
         return {direction: dict(sorted(counter.items())) for direction, counter in self.counts.items()}
 
 
-
 def parse_count_line(text: str) -> tuple[float, float, float, float]:
     """'X1,Y1,X2,Y2' in pixels, or fractions of the width and height when all four are within [0, 1]."""
-    parts = text.replace(" ", "").split(",")
-    if len(parts) != 4:
+    values = parse_numbers(text, "four numbers X1,Y1,X2,Y2")
+    if len(values) != 4:
         raise ValueError(f"'{text}' is not X1,Y1,X2,Y2")
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"'{text}' is not four numbers X1,Y1,X2,Y2") from None
-    if any(not np.isfinite(v) or v < 0 for v in values):
-        raise ValueError(f"'{text}': coordinates must be zero or more")
-    check_one_unit(values, text)
     if values[:2] == values[2:]:
         raise ValueError(f"'{text}': the two ends are the same point")
-    return values  # type: ignore[return-value]
-
-
-
-def check_one_unit(values, text: str) -> None:
-    """ValueError where coordinates mix fractions of the frame (a value between 0 and 1 that is not 0 or 1) with
-    pixels (a value above 1): one value above 1 would otherwise read every value as pixels without a word."""
-    fractions = [v for v in values if 0 < v < 1]
-    pixels = [v for v in values if v > 1]
-    if fractions and pixels:
-        raise ValueError(f"'{text}' mixes fractions of the frame ({fractions[0]:g}) with pixels ({pixels[0]:g}): give "
-                         f"every value as a fraction within 0..1, or every value in pixels")
+    return tuple(values)  # type: ignore[return-value]
 
 
 def line_in_pixels(line: tuple[float, float, float, float], width: int, height: int) -> tuple[float, ...]:
-    if all(v <= 1.0 for v in line):
-        return line[0] * width, line[1] * height, line[2] * width, line[3] * height
-    return line
+    """A line's ends in pixels (fractions of the frame when all four values are within [0, 1])."""
+    return tuple(float(v) for v in in_pixels(pairs(line), width, height).ravel())
