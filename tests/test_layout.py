@@ -8,7 +8,7 @@ from pathlib import Path
 from helpers import ROOT
 
 # Top to bottom. A module belongs to the layer of the longest prefix that names it.
-SCRIPTS = ["detect_image", "detect_video", "evaluate", "train", "export_cache"]
+SCRIPTS = ["detect_image", "detect_video", "evaluate", "train", "export_cache", "export"]
 # The short files at the top of a clone that hand on to the package (never imported by it).
 TOP_LEVEL = SCRIPTS + ["model", "detect_utils", "coco_names"]
 LAYERS = [

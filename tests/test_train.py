@@ -171,15 +171,16 @@ def test_yolo_format_trains_like_coco(tiny_trained, tmp_path):
 # ---------------------------------------------------------------- stopping and resuming
 
 
-def _interrupt_when(process: subprocess.Popen, pattern: str, timeout: float = 240) -> str:
-    """Send SIGINT once stderr matches `pattern`; return all of stderr once the process has ended."""
+def _interrupt_when(process: subprocess.Popen, pattern: str, timeout: float = 240,
+                    signum: int = signal.SIGINT) -> str:
+    """Send `signum` once stderr matches `pattern`; return all of stderr once the process has ended."""
     chunks: list[str] = []
     reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
     reader.start()
     deadline = time.monotonic() + timeout
     while not re.search(pattern, "".join(chunks)) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     process.wait(timeout=timeout)
     reader.join(timeout=10)
     return "".join(chunks)
@@ -459,3 +460,54 @@ def test_starting_weights_keep_or_replace_the_box_predictor_and_freeze_as_torchv
     _, scratch = start(None)
     assert all(p.requires_grad for p in scratch.parameters())
     assert scratch.roi_heads.fg_bg_sampler.batch_size_per_image == 32 and scratch.training
+
+
+def test_sigterm_saves_and_stops_as_ctrl_c_does(tiny_trained, tmp_path):
+    images, annotations = set_of(tiny_trained)
+    run = tmp_path / "run"
+    process = start_script("train.py", *tiny_train_args(images, annotations, run), cwd=tmp_path, env=ONE_THREAD)
+    stderr = _interrupt_when(process, r"epoch 2/6:\s+0%", signum=signal.SIGTERM)  # what a cluster scheduler sends
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr and "SIGTERM" in stderr
+    assert f"resume with: python train.py --resume {run}" in stderr.splitlines()[-1]
+    assert (run / "resume" / "state.pth").is_file() and not leftovers(run)
+    assert json.loads((run / "resume" / "position.json").read_text())["epoch"] == 1
+
+
+def test_patience_stops_a_run_whose_ap_stopped_improving_and_tensorboard_records_it(checkpoints, tmp_path):
+    annotations = write_split(tmp_path / "set", seed=4, pictures=4, size=(64, 64))
+    run = tmp_path / "run"
+    # A learning rate this small leaves the detections, and so the validation AP, the same every epoch.
+    result = run_script("train.py", "--model", "v1", "--weights", str(checkpoints["v1"]), "--trainable-layers", "0",
+                        "--lr", "1e-12", "--images", str(tmp_path / "set" / "images"), "--annotations",
+                        str(annotations), "--imgsz", "64", "--batch", "2", "--epochs", "6", "--box-batch", "16",
+                        "--workers", "0", "--patience", "1", "--output", str(run), cwd=tmp_path, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr
+    assert "stopped early: validation AP has not improved for 1 epoch(s) since epoch 1" in result.stderr
+    assert len((run / "results.csv").read_text().splitlines()) == 1 + 2 and (run / "best.pth").is_file()
+    from frcnn.training.board import writer_class
+
+    if writer_class() is None:
+        assert "TensorBoard: no writer installed" in result.stderr
+    else:
+        assert f"TensorBoard: event files in {run}" in result.stderr
+        assert list(run.glob("events.out.tfevents.*"))
+    resumed = run_script("train.py", "--resume", str(run), cwd=tmp_path, env=ONE_THREAD)
+    assert resumed.returncode == 0 and "stopped early" in resumed.stderr, resumed.stderr
+    assert len((run / "results.csv").read_text().splitlines()) == 3
+
+
+def test_without_a_tensorboard_writer_one_line_says_so(monkeypatch, tmp_path):
+    from frcnn.training import board
+
+    monkeypatch.setattr(board, "writer_class", lambda: None)
+    record, line = board.open_board(tmp_path, 2)
+    assert record is None and "pip install tensorboard" in line and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [["--data", "a", "--val-fraction", "0", "--patience", "2"],
+                                  ["--data", "a", "--ray", "--patience", "2"],
+                                  ["--data", "a", "--patience", "0"]], ids=lambda args: " ".join(args[2:]))
+def test_patience_usage_errors_exit_2(tmp_path, args):
+    result = run_script("train.py", *args, cwd=tmp_path)
+    assert result.returncode == 2 and "usage:" in result.stderr and "Traceback" not in result.stderr

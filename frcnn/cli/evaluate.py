@@ -3,6 +3,7 @@
     python evaluate.py --data coco/ --model both
     python evaluate.py --images my/images --annotations my/labels.json --model v2 --weights ft.pth --labels names.txt
     python evaluate.py --annotations my/labels.json --predictions results.json
+    python evaluate.py --data my_set/data.yaml --split test --model v2 --weights best.pth --labels labels.txt
     python evaluate.py --data coco/ --model both --report        # and the plots, a gallery and report.html
     python evaluate.py --compare runs/fp32 runs/int8 --plots --output runs/fp32-vs-int8
 
@@ -52,6 +53,8 @@ from frcnn.reporting.runs import (
     set_record,
     write_set_record,
 )
+from frcnn.training.data import scoring_set, scoring_source
+from frcnn.training.ultralytics_format import SPLITS
 
 # ---------------------------------------------------------------- the data set
 
@@ -255,8 +258,13 @@ def keep_predictions(out_dir: Path, source: str, detections: list[dict]) -> None
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Box mAP of Faster R-CNN v1 / v2 on a COCO-format set.")
-    parser.add_argument("--data", metavar="DIR",
-                        help="a COCO folder with val2017/ and annotations/instances_val2017.json")
+    parser.add_argument("--data", metavar="PATH",
+                        help="a COCO folder with val2017/ and annotations/instances_val2017.json; or a set as "
+                             "train.py --data takes them: an Ultralytics / Roboflow data.yaml (or a folder holding "
+                             "one), a Pascal VOC tree, or a YOLO-format folder")
+    parser.add_argument("--split", choices=SPLITS,
+                        help="which split of a data.yaml or VOC tree to score (default val); a YOLO folder is scored "
+                             "whole")
     parser.add_argument("--images", metavar="DIR", help="the images folder of another COCO-format set")
     parser.add_argument("--annotations", metavar="FILE", help="its COCO annotation file")
     parser.add_argument("--predictions", metavar="FILE", help="score this COCO results file instead of running a model")
@@ -306,6 +314,7 @@ class Evaluation:
     detect: object
     ray: object
     plots: PlotRequest | None
+    split: str = "val"  # of a data.yaml or VOC tree
 
 
 def folders_to_compare(args: argparse.Namespace, request: PlotRequest | None,
@@ -327,18 +336,20 @@ def evaluation_of(args: argparse.Namespace, request: PlotRequest | None,
         parser.error("give --data DIR, or --annotations FILE (with --images DIR unless --predictions is given)")
     if not args.data and not args.images and not args.predictions:
         parser.error("--images DIR is needed to run a model on the set")
-    images = args.images or (os.path.join(args.data, "val2017") if args.data else None)
+    if args.split and not args.data:
+        parser.error("--split picks a split of the set --data names (a data.yaml or a VOC tree)")
+    coco_pictures = os.path.join(args.data, "val2017") if args.data else None  # int8 calibrates on them
+    images = args.images or (coco_pictures if coco_pictures and os.path.isdir(coco_pictures) else None)
     return Evaluation(args.data, args.images, args.annotations, args.output, args.max_images, args.predictions,
                       specs=options.model_specs(args, parser, [images] if images else []),
                       detect=options.detect_options(args, parser), ray=options.ray_options(args, parser),
-                      plots=request)
+                      plots=request, split=args.split or "val")
 
 
 def evaluate(job: Evaluation) -> int:
     """Score the models (or the results file) on the set, print the table, then plot if asked."""
-    images_dir, annotations = locate(job.data, job.images, job.annotations)
-    data = load_set(images_dir, annotations)
     out_dir = du.prepare_output_dir(job.output)
+    data = open_set(job, out_dir)
     image_ids = data.image_ids(job.max_images)
     listed = len(data.coco.getImgIds())
     note = f"; here {len(image_ids)} of {listed} images" if len(image_ids) < listed else ""
@@ -349,6 +360,18 @@ def evaluate(job: Evaluation) -> int:
     if job.plots:
         plot_this_run(data, out_dir, scored, job.plots.options)
     return 0
+
+
+def open_set(job: Evaluation, out_dir: Path) -> CocoSet:
+    """The set to score: a split of a data.yaml, VOC tree or YOLO folder (what was found said on stderr, the set
+    kept in `out_dir`), else a COCO-format set."""
+    source = scoring_source(job.data, job.split) if job.data else None
+    if source is None:
+        return load_set(*locate(job.data, job.images, job.annotations))
+    data, lines = scoring_set(source, job.split, out_dir)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return data
 
 
 def score_models(job: Evaluation, data: CocoSet, image_ids: list[int], out_dir: Path, note: str) -> list[str]:
@@ -364,7 +387,8 @@ def score_models(job: Evaluation, data: CocoSet, image_ids: list[int], out_dir: 
             rows[log.name] = model_metrics(data, log, image_ids, out_dir)
     write_set_record(out_dir, set_record(data.annotations, data.images_dir))  # beside the metrics: what they scored
     # torchvision's figures describe its COCO weights on COCO, nothing else
-    published = job.data is not None and all(spec.weights is None for spec in job.specs)
+    published = (job.data is not None and scoring_source(job.data, job.split) is None
+                 and all(spec.weights is None for spec in job.specs))
     print(metrics_table(rows, note, published=published))
     print(f"results and metrics in {out_dir}", file=sys.stderr)
     return list(rows)

@@ -1,8 +1,10 @@
-"""Fine-tune Faster R-CNN v1 or v2 on your own boxes (COCO or YOLO format), validating box mAP every epoch.
+"""Fine-tune Faster R-CNN v1 or v2 on your own boxes (COCO, YOLO, Ultralytics data.yaml or Pascal VOC), validating
+box mAP every epoch.
 
     python train.py --model v2 --images my/images --annotations my/train.json --val-images my/val \\
         --val-annotations my/val.json --epochs 12
     python train.py --model v1 --data my_yolo_set/ --imgsz 512 --box-batch 128
+    python train.py --model v2 --data roboflow_export/data.yaml --patience 5
     python train.py --resume outputs/train/v2
 
 Writes into --output: best.pth and last.pth (plain state_dicts for detect_image.py --weights, with --labels
@@ -23,7 +25,7 @@ from frcnn.cli import options
 from frcnn.cli import shared as du
 from frcnn.core.errors import DetectError
 from frcnn.core.specs import DEFAULT_IMGSZ, MODEL_NAMES
-from frcnn.training.data import TrainingData, load_training_data
+from frcnn.training.data import TrainingData, data_source, load_training_data, own_split
 from frcnn.training.run_folder import BEST, LABELS, STATE, RunFolder
 from frcnn.training.settings import DEFAULT_VAL_FRACTION, SCHEDULES, DataSource, TrainSettings, reference_lr
 
@@ -42,19 +44,22 @@ def _default_workers() -> int:
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    data = parser.add_argument_group("data (COCO format: --images and --annotations; YOLO format: --data)")
+    data = parser.add_argument_group("data (COCO format: --images and --annotations; the others: --data)")
     data.add_argument("--images", metavar="DIR", help="training pictures of a COCO-format set")
     data.add_argument("--annotations", metavar="FILE", help="their COCO annotation file (class names: its categories, "
                                                             "in id order)")
-    data.add_argument("--data", metavar="DIR", help="a YOLO-format set (as detect_image.py --save-txt writes one): "
-                                                    "pictures under DIR/images/, DIR/labels/<same path>.txt with lines "
-                                                    "'class cx cy w h' (fractions; class 0-based), and classes.txt (in "
-                                                    "DIR, DIR/labels/ or DIR/labels/<model>/) naming class 0, 1, ...")
-    data.add_argument("--labels", metavar="FILE", help="class names of a YOLO-format set, one per line, instead of "
-                                                       "its classes.txt")
+    data.add_argument("--data", metavar="PATH",
+                      help="an Ultralytics / Roboflow data.yaml, or a folder holding one (its train split; its val "
+                           "split validates); a Pascal VOC tree (Annotations/, JPEGImages/, ImageSets/Main/train.txt "
+                           "and val.txt); or a YOLO-format folder: pictures under DIR/images/, DIR/labels/<same "
+                           "path>.txt with lines 'class cx cy w h' (fractions; class 0-based), and classes.txt (in "
+                           "DIR, DIR/labels/ or DIR/labels/<model>/) naming class 0, 1, ...")
+    data.add_argument("--labels", metavar="FILE", help="class names of a YOLO-format set or VOC tree, one per line, "
+                                                       "instead of its classes.txt (VOC: the objects' names)")
     data.add_argument("--val-images", metavar="DIR", help="validation pictures of a COCO-format set")
     data.add_argument("--val-annotations", metavar="FILE", help="their COCO annotation file")
-    data.add_argument("--val-data", metavar="DIR", help="a YOLO-format validation set")
+    data.add_argument("--val-data", metavar="PATH", help="a validation set as --data takes them (of a data.yaml or "
+                                                          "VOC tree: its val split)")
     data.add_argument("--val-fraction", type=options.fraction, metavar="F",
                       help=f"without a validation set: hold out this seeded random share of the training pictures "
                            f"(default {DEFAULT_VAL_FRACTION}, at least one picture; 0: no validation, best.pth is "
@@ -94,6 +99,9 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
                              f"whose box head has four convolutions per box")
     recipe.add_argument("--seed", type=options.non_negative_int, default=0, metavar="N",
                         help="seed of the weights, data order, augmentation and validation split (default 0)")
+    recipe.add_argument("--patience", type=options.positive_int, metavar="N",
+                        help="stop once validation AP has not improved for N epochs (best.pth stays the best "
+                             "epoch's; default: train every epoch)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,8 +150,8 @@ def _data_source(args: argparse.Namespace, parser: argparse.ArgumentParser, val:
     if bool(images) != bool(annotations):
         parser.error(f"{flag}images and {flag}annotations go together")
     if data:
-        return DataSource("yolo", data=os.path.abspath(data),
-                          labels=os.path.abspath(args.labels) if args.labels and not val else None)
+        return data_source(data, os.path.abspath(args.labels) if args.labels and not val else None,
+                           "val" if val else "train")
     if images:
         return DataSource("coco", images=os.path.abspath(images), annotations=os.path.abspath(annotations))
     return None
@@ -153,12 +161,19 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     """The options as one value; a usage error where they do not fit together."""
     train = _data_source(args, parser, val=False)
     if train is None:
-        parser.error("give the training set: --images DIR --annotations FILE (COCO), or --data DIR (YOLO)")
-    if args.labels and train.format != "yolo":
-        parser.error("--labels names the classes of a YOLO-format set (--data); a COCO file names its own")
+        parser.error("give the training set: --images DIR --annotations FILE (COCO), or --data PATH (data.yaml, "
+                     "VOC or YOLO)")
+    if args.labels and train.format not in ("yolo", "voc"):
+        parser.error("--labels names the classes of a YOLO-format set or VOC tree; a COCO file and a data.yaml name "
+                     "their own")
     val = _data_source(args, parser, val=True)
     if val is not None and args.val_fraction is not None:
         parser.error("--val-fraction holds out part of the training set: it is for runs without a validation set")
+    if val is None and args.val_fraction is None:
+        val = own_split(train, "val")  # a data.yaml's or VOC tree's own validation split
+    if args.patience is not None and (args.ray is not None or (val is None and args.val_fraction == 0)):
+        parser.error("--patience watches the validation AP of a run in this process: it needs validation and "
+                     "cannot go with --ray")
     if args.from_scratch and args.trainable_layers is not None:
         parser.error("--trainable-layers is for starting from weights; --from-scratch trains every layer")
     if args.ray is None:
@@ -177,7 +192,8 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         epochs=args.epochs, batch=args.batch, imgsz=args.imgsz,
         lr=args.lr if args.lr is not None else reference_lr(args.batch), schedule=args.schedule,
         box_batch=args.box_batch, seed=args.seed, device=args.device, amp=not args.no_amp, workers=args.workers,
-        output=os.path.abspath(args.output or os.path.join("outputs", "train", args.model)))
+        output=os.path.abspath(args.output or os.path.join("outputs", "train", args.model)),
+        patience=args.patience or 0)
 
 
 def check_resume_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -190,27 +206,35 @@ def check_resume_options(args: argparse.Namespace, parser: argparse.ArgumentPars
 
 
 class StopOnInterrupt:
-    """The first Ctrl-C asks the loop to stop after the step under way (which is then saved); a second stops at
-    once, keeping what was saved before."""
+    """The first Ctrl-C, or SIGTERM (what a cluster's scheduler sends before it ends a job), asks the loop to stop
+    after the step under way (which is then saved); a second stops at once, keeping what was saved before."""
 
     def __init__(self):
         self.requested = False
+        self.signal = signal.SIGINT
 
     def __enter__(self) -> StopOnInterrupt:
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        self.previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        tqdm.write("stopping after the step under way (Ctrl-C again: at once, without saving it)", file=sys.stderr)
+        self.requested, self.signal = True, signum
+        tqdm.write(f"{signal.Signals(signum).name}: stopping after the step under way (Ctrl-C again: at once, "
+                   f"without saving it)", file=sys.stderr)
 
     def __call__(self) -> bool:
         return self.requested
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal that stopped the run: 130 for Ctrl-C, 143 for SIGTERM."""
+        return 128 + self.signal
 
 
 def open_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[RunFolder, TrainSettings, bool]:
@@ -282,7 +306,8 @@ def run_training(folder: RunFolder, settings: TrainSettings, data: TrainingData,
                  explicit_resume: bool) -> int:
     """Build (or restore) the run and train it to the end or to a Ctrl-C."""
     from frcnn.model import resolve_device
-    from frcnn.training.loop import Hooks, fit  # PyTorch: from here on
+    from frcnn.training.board import open_board
+    from frcnn.training.loop import Hooks, fit, patience_ran_out  # PyTorch: from here on
     from frcnn.training.setup import make_session
     from frcnn.training.state import read_state
 
@@ -302,20 +327,38 @@ def run_training(folder: RunFolder, settings: TrainSettings, data: TrainingData,
         folder.begin(settings, data.train.class_names)  # once the start is known good: a failed start claims nothing
         print(f"training {settings.model} on {device} ({session.batches.steps_per_epoch} steps per epoch)",
               file=sys.stderr)
-        finished = fit(session.trainer, session.batches, session.validator, settings, folder, session.progress,
-                       session.log, hooks)
+        board, line = open_board(folder.path, session.batches.steps_per_epoch)
+        print(line, file=sys.stderr)
+        if board is not None:
+            show = hooks.on_epoch
+
+            def show_and_record(row: dict) -> None:
+                show(row)
+                board.epoch(row)
+
+            hooks.on_step, hooks.on_epoch = board.step, show_and_record
+        try:
+            finished = fit(session.trainer, session.batches, session.validator, settings, folder, session.progress,
+                           session.log, hooks)
+        finally:
+            if board is not None:
+                board.close()
+    progress = session.progress
     if not finished:
-        progress = session.progress
         print(f"interrupted at epoch {progress.epoch + 1}, step {progress.step}: saved; resume with: "
               f"python train.py --resume {folder.path}", file=sys.stderr)
-        return 130
-    return report_end(folder, session.progress.best_ap, session.progress.best_epoch)
+        return stop.exit_code
+    if patience_ran_out(progress, settings):
+        print(f"stopped early: validation AP has not improved for {progress.epoch - progress.best_epoch} epoch(s) "
+              f"since epoch {progress.best_epoch} (--patience {settings.patience})", file=sys.stderr)
+    return report_end(folder, progress.best_ap, progress.best_epoch)
 
 
 def run_on_ray(args: argparse.Namespace, folder: RunFolder, settings: TrainSettings, data: TrainingData,
                resuming: bool) -> int:
     """The same run as data-parallel processes on a Ray cluster; this process writes its files."""
     from frcnn.core.specs import RayOptions
+    from frcnn.training.board import open_board
     from frcnn.training.on_ray import train_on_ray
 
     du.prepare_output_dir(folder.path)
@@ -327,14 +370,25 @@ def run_on_ray(args: argparse.Namespace, folder: RunFolder, settings: TrainSetti
         return known
 
     ray = RayOptions(address=args.ray or None, workers=args.ray_workers, cpus_per_worker=args.cpus_per_worker)
+    board, line = open_board(folder.path, steps_per_epoch=0)  # each epoch's row (the steps are the workers')
+    print(line, file=sys.stderr)
+
+    def on_epoch(row: dict) -> None:
+        tqdm.write(epoch_line(row, settings.epochs), file=sys.stdout)
+        if board is not None:
+            board.epoch(row)
+
     with StopOnInterrupt() as stop:
-        finished, settings, (best_ap, best_epoch) = train_on_ray(
-            settings, data, folder, ray, resuming, stop,
-            lambda row: tqdm.write(epoch_line(row, settings.epochs), file=sys.stdout), begin)
+        try:
+            finished, settings, (best_ap, best_epoch) = train_on_ray(settings, data, folder, ray, resuming, stop,
+                                                                     on_epoch, begin)
+        finally:
+            if board is not None:
+                board.close()
     if not finished:
         print(f"interrupted: saved; resume with: python train.py --resume {folder.path} --ray {args.ray}".rstrip(),
               file=sys.stderr)
-        return 130
+        return stop.exit_code
     return report_end(folder, best_ap, best_epoch)
 
 

@@ -1,11 +1,17 @@
-"""The training and validation sets a run's settings name, read and checked before any model is built."""
+"""The training and validation sets a run's settings name, read and checked before any model is built; and what a
+`--data` path is (a data.yaml, a Pascal VOC tree or a YOLO folder)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from frcnn.core.files import write_json
+from frcnn.evaluation.coco import CocoSet
+from frcnn.training import ultralytics_format, voc_format
 from frcnn.training.coco_format import read_coco
-from frcnn.training.sets import Findings, LabelledSet, split_off
+from frcnn.training.sets import LISTED_CLASSES, Findings, LabelledSet, coco_for_scoring, split_off
 from frcnn.training.settings import DataSource, TrainSettings
 from frcnn.training.yolo_format import read_yolo
 
@@ -19,18 +25,60 @@ class TrainingData:
     warnings: list[str]
 
     def summary(self) -> str:
-        """One line: pictures, boxes and classes of each set."""
+        """One line per set: pictures (and those without boxes), boxes, and classes."""
         train = self.train
-        line = (f"train: {len(train.samples)} pictures, {train.box_count()} boxes, {len(train.class_names) - 1} "
-                f"classes ({', '.join(train.class_names[1:])})")
-        if self.val is None:
-            return line + "; no validation"
-        return line + f"; val: {len(self.val.samples)} pictures, {self.val.box_count()} boxes"
+        lines = [train.describe(), self.val.describe() if self.val is not None else "val: none (no validation)"]
+        if len(train.class_names) - 1 > LISTED_CLASSES:  # not named with their counts: named here
+            lines.append(f"classes: {', '.join(train.class_names[1:])}")
+        return "\n".join(lines)
+
+
+def data_source(path: str, labels: str | None, split: str) -> DataSource:
+    """What a --data path holds: a data.yaml (or a folder with one), a Pascal VOC tree, else a YOLO folder. `split`:
+    the part of a data.yaml or VOC tree meant (a VOC tree without ImageSets/Main/: all of it)."""
+    path = os.path.abspath(path)
+    found = ultralytics_format.yaml_file(Path(path))
+    if found is not None:
+        return DataSource("ultralytics", data=str(found), split=split)
+    if voc_format.is_voc(Path(path)):
+        return DataSource("voc", data=path, labels=labels, split=split if voc_format.has_splits(Path(path)) else None)
+    return DataSource("yolo", data=path, labels=labels)
+
+
+def scoring_source(path: str, split: str) -> DataSource | None:
+    """The set evaluate.py's --data names for scoring: a data.yaml's or VOC tree's `split`, or a whole YOLO folder;
+    None for anything else (COCO's own layout, val2017/ and annotations/, which evaluate.py reads itself)."""
+    source = data_source(path, None, split)
+    return None if source.format == "yolo" and not (Path(path) / "images").is_dir() else source
+
+
+def scoring_set(source: DataSource, split: str, folder: Path) -> tuple[CocoSet, list[str]]:
+    """A set's split read and checked for scoring, and kept in `folder` as set_<split>.json (COCO format: what the
+    results beside it are of); with the lines that say what was found."""
+    labelled, findings = read_source(source, split)
+    coco = coco_for_scoring(labelled)
+    annotations = folder / f"set_{split}.json"
+    write_json(annotations, coco.dataset)
+    lines = [f"warning: {line}" for line in findings.warnings()] + [labelled.describe()]
+    return CocoSet(coco, labelled.root(), annotations), lines
+
+
+def own_split(source: DataSource, split: str) -> DataSource | None:
+    """The set's own `split` (a data.yaml's or VOC tree's), where it has one."""
+    if source.format == "ultralytics" and ultralytics_format.has_split(Path(source.data), split):
+        return DataSource("ultralytics", data=source.data, split=split)
+    if source.format == "voc" and voc_format.has_split(Path(source.data), split):
+        return DataSource("voc", data=source.data, labels=source.labels, split=split)
+    return None
 
 
 def read_source(source: DataSource, role: str, train_classes: list[str] | None = None) -> tuple[LabelledSet, Findings]:
     if source.format == "coco":
         return read_coco(source.images, source.annotations, role, train_classes)
+    if source.format == "ultralytics":
+        return ultralytics_format.read_ultralytics(source.data, source.split, role, train_classes)
+    if source.format == "voc":
+        return voc_format.read_voc(source.data, source.split, source.labels, role, train_classes)
     return read_yolo(source.data, source.labels, role, train_classes)
 
 
@@ -40,6 +88,10 @@ def load_training_data(settings: TrainSettings) -> TrainingData:
     reports = [findings]
     if settings.val is not None:
         val, val_findings = read_source(settings.val, "val", train.class_names)
+        if {sample.path for sample in val.samples} <= {sample.path for sample in train.samples}:
+            val_findings.notes.append("every validation picture is a training picture too (as the set names them): "
+                                      "its AP shows how well the model fits them, not how it does on new ones; "
+                                      "--val-fraction holds out part of the training set instead")
         reports.append(val_findings)
     elif settings.val_fraction > 0:
         train, val = split_off(train, settings.val_fraction, settings.seed)

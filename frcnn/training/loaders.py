@@ -97,8 +97,10 @@ def collate(items: list) -> Batch:
 
 
 def _ignore_interrupts(_: int) -> None:
-    # Ctrl-C reaches the whole process group; the training process decides when to stop and ends its workers.
+    # Ctrl-C (and a scheduler's SIGTERM) may reach the whole process group; the training process decides when to
+    # stop and ends its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class TrainBatches:

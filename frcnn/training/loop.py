@@ -172,12 +172,18 @@ def _improved(progress: Progress, metrics: dict) -> bool:
     return progress.best_ap is None or ap > progress.best_ap
 
 
+def patience_ran_out(progress: Progress, settings: TrainSettings) -> bool:
+    """Whether validation AP has not improved for `settings.patience` epochs (0: never), which ends the run early."""
+    return (settings.patience > 0 and progress.best_ap is not None
+            and progress.epoch - progress.best_epoch >= settings.patience)
+
+
 def fit(trainer: Trainer, batches: TrainBatches, validator: Validator | None, settings: TrainSettings,
         folder: RunFolder, progress: Progress, log: StepLog, hooks: Hooks) -> bool:
-    """Train from where `progress` stands to the last epoch, validating and saving after each; False if stopped
-    (then saved at the last finished step)."""
+    """Train from where `progress` stands to the last epoch (or until validation AP stops improving, see
+    `patience_ran_out`), validating and saving after each; False if stopped (then saved at the last finished step)."""
     title = f"{settings.model} on {settings.train.describe()}"
-    while progress.epoch < settings.epochs:
+    while progress.epoch < settings.epochs and not patience_ran_out(progress, settings):
         training = progress.step < batches.steps_per_epoch
         if hooks.should_stop() or (training and not train_epoch(trainer, batches, progress, settings, log, hooks)):
             save(folder, trainer, progress, log, False, title, hooks)

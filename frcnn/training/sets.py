@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from frcnn.core.progress import progress_bar
 BACKGROUND = "__background__"
 _PROGRESS_FROM = 1000  # pictures: a set this large shows a progress bar while its pictures are checked
 _NAMED_AT_MOST = 10  # unreadable pictures named in the warning; the rest are counted
+LISTED_CLASSES = 12  # a set of this many classes or fewer has its box count per class in the summary
 _EXIF_ORIENTATION = 0x0112
 _TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
@@ -35,6 +37,10 @@ class Sample:
     height: int
     boxes: np.ndarray  # N x 4 float32, inside the picture, of positive width and height
     labels: np.ndarray  # N int64: model labels, 1..classes (0 is the background)
+    # Objects left out of training that scoring ignores (Pascal VOC's `difficult`): a detection of one is neither a
+    # hit nor a false positive, and missing one is no miss.
+    ignored_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    ignored_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclass
@@ -50,6 +56,27 @@ class LabelledSet:
 
     def box_count(self) -> int:
         return sum(len(sample.labels) for sample in self.samples)
+
+    def root(self) -> Path:
+        """The deepest folder holding every picture (scoring names pictures relative to it)."""
+        if not self.samples:
+            return Path(".")
+        return Path(os.path.commonpath([os.path.dirname(os.path.abspath(s.path)) for s in self.samples]))
+
+    def describe(self) -> str:
+        """One line: pictures (those without boxes too), boxes, and the classes they fall in."""
+        background = sum(1 for sample in self.samples if not len(sample.labels))
+        counts = np.bincount(np.concatenate([np.zeros(0, np.int64), *(s.labels for s in self.samples)]),
+                             minlength=len(self.class_names))
+        classes = len(self.class_names) - 1
+        present = sum(1 for label in range(1, len(self.class_names)) if counts[label])
+        line = (f"{self.role}: {len(self.samples)} pictures ({background} background, without boxes), "
+                f"{self.box_count()} boxes in {present} of {classes} classes")
+        if classes <= LISTED_CLASSES:
+            line += " (" + ", ".join(f"{name} {counts[label]}" for label, name in enumerate(self.class_names)
+                                     if label) + ")"
+        ignored = sum(len(sample.ignored_labels) for sample in self.samples)
+        return line + (f"; {ignored} difficult objects: not learnt, ignored in scoring" if ignored else "")
 
 
 @dataclass
@@ -131,9 +158,15 @@ def checked_boxes(boxes: np.ndarray, labels: np.ndarray, width: int, height: int
 
 
 def check_usable(labelled: LabelledSet, origin: str, findings: Findings) -> None:
-    """Raise DetectError for a set with nothing to learn or score; note the classes without boxes."""
+    """Raise DetectError for a set with nothing to learn or score, or whose pictures are mostly missing (a wrong
+    images folder); note the classes without boxes."""
     if not labelled.samples:
         raise DetectError(f"{origin}: the {labelled.role} set has no readable pictures")
+    listed = len(labelled.samples) + len(findings.unreadable)
+    if 2 * len(findings.unreadable) > listed:
+        raise DetectError(f"{origin}: {len(findings.unreadable)} of the {listed} pictures the {labelled.role} set "
+                          f"lists are missing or unreadable (e.g. {findings.unreadable[0]}): is the images folder "
+                          f"right?")
     if labelled.role != "train":
         return
     if labelled.box_count() == 0:
@@ -168,19 +201,24 @@ def split_off(labelled: LabelledSet, fraction: float, seed: int) -> tuple[Labell
 
 
 def coco_for_scoring(labelled: LabelledSet):
-    """The set's pycocotools COCO: its own for a COCO-format set, else one made from its samples."""
+    """The set's pycocotools COCO: its own for a COCO-format set, else one made from its samples (pictures named
+    relative to `labelled.root()`; ignored objects as crowd regions, which pycocotools counts neither as misses nor,
+    when detected, as false positives)."""
     from pycocotools.coco import COCO
 
     if labelled.coco is not None:
         return labelled.coco
+    root = labelled.root()
     images, annotations = [], []
     for sample in labelled.samples:
-        images.append({"id": sample.image_id, "file_name": Path(sample.path).name,
+        images.append({"id": sample.image_id, "file_name": Path(os.path.relpath(sample.path, root)).as_posix(),
                        "width": sample.width, "height": sample.height})
-        for (x1, y1, x2, y2), label in zip(sample.boxes.tolist(), sample.labels.tolist()):
-            annotations.append({"id": len(annotations) + 1, "image_id": sample.image_id,
-                                "category_id": labelled.category_ids[label], "bbox": [x1, y1, x2 - x1, y2 - y1],
-                                "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+        for boxes, labels, crowd in ((sample.boxes, sample.labels, 0),
+                                     (sample.ignored_boxes, sample.ignored_labels, 1)):
+            for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist()):
+                annotations.append({"id": len(annotations) + 1, "image_id": sample.image_id,
+                                    "category_id": labelled.category_ids[label], "bbox": [x1, y1, x2 - x1, y2 - y1],
+                                    "area": (x2 - x1) * (y2 - y1), "iscrowd": crowd})
     categories = [{"id": labelled.category_ids[label], "name": name}
                   for label, name in enumerate(labelled.class_names) if label]
     coco = COCO()

@@ -29,18 +29,25 @@ def reference_lr(batch: int) -> float:
 
 @dataclass(frozen=True)
 class DataSource:
-    """Where a set is: COCO format (`images` folder + `annotations` file) or YOLO format (`data` folder with
-    images/ and labels/, class names from `labels` or classes.txt)."""
+    """Where a set is: COCO format (`images` folder + `annotations` file), a YOLO folder (`data` with images/ and
+    labels/, class names from `labels` or classes.txt), an Ultralytics data.yaml (`data`, its `split`), or a Pascal
+    VOC tree (`data`, the `split` of ImageSets/Main; None: every annotation file; class names from `labels` or
+    the objects')."""
 
-    format: str  # "coco" or "yolo"
+    format: str  # "coco", "yolo", "ultralytics" or "voc"
     images: str | None = None
     annotations: str | None = None
     data: str | None = None
     labels: str | None = None
+    split: str | None = None  # "train", "val" or "test" of a data.yaml or a VOC tree
 
     def describe(self) -> str:
         if self.format == "coco":
             return f"{self.annotations} (images in {self.images})"
+        if self.format == "ultralytics":
+            return f"{self.data} ({self.split} split)"
+        if self.format == "voc":
+            return f"{self.data} (Pascal VOC{', ' + self.split if self.split else ''})"
         return f"{self.data} (YOLO labels)"
 
 
@@ -67,6 +74,7 @@ class TrainSettings:
     workers: int
     output: str
     replicas: int = 1  # data-parallel training processes (Ray workers); each takes `batch` pictures per step
+    patience: int = 0  # stop once validation AP has not improved for this many epochs (0: never)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

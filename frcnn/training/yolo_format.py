@@ -5,7 +5,7 @@ picture, an optional sixth column such as a score ignored), class ids 0-based in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +33,11 @@ def read_yolo(data: str, labels_file: str | None, role: str,
     if train_classes is not None and list(train_classes) != class_names:
         raise DetectError(f"{folder}: the validation set's classes ({', '.join(class_names[1:])}) differ from the "
                           f"training set's ({', '.join(train_classes[1:])})")
-    pictures = sorted(p for p in images_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    pictures = pictures_in(images_dir)
     findings = Findings(role)
-    samples = []
-    for number, picture in enumerate(checking(pictures, role), start=1):
-        label_path = (labels_dir / picture.relative_to(images_dir)).with_suffix(".txt")
-        boxes, labels = read_label_file(label_path, len(class_names) - 1)
-        size = picture_size(picture, oriented=True)
-        if size is None:
-            findings.unreadable.append(str(picture))
-            continue
-        width, height = size
-        pixels = boxes * np.array([width, height, width, height], np.float32)
-        kept_boxes, kept_labels = checked_boxes(pixels, labels + 1, width, height, findings)
-        samples.append(Sample(str(picture), number, width, height, kept_boxes, kept_labels))
-    _note_orphans(labels_dir, images_dir, pictures, findings)
+    expected = {picture: (labels_dir / picture.relative_to(images_dir)).with_suffix(".txt") for picture in pictures}
+    samples = read_pictures(expected, class_names, role, findings)
+    note_orphans([labels_dir], set(expected.values()), findings)
     labelled = LabelledSet(role, class_names, list(range(len(class_names))), samples, oriented=True)
     check_usable(labelled, str(folder), findings)
     return labelled, findings
@@ -104,8 +94,32 @@ def read_label_file(path: Path, classes: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)
 
 
-def _note_orphans(labels_dir: Path, images_dir: Path, pictures: list[Path], findings: Findings) -> None:
-    expected = {(labels_dir / p.relative_to(images_dir)).with_suffix(".txt") for p in pictures}
-    orphans = [p for p in labels_dir.rglob("*.txt") if p not in expected and p.name != "classes.txt"]
+def pictures_in(folder: Path) -> list[Path]:
+    """The pictures anywhere under a folder, in name order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_pictures(label_files: dict[Path, Path], class_names: Sequence[str], role: str,
+                  findings: Findings) -> list[Sample]:
+    """Each picture (key) with the boxes of its label file (value; none where it is absent), in pixels and checked;
+    label files are read first, so a bad one is named even beside a missing picture."""
+    samples = []
+    for number, (picture, label_path) in enumerate(checking(list(label_files.items()), role), start=1):
+        boxes, labels = read_label_file(label_path, len(class_names) - 1)
+        size = picture_size(picture, oriented=True)
+        if size is None:
+            findings.unreadable.append(str(picture))
+            continue
+        width, height = size
+        pixels = boxes * np.array([width, height, width, height], np.float32)
+        kept_boxes, kept_labels = checked_boxes(pixels, labels + 1, width, height, findings)
+        samples.append(Sample(str(picture), number, width, height, kept_boxes, kept_labels))
+    return samples
+
+
+def note_orphans(label_folders: Iterable[Path], expected: set[Path], findings: Findings) -> None:
+    """Note the label files under `label_folders` that belong to no picture of the set."""
+    found = {p for folder in label_folders if folder.is_dir() for p in folder.rglob("*.txt")}
+    orphans = sorted(p for p in found if p not in expected and p.name != "classes.txt")
     if orphans:
         findings.notes.append(f"{len(orphans)} label file(s) without a picture, ignored, e.g. {orphans[0]}")
