@@ -72,3 +72,28 @@ def tiny_trained(tmp_path_factory) -> Path:
                         cwd=folder, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
     return folder / "run"
+
+
+# The markers of the fast subset: `pytest -m "not slow and not ray and not gui"` skips what trains a model, installs
+# the package, starts Ray or opens a window.
+SLOW_MODULES = {"test_train", "test_world", "test_resume", "test_quality_benchmark", "test_package", "test_export",
+                "test_datasets", "test_precision"}
+SLOW_FIXTURES = {"tiny_trained"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains, exports or installs (minutes on 2 cores)")
+    config.addinivalue_line("markers", "ray: starts a local Ray cluster")
+    config.addinivalue_line("markers", "gui: opens a window on a virtual display")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2]
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if module == "test_ray":
+            item.add_marker(pytest.mark.ray)
+        if "virtual_display" in fixtures:
+            item.add_marker(pytest.mark.gui)
+        if module in SLOW_MODULES or fixtures & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)

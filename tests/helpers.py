@@ -36,6 +36,15 @@ def run_script(script: str, *args: str, cwd: Path, env: dict | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_detector(script: str, cwd: Path, checkpoints: dict, *args: str, model: str = "v1", imgsz: str = SMALL_IMGSZ,
+                 backend: str = "torch", env: dict | None = None) -> subprocess.CompletedProcess:
+    """A detect script (or evaluate.py) on the tests' seeded checkpoints, small and on a chosen runtime: the one
+    command line every test that runs a model builds."""
+    weights = [str(checkpoints["v1"]), str(checkpoints["v2"])] if model == "both" else [str(checkpoints[model])]
+    return run_script(script, "--model", model, "--weights", *weights, "--imgsz", imgsz, "--backend", backend, *args,
+                      cwd=cwd, env=env)
+
+
 def offline_env(cwd: Path, env: dict | None = None) -> dict:
     """The environment scripts run in here: an empty torch cache, no route to the internet, no display."""
     full_env = {**os.environ, "TORCH_HOME": str(cwd / "torch-home"), "PYTHONUNBUFFERED": "1",
@@ -128,7 +137,7 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 def tiny_train_args(images: Path, annotations: Path, output: Path, *extra: str) -> list[str]:
     """train.py's options for the tiny run (`extra` appended: argparse keeps the last of a repeated option)."""
     return ["--model", "v1", "--from-scratch", "--images", str(images), "--annotations", str(annotations),
-            "--imgsz", TINY_IMGSZ, "--batch", "2", "--epochs", "6", "--box-batch", "32", "--workers", "0",
+            "--imgsz", TINY_IMGSZ, "--batch", "2", "--epochs", "6", "--box-batch", "32", "--loader-workers", "0",
             "--output", str(output), *extra]
 
 

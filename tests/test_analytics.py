@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from helpers import ROOT, SMALL_IMGSZ, leftovers, make_video, run_script
+from helpers import ROOT, SMALL_IMGSZ, leftovers, make_video, run_detector, run_script
 
 from frcnn.analytics.analyser import TrackAnalytics
 from frcnn.analytics.lines import name_lines, parse_line
@@ -315,9 +315,7 @@ ANALYTICS = ["--zone", "left=0,0,0.5,0,0.5,1,0,1", "--zone", "corner=rect:100,60
 
 
 def detect(tmp_path, checkpoints, *args, model="v1"):
-    weights = [str(checkpoints["v1"]), str(checkpoints["v2"])] if model == "both" else [str(checkpoints[model])]
-    return run_script("detect_video.py", "--model", model, "--weights", *weights, "--imgsz", SMALL_IMGSZ,
-                      "--backend", "torch", "--proposals", "100", *args, cwd=tmp_path)
+    return run_detector("detect_video.py", tmp_path, checkpoints, "--proposals", "100", *args, model=model)
 
 
 def jsonl(path):

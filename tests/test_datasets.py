@@ -300,7 +300,7 @@ def test_a_bad_set_is_one_line_and_writes_nothing(tmp_path, case):
 
 def _short_run(data: Path, run: Path, *extra: str) -> list[str]:
     return ["--model", "v1", "--from-scratch", "--data", str(data), "--imgsz", TINY_IMGSZ, "--batch", "2",
-            "--epochs", "1", "--box-batch", "16", "--workers", "0", "--output", str(run), *extra]
+            "--epochs", "1", "--box-batch", "16", "--loader-workers", "0", "--output", str(run), *extra]
 
 
 def test_train_py_trains_on_a_data_yaml_and_validates_on_its_val_split(tmp_path):

@@ -14,15 +14,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, run_script, scene
+from helpers import ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, run_detector, run_script, scene
 from PIL import Image
 from x11_window import find_window, press_key
 
 
 def detect(tmp_path, checkpoints, *args, model="v2", env=None, backend="torch"):
-    weights = [str(checkpoints["v1"]), str(checkpoints["v2"])] if model == "both" else [str(checkpoints[model])]
-    return run_script("detect_image.py", "--model", model, "--weights", *weights, "--imgsz", SMALL_IMGSZ,
-                      "--backend", backend, *args, cwd=tmp_path, env=env)
+    return run_detector("detect_image.py", tmp_path, checkpoints, *args, model=model, backend=backend, env=env)
 
 
 def test_one_photo_gives_a_picture_of_its_size_and_json(tmp_path, checkpoints, photo):

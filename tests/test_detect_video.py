@@ -16,14 +16,22 @@ import av
 import cv2
 import numpy as np
 import pytest
-from helpers import ROOT, SMALL_IMGSZ, assert_one_line_error, leftovers, make_video, read_video, run_script, scene
+from helpers import (
+    ROOT,
+    SMALL_IMGSZ,
+    assert_one_line_error,
+    leftovers,
+    make_video,
+    read_video,
+    run_detector,
+    run_script,
+    scene,
+)
 from x11_window import click_close, find_window, press_key
 
 
 def detect(tmp_path, checkpoints, *args, model="v1", backend="torch"):
-    weights = [str(checkpoints["v1"]), str(checkpoints["v2"])] if model == "both" else [str(checkpoints[model])]
-    return run_script("detect_video.py", "--model", model, "--weights", *weights, "--imgsz", SMALL_IMGSZ,
-                      "--backend", backend, *args, cwd=tmp_path)
+    return run_detector("detect_video.py", tmp_path, checkpoints, *args, model=model, backend=backend)
 
 
 def jsonl(path):

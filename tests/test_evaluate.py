@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from helpers import CATEGORIES, ROOT, SMALL_IMGSZ, assert_one_line_error, make_set, metrics_of, run_script
+from helpers import CATEGORIES, ROOT, SMALL_IMGSZ, assert_one_line_error, make_set, metrics_of, run_detector, run_script
 
 
 def evaluate(tmp_path, *args):
@@ -63,9 +63,8 @@ def test_known_misses_and_shifts_give_the_hand_computed_ap(tmp_path):
 
 
 def run_models(tmp_path, checkpoints, images, annotations, *args, model="both"):
-    weights = [str(checkpoints["v1"]), str(checkpoints["v2"])] if model == "both" else [str(checkpoints[model])]
-    return evaluate(tmp_path, "--images", str(images), "--annotations", str(annotations), "--model", model,
-                    "--weights", *weights, "--imgsz", SMALL_IMGSZ, "--backend", "torch", *args)
+    return run_detector("evaluate.py", tmp_path, checkpoints, "--images", str(images), "--annotations",
+                        str(annotations), *args, model=model)
 
 
 def test_seeded_checkpoints_run_and_write_both_files(tmp_path, checkpoints):

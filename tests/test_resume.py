@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from helpers import SMALL_IMGSZ, leftovers, make_video, run_script, scene, start_script
+from helpers import SMALL_IMGSZ, leftovers, make_video, run_detector, run_script, scene, start_script
 
 from frcnn.pipelines.resume import seals_folder
 
@@ -32,8 +32,7 @@ def photos(folder: Path, count: int, broken: tuple[int, ...] = (), only: tuple[i
 
 
 def detect(tmp_path: Path, checkpoints, *args: str, script: str = "detect_image.py"):
-    return run_script(script, "--model", "v1", "--weights", str(checkpoints["v1"]), "--imgsz", SMALL_IMGSZ,
-                      "--backend", "torch", *args, cwd=tmp_path)
+    return run_detector(script, tmp_path, checkpoints, *args)
 
 
 def fingerprints(folder: Path) -> dict[str, tuple[int, str]]:

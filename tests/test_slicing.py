@@ -15,7 +15,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from helpers import ROOT, SMALL_IMGSZ, make_set, run_script, scene
+from helpers import ROOT, SMALL_IMGSZ, make_set, run_detector, run_script, scene
 
 from frcnn.core.boxes import overlap_matrix
 from frcnn.core.detections import Detections
@@ -401,8 +401,7 @@ def test_a_huge_picture_in_many_tiles_takes_no_more_memory_than_the_plain_run(tm
 
 
 def detect(tmp_path, checkpoints, *args):
-    return run_script("detect_image.py", "--model", "v1", "--weights", str(checkpoints["v1"]), "--imgsz", TINY_IMGSZ,
-                      "--backend", "torch", "--device", "cpu", *args, cwd=tmp_path)
+    return run_detector("detect_image.py", tmp_path, checkpoints, "--device", "cpu", *args, imgsz=TINY_IMGSZ)
 
 
 def test_detect_image_slice_json_records_the_tiles_and_says_so_once(tmp_path, checkpoints):

@@ -98,6 +98,17 @@ def test_usage_errors_exit_2(tmp_path, args):
     assert "usage:" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_resume_and_renamed_options_say_what_is_meant(tmp_path):
+    missing = run_script("train.py", "--resume", "no-such-run", cwd=tmp_path)
+    assert missing.returncode == 2 and "--resume no-such-run: no such folder" in missing.stderr
+    (tmp_path / "run").mkdir()
+    extra = run_script("train.py", "--resume", "run", "--epochs", "3", cwd=tmp_path)
+    assert "(only --loader-workers, --device, --ray and --cpus-per-worker)" in extra.stderr
+    # The old spelling of --loader-workers still works, with a notice: here it reaches the missing training set.
+    old = run_script("train.py", "--workers", "0", cwd=tmp_path)
+    assert "notice: --workers is now --loader-workers" in old.stderr and old.returncode == 2
+
+
 # ---------------------------------------------------------------- learning
 
 
@@ -139,11 +150,11 @@ def test_v2_fine_tunes_a_checkpoint_of_other_classes_past_bad_data(checkpoints, 
     result = run_script("train.py", "--model", "v2", "--weights", str(checkpoints["v2"]), "--images",
                         str(tmp_path / "set" / "images"), "--annotations", str(annotations), "--imgsz", "64",
                         "--batch", "2", "--epochs", "4", "--box-batch", "8", "--val-fraction", "0",
-                        "--workers", "0", "--output", str(run), cwd=tmp_path, env=ONE_THREAD)
+                        "--loader-workers", "0", "--output", str(run), cwd=tmp_path, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.count("gone.jpg") == 1
-    assert "1 of zero area dropped, 1 outside the picture dropped" in result.stderr
+    assert "1 of zero area dropped (" in result.stderr and "1 outside the picture dropped (" in result.stderr
     assert "box predictor is replaced" in result.stderr
     assert len(re.findall(r"^epoch \d/4 ", result.stdout, re.MULTILINE)) == 4
     losses = step_losses(run)
@@ -189,15 +200,15 @@ def _interrupt_when(process: subprocess.Popen, pattern: str, timeout: float = 24
 def test_interrupted_run_resumes_to_the_same_weights(tiny_trained, tmp_path):
     images, annotations = set_of(tiny_trained)
     run = tmp_path / "run"
-    process = start_script("train.py", *tiny_train_args(images, annotations, run, "--workers", "1"), cwd=tmp_path,
-                           env=ONE_THREAD)
+    process = start_script("train.py", *tiny_train_args(images, annotations, run, "--loader-workers", "1"),
+                           cwd=tmp_path, env=ONE_THREAD)
     # Stop during the first step of epoch 2: saved mid-epoch, with a different worker count from the resume's.
     stderr = _interrupt_when(process, r"epoch 2/6:\s+0%")
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert f"resume with: python train.py --resume {run}" in stderr.splitlines()[-1]
     assert (run / "resume" / "state.pth").is_file() and not leftovers(run)
-    result = run_script("train.py", "--resume", str(run), "--workers", "0", cwd=tmp_path, env=ONE_THREAD)
+    result = run_script("train.py", "--resume", str(run), "--loader-workers", "0", cwd=tmp_path, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
     assert "resuming at epoch 2, step 1" in result.stderr
     assert states_equal(run / "last.pth", tiny_trained / "last.pth")
@@ -323,7 +334,9 @@ def test_bad_pictures_and_boxes_are_dropped_and_said_once(small_set):
     lines = "\n".join(data.warnings)
     assert len(data.warnings) == 3, lines
     assert "2 picture(s) missing or unreadable" in lines and "broken.jpg" in lines and "gone.jpg" in lines
-    assert "boxes 1 of zero area dropped, 1 outside the picture dropped, 1 clipped to the picture" in lines
+    # Each kind of fix names the pictures it was made in.
+    assert ("boxes 1 of zero area dropped (000001.jpg), 1 outside the picture dropped (000001.jpg), 1 clipped to "
+            "the picture (000002.jpg)") in lines
     assert "no boxes of 1 class(es)" in lines and "hexagon" in lines
     clipped = data.train.samples[1].boxes
     assert clipped.max() <= 64
@@ -481,7 +494,7 @@ def test_patience_stops_a_run_whose_ap_stopped_improving_and_tensorboard_records
     result = run_script("train.py", "--model", "v1", "--weights", str(checkpoints["v1"]), "--trainable-layers", "0",
                         "--lr", "1e-12", "--images", str(tmp_path / "set" / "images"), "--annotations",
                         str(annotations), "--imgsz", "64", "--batch", "2", "--epochs", "6", "--box-batch", "16",
-                        "--workers", "0", "--patience", "1", "--output", str(run), cwd=tmp_path, env=ONE_THREAD)
+                        "--loader-workers", "0", "--patience", "1", "--output", str(run), cwd=tmp_path, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
     assert "stopped early: validation AP has not improved for 1 epoch(s) since epoch 1" in result.stderr
     assert len((run / "results.csv").read_text().splitlines()) == 1 + 2 and (run / "best.pth").is_file()

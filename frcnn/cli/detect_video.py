@@ -3,7 +3,7 @@
     python detect_video.py --input clip.mp4 --model v2
     python detect_video.py --input videos/ --ray          # every video of a folder, shared out over Ray workers
 
-Each video becomes an H.264 MP4 (plays in browsers) drawn by the pipeline in video.py; Ctrl-C keeps what was
+Each video becomes an H.264 MP4 (plays in browsers) drawn by the pipeline in frcnn/video/; Ctrl-C keeps what was
 processed as a playable video.
 """
 

@@ -232,10 +232,10 @@ class StopOnSignal:
     at once. The exit code says which signal came (130 for SIGINT, 143 for SIGTERM).
     """
 
-    def __init__(self, in_flight: str = "the inputs in progress"):
+    def __init__(self, in_flight: str = "the inputs in progress", graceful: bool = False):
         self.event = threading.Event()
         self.signal: int | None = None
-        self.graceful = False
+        self.graceful = graceful
         self.in_flight = in_flight
         self._previous: dict = {}
 
@@ -257,6 +257,10 @@ class StopOnSignal:
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+    def __call__(self) -> bool:
+        """Whether a stop was asked for (a training loop's `should_stop`)."""
+        return self.event.is_set()
 
     @property
     def exit_code(self) -> int:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import signal
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -25,6 +25,7 @@ from frcnn.cli import options
 from frcnn.cli import shared as du
 from frcnn.core.errors import DetectError
 from frcnn.core.specs import DEFAULT_IMGSZ, MODEL_NAMES
+from frcnn.core.tables import percent
 from frcnn.training.data import TrainingData, data_source, load_training_data, own_split
 from frcnn.training.run_folder import BEST, LABELS, STATE, RunFolder
 from frcnn.training.settings import DEFAULT_VAL_FRACTION, SCHEDULES, DataSource, TrainSettings, reference_lr
@@ -115,22 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", metavar="D",
                      help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N")
     run.add_argument("--no-amp", action="store_true", help="on CUDA, train in float32 instead of mixed precision")
-    run.add_argument("--workers", type=options.non_negative_int,
+    run.add_argument("--loader-workers", dest="workers", type=options.non_negative_int,
                      default=_default_workers(), metavar="N",
                      help=f"processes that read and augment pictures (default {_default_workers()}; 0: in the "
                           f"training process)")
+    options.add_renamed_option(run, "--workers", "--loader-workers", "workers", options.non_negative_int)
     run.add_argument("--output", metavar="DIR", help="where the run's files go (default outputs/train/<model>); "
                                                      "running the same command again continues an unfinished run")
     run.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR with its own settings (only "
-                                                     "--workers, --device, --ray and --cpus-per-worker may be given "
-                                                     "with it)")
+                                                     "--loader-workers, --device, --ray and --cpus-per-worker may be "
+                                                     "given with it)")
     _add_ray_options(parser)
     return parser
 
 
 def _add_ray_options(parser: argparse.ArgumentParser) -> None:
     ray = parser.add_argument_group("many GPUs or machines (Ray Train; pip install -r requirements-ray.txt)")
-    ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+    ray.add_argument("--ray", nargs="?", const="", type=options.ray_address, metavar="ADDRESS",
                      help="train data-parallel on a Ray cluster: HOST:PORT of its head, or auto for the one started "
                           "on this machine by 'ray start'; with no address (and no RAY_ADDRESS), a local Ray for "
                           "this run (all of this machine's GPUs). The files land in --output here")
@@ -176,11 +178,8 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
                      "cannot go with --ray")
     if args.from_scratch and args.trainable_layers is not None:
         parser.error("--trainable-layers is for starting from weights; --from-scratch trains every layer")
-    if args.ray is None:
-        stray = [name for name, value in (("--ray-workers", args.ray_workers),
-                                          ("--cpus-per-worker", args.cpus_per_worker)) if value is not None]
-        if stray:
-            parser.error(f"{stray[0]} is for --ray")
+    options.refuse_without_ray(args, parser, {"--ray-workers": args.ray_workers,
+                                              "--cpus-per-worker": args.cpus_per_worker})
     start = "scratch" if args.from_scratch else "weights" if args.weights else "coco"
     return TrainSettings(
         model=args.model, start=start, weights=os.path.abspath(args.weights) if args.weights else None,
@@ -197,44 +196,15 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def check_resume_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """--resume continues a run with its own settings: anything but --workers and --device is a usage error."""
+    """--resume continues a run with its own settings: only what changes where and how fast it runs may be given."""
     defaults = vars(parser.parse_args([]))
     given = [name for name, value in vars(args).items() if name not in RESUME_OPTIONS and value != defaults[name]]
     if given:
-        parser.error(f"--resume continues a run with its own settings; --{given[0].replace('_', '-')} cannot be "
-                     f"given with it (only --workers and --device)")
-
-
-class StopOnInterrupt:
-    """The first Ctrl-C, or SIGTERM (what a cluster's scheduler sends before it ends a job), asks the loop to stop
-    after the step under way (which is then saved); a second stops at once, keeping what was saved before."""
-
-    def __init__(self):
-        self.requested = False
-        self.signal = signal.SIGINT
-
-    def __enter__(self) -> StopOnInterrupt:
-        self.previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested, self.signal = True, signum
-        tqdm.write(f"{signal.Signals(signum).name}: stopping after the step under way (Ctrl-C again: at once, "
-                   f"without saving it)", file=sys.stderr)
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    @property
-    def exit_code(self) -> int:
-        """128 + the signal that stopped the run: 130 for Ctrl-C, 143 for SIGTERM."""
-        return 128 + self.signal
+        option = "--loader-workers" if given[0] == "workers" else f"--{given[0].replace('_', '-')}"
+        parser.error(f"--resume continues a run with its own settings; {option} cannot be given with it (only "
+                     f"--loader-workers, --device, --ray and --cpus-per-worker)")
+    if not Path(args.resume).is_dir():
+        parser.error(f"--resume {args.resume}: no such folder")
 
 
 def open_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[RunFolder, TrainSettings, bool]:
@@ -283,14 +253,10 @@ def epoch_line(row: dict, epochs: int) -> str:
              "(" + " ".join(f"{name.split('_', 1)[1]} {row[name]:.3f}" for name in
                             ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")) + ")"]
     if "AP" in row:
-        parts += [f"AP {_percent(row['AP'])}", f"AP50 {_percent(row['AP50'])}"]
+        parts += [f"AP {percent(row['AP'])}", f"AP50 {percent(row['AP50'])}"]
     speed = f"{row['images_per_s']:.2f} img/s" if row.get("images_per_s") else "- img/s"
     parts += [f"time {row['train_s'] + row['val_s']:.1f} s", speed]
     return "  ".join(parts)
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def already_finished(folder: RunFolder, settings: TrainSettings, explicit_resume: bool) -> int:
@@ -319,7 +285,7 @@ def run_training(folder: RunFolder, settings: TrainSettings, data: TrainingData,
     if record is not None:
         which = "" if explicit_resume else f" of the unfinished run with these settings in {folder.path}"
         print(f"resuming at epoch {record['epoch'] + 1}, step {record['step']}{which}", file=sys.stderr)
-    with StopOnInterrupt() as stop:
+    with du.StopOnSignal("the step under way, which is saved", graceful=True) as stop:
         hooks = Hooks(should_stop=stop, on_epoch=lambda row: tqdm.write(epoch_line(row, settings.epochs),
                                                                         file=sys.stdout))
         session = make_session(settings, data, folder, device, record, hooks)
@@ -346,7 +312,7 @@ def run_training(folder: RunFolder, settings: TrainSettings, data: TrainingData,
     progress = session.progress
     if not finished:
         print(f"interrupted at epoch {progress.epoch + 1}, step {progress.step}: saved; resume with: "
-              f"python train.py --resume {folder.path}", file=sys.stderr)
+              f"{du.command_name('train')} --resume {folder.path}", file=sys.stderr)
         return stop.exit_code
     if patience_ran_out(progress, settings):
         print(f"stopped early: validation AP has not improved for {progress.epoch - progress.best_epoch} epoch(s) "
@@ -378,7 +344,7 @@ def run_on_ray(args: argparse.Namespace, folder: RunFolder, settings: TrainSetti
         if board is not None:
             board.epoch(row)
 
-    with StopOnInterrupt() as stop:
+    with du.StopOnSignal("the step under way, which is saved", graceful=True) as stop:
         try:
             finished, settings, (best_ap, best_epoch) = train_on_ray(settings, data, folder, ray, resuming, stop,
                                                                      on_epoch, begin)
@@ -386,14 +352,14 @@ def run_on_ray(args: argparse.Namespace, folder: RunFolder, settings: TrainSetti
             if board is not None:
                 board.close()
     if not finished:
-        print(f"interrupted: saved; resume with: python train.py --resume {folder.path} --ray {args.ray}".rstrip(),
-              file=sys.stderr)
+        resume = f"{du.command_name('train')} --resume {folder.path} --ray {args.ray}".rstrip()
+        print(f"interrupted: saved; resume with: {resume}", file=sys.stderr)
         return stop.exit_code
     return report_end(folder, best_ap, best_epoch)
 
 
 def report_end(folder: RunFolder, best_ap: float | None, best_epoch: int) -> int:
-    best = f"best AP {_percent(best_ap)} at epoch {best_epoch}" if best_ap is not None \
+    best = f"best AP {percent(best_ap)} at epoch {best_epoch}" if best_ap is not None \
         else f"no validation AP; best.pth is epoch {best_epoch}'s"
     print(f"done: {best}: {folder / BEST} (labels {folder / LABELS})")
     return 0
@@ -418,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_training(folder, settings, data, resuming, explicit_resume=bool(args.resume))
 
     return du.run_main(body, f"interrupted: the run keeps what it saved last (every finished epoch); resume with: "
-                             f"python train.py --resume {output}")
+                             f"{du.command_name('train')} --resume {output}")
 
 
 if __name__ == "__main__":

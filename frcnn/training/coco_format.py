@@ -87,7 +87,8 @@ def _sample(image: dict, annotations: list[dict], folder: Path, label_of: dict[i
             raise DetectError(f"{origin}: annotation {annotation.get('id')} names category {category}, "
                               f"which the file does not list")
         labels.append(label_of[category])
-    kept_boxes, kept_labels = checked_boxes(np.array(boxes, np.float32), np.array(labels, np.int64), *size, findings)
+    kept_boxes, kept_labels = checked_boxes(np.array(boxes, np.float32), np.array(labels, np.int64), *size, findings,
+                                            str(path))
     return Sample(str(path), image["id"], size[0], size[1], kept_boxes, kept_labels)
 
 

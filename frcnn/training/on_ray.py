@@ -226,7 +226,8 @@ class _Driver:
             self._new_bar(epoch, step)
             if epoch or step:
                 tqdm.write(f"resuming at epoch {epoch + 1}, step {step}", file=sys.stderr)
-            tqdm.write(f"training {self.settings.model} on {self.settings.replicas} Ray workers ({device}; "
+            workers = f"{self.settings.replicas} Ray worker" + ("s" if self.settings.replicas != 1 else "")
+            tqdm.write(f"training {self.settings.model} on {workers} ({device}; "
                        f"{self.steps} steps per epoch)", file=sys.stderr)
         elif kind == "step":
             _, epoch, step, loss = message

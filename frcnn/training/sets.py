@@ -89,6 +89,21 @@ class Findings:
     outside: int = 0
     clipped: int = 0
     notes: list[str] = field(default_factory=list)  # other warnings, one line each
+    box_pictures: dict[str, list[str]] = field(default_factory=dict)  # a few pictures of each kind of box fix
+
+    def note_boxes(self, kind: str, count: int, picture: str) -> None:
+        """Count `count` boxes fixed in one way (zero_area, outside, clipped) and remember the picture's name."""
+        if not count:
+            return
+        setattr(self, kind, getattr(self, kind) + count)
+        named = self.box_pictures.setdefault(kind, [])
+        if picture and len(named) <= _NAMED_AT_MOST and picture not in named:
+            named.append(picture)
+
+    def _box_part(self, kind: str, what: str) -> str:
+        named = self.box_pictures.get(kind, [])
+        shown = ", ".join(named[:_NAMED_AT_MOST]) + (" ..." if len(named) > _NAMED_AT_MOST else "")
+        return f"{getattr(self, kind)} {what}" + (f" ({shown})" if shown else "")
 
     def warnings(self) -> list[str]:
         """One line per kind of problem."""
@@ -98,9 +113,10 @@ class Findings:
             more = f" and {len(self.unreadable) - _NAMED_AT_MOST} more" if len(self.unreadable) > _NAMED_AT_MOST else ""
             count = len(self.unreadable)
             lines.append(f"{self.role}: {count} picture(s) missing or unreadable, skipped: {named}{more}")
-        parts = [f"{count} {what}" for count, what in ((self.zero_area, "of zero area dropped"),
-                                                        (self.outside, "outside the picture dropped"),
-                                                        (self.clipped, "clipped to the picture")) if count]
+        parts = [self._box_part(kind, what) for kind, what in (("zero_area", "of zero area dropped"),
+                                                                ("outside", "outside the picture dropped"),
+                                                                ("clipped", "clipped to the picture"))
+                 if getattr(self, kind)]
         if parts:
             lines.append(f"{self.role}: boxes " + ", ".join(parts))
         return lines + [f"{self.role}: {note}" for note in self.notes]
@@ -139,9 +155,10 @@ def checking(items: list, role: str) -> Iterable:
                         disable=len(items) < _PROGRESS_FROM)
 
 
-def checked_boxes(boxes: np.ndarray, labels: np.ndarray, width: int, height: int,
-                  findings: Findings) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (x1 y1 x2 y2) clipped to the picture; those of zero area, or wholly outside, dropped and counted."""
+def checked_boxes(boxes: np.ndarray, labels: np.ndarray, width: int, height: int, findings: Findings,
+                  picture: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (x1 y1 x2 y2) clipped to the picture; those of zero area, or wholly outside, dropped and counted (with
+    the picture's name, so a warning can point at a few)."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     labels = np.asarray(labels, np.int64)
     empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
@@ -150,9 +167,10 @@ def checked_boxes(boxes: np.ndarray, labels: np.ndarray, width: int, height: int
     clipped[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
     outside = ~empty & ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
     moved = ~empty & ~outside & np.any(clipped != boxes, axis=1)
-    findings.zero_area += int(empty.sum())
-    findings.outside += int(outside.sum())
-    findings.clipped += int(moved.sum())
+    name = Path(picture).name
+    findings.note_boxes("zero_area", int(empty.sum()), name)
+    findings.note_boxes("outside", int(outside.sum()), name)
+    findings.note_boxes("clipped", int(moved.sum()), name)
     keep = ~empty & ~outside
     return clipped[keep], labels[keep]
 

@@ -139,7 +139,7 @@ def read_voc(root: str, split: str | None, labels_file: str | None, role: str,
             continue
         kept = [_arrays([obj for obj in objects if obj.difficult == difficult], label_of)
                 for difficult in (False, True)]
-        boxes, labels = checked_boxes(*kept[0], *size, findings)
+        boxes, labels = checked_boxes(*kept[0], *size, findings, str(picture))
         ignored_boxes, ignored_labels = checked_boxes(*kept[1], *size, Findings(role))
         samples.append(Sample(str(picture), number, size[0], size[1], boxes, labels, ignored_boxes, ignored_labels))
     labelled = LabelledSet(role, class_names, list(range(len(class_names))), samples, oriented=False)

@@ -112,7 +112,7 @@ def read_pictures(label_files: dict[Path, Path], class_names: Sequence[str], rol
             continue
         width, height = size
         pixels = boxes * np.array([width, height, width, height], np.float32)
-        kept_boxes, kept_labels = checked_boxes(pixels, labels + 1, width, height, findings)
+        kept_boxes, kept_labels = checked_boxes(pixels, labels + 1, width, height, findings, str(picture))
         samples.append(Sample(str(picture), number, width, height, kept_boxes, kept_labels))
     return samples
 
