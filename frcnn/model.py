@@ -21,7 +21,7 @@ from torchvision.models.detection import (
 )
 
 from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES, read_labels
-from frcnn.core.errors import DetectError, first_line
+from frcnn.core.errors import FrcnnError, first_line
 from frcnn.core.log import log
 from frcnn.core.specs import DEFAULT_IMGSZ, DEFAULT_PROPOSALS, MODEL_NAMES, ModelSpec, max_size_for
 from frcnn.runtimes.backends import backend_installed, check_precision, choose_backend, cpu_has_bf16  # noqa: F401  (part of the API)
@@ -65,7 +65,7 @@ class LoadedModel:
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
-    """Turn auto|cpu|cuda|cuda:N|mps into a device that exists here, or raise DetectError."""
+    """Turn auto|cpu|cuda|cuda:N|mps into a device that exists here, or raise FrcnnError."""
     spec = spec.strip().lower()
     if spec == "auto":
         if torch.cuda.is_available():
@@ -77,17 +77,17 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     if spec == "mps":
         if not _mps_available():
-            raise DetectError("device 'mps' is not available on this machine (use --device cpu)")
+            raise FrcnnError("device 'mps' is not available on this machine (use --device cpu)")
         return torch.device("mps")
     if spec == "cuda" or spec.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise DetectError(f"device '{spec}' is not available: PyTorch sees no CUDA GPU (use --device cpu)")
+            raise FrcnnError(f"device '{spec}' is not available: PyTorch sees no CUDA GPU (use --device cpu)")
         device = torch.device(spec)
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise DetectError(f"device '{spec}' does not exist: this machine has {count} CUDA device(s)")
+            raise FrcnnError(f"device '{spec}' does not exist: this machine has {count} CUDA device(s)")
         return device
-    raise DetectError(f"unknown device '{spec}' (use auto, cpu, cuda, cuda:N or mps)")
+    raise FrcnnError(f"unknown device '{spec}' (use auto, cpu, cuda, cuda:N or mps)")
 
 
 def _mps_available() -> bool:
@@ -100,7 +100,7 @@ def build_detector(name: str, num_classes: int = 91, imgsz: int = DEFAULT_IMGSZ,
     """Build the v1 or v2 architecture with untrained weights, in eval mode, keeping `proposals` region proposals
     per picture for the box head."""
     if name not in _BUILDERS:
-        raise DetectError(f"unknown model '{name}' (choose from {', '.join(MODEL_NAMES)})")
+        raise FrcnnError(f"unknown model '{name}' (choose from {', '.join(MODEL_NAMES)})")
     # weights_backbone=None: nothing may be downloaded here; the whole state is loaded afterwards.
     module = _BUILDERS[name](
         weights=None,
@@ -123,7 +123,7 @@ def official_state_dict(name: str) -> dict[str, torch.Tensor]:
     try:
         return torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True, weights_only=True)
     except (urllib.error.URLError, OSError, RuntimeError) as error:
-        raise DetectError(_missing_weights_message([name], getattr(error, "reason", None) or error)) from error
+        raise FrcnnError(_missing_weights_message([name], getattr(error, "reason", None) or error)) from error
 
 
 def _missing_weights_message(names: list[str], reason: object) -> str:
@@ -151,7 +151,7 @@ def fetch_official_weights(names: list[str]) -> None:
             failed.append(name)
             reason = getattr(error, "reason", None) or error
     if failed:
-        raise DetectError(_missing_weights_message(failed, reason))
+        raise FrcnnError(_missing_weights_message(failed, reason))
 
 
 def _looks_saved_by_torch(path: Path) -> bool:
@@ -166,20 +166,20 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state_dict (plain, or under a 'model' / 'state_dict' key) without running any code."""
     path = Path(path)
     if not path.is_file():
-        raise DetectError(f"weights file not found: {path}")
+        raise FrcnnError(f"weights file not found: {path}")
     if path.stat().st_size == 0:
-        raise DetectError(f"weights file is empty: {path}")
+        raise FrcnnError(f"weights file is empty: {path}")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if "weights only" in str(error).lower() and _looks_saved_by_torch(path):
-            raise DetectError(
+            raise FrcnnError(
                 f"refused to load {path}: it holds Python objects besides tensors, "
                 f"which could run code when loaded; save the model's state_dict instead"
             ) from error
-        raise DetectError(f"{path} is not a readable PyTorch checkpoint ({first_line(error)})") from error
+        raise FrcnnError(f"{path} is not a readable PyTorch checkpoint ({first_line(error)})") from error
     except Exception as error:  # torch.load fails in many ways on arbitrary bytes; all mean "not a checkpoint"
-        raise DetectError(
+        raise FrcnnError(
             f"{path} is not a readable PyTorch checkpoint: another kind of file, or truncated ({first_line(error)})"
         ) from error
     for key in ("model", "state_dict"):
@@ -187,7 +187,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             loaded = loaded[key]
             break
     if not isinstance(loaded, Mapping) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise DetectError(f"{path} holds no model state_dict (expected a mapping of names to tensors)")
+        raise FrcnnError(f"{path} holds no model state_dict (expected a mapping of names to tensors)")
     return dict(loaded)
 
 
@@ -212,10 +212,10 @@ def prepare_specs(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
         resolved.append(dataclasses.replace(spec, device=str(device), backend=backend))
     absent = sorted({c for spec in resolved for c in spec.calibration if not Path(c).exists()})
     if absent:
-        raise DetectError(f"--calibration: not found: {', '.join(absent)}")
+        raise FrcnnError(f"--calibration: not found: {', '.join(absent)}")
     missing = [spec.weights for spec in resolved if spec.weights is not None and not Path(spec.weights).is_file()]
     if missing:
-        raise DetectError(f"weights file{'s' if len(missing) > 1 else ''} not found: {', '.join(map(str, missing))}")
+        raise FrcnnError(f"weights file{'s' if len(missing) > 1 else ''} not found: {', '.join(map(str, missing))}")
     fetch_official_weights([spec.name for spec in resolved if spec.weights is None])
     return resolved
 
@@ -275,7 +275,7 @@ def load_model(
 def check_runtime(device: torch.device, half: bool, backend: str, precision: str) -> str:
     """The runtime that will run a model on `device`, once --half, --backend and --precision are known to fit."""
     if half and device.type != "cuda":
-        raise DetectError(f"--half needs a CUDA device, and the device is {device}")
+        raise FrcnnError(f"--half needs a CUDA device, and the device is {device}")
     backend = choose_backend(backend, device)
     check_precision(precision, device, backend)
     return backend
@@ -288,9 +288,9 @@ def _weights(name: str, weights: str | os.PathLike | None) -> tuple[dict[str, to
     state_dict = read_checkpoint(weights)
     found = architecture_of(state_dict)
     if found is None:
-        raise DetectError(f"{weights} is not a Faster R-CNN ResNet50 FPN checkpoint")
+        raise FrcnnError(f"{weights} is not a Faster R-CNN ResNet50 FPN checkpoint")
     if found != name:
-        raise DetectError(f"{weights} is a {found} checkpoint, but --model asks for {name}")
+        raise FrcnnError(f"{weights} is a {found} checkpoint, but --model asks for {name}")
     return state_dict, str(weights)
 
 
@@ -299,12 +299,12 @@ def _class_names(num_classes: int, weights: str | os.PathLike | None, labels: st
     if labels is not None:
         class_names = read_labels(labels)
         if len(class_names) != num_classes:
-            raise DetectError(f"labels file {labels} names {len(class_names) - 1} classes, "
+            raise FrcnnError(f"labels file {labels} names {len(class_names) - 1} classes, "
                               f"but the checkpoint predicts {num_classes - 1} (plus the background)")
         return class_names
     if num_classes == len(COCO_INSTANCE_CATEGORY_NAMES):
         return list(COCO_INSTANCE_CATEGORY_NAMES)
-    raise DetectError(f"{weights} predicts {num_classes} classes, not COCO's {len(COCO_INSTANCE_CATEGORY_NAMES)}: "
+    raise FrcnnError(f"{weights} predicts {num_classes} classes, not COCO's {len(COCO_INSTANCE_CATEGORY_NAMES)}: "
                       f"pass --labels FILE with their names, one per line")
 
 
@@ -323,12 +323,12 @@ def _load_state(module: FasterRCNN, state_dict: Mapping[str, torch.Tensor], sour
     except RuntimeError as error:
         lines = [line.strip() for line in str(error).splitlines()]
         detail = next((line for line in lines if line.startswith("size mismatch")), first_line(error))
-        raise DetectError(f"{source} does not fit the model: {detail}") from error
+        raise FrcnnError(f"{source} does not fit the model: {detail}") from error
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     unexpected = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise DetectError(f"{source} does not fit the model: {len(missing) + len(unexpected)} keys differ ({detail})")
+        raise FrcnnError(f"{source} does not fit the model: {len(missing) + len(unexpected)} keys differ ({detail})")
 
 
 # ---------------------------------------------------------------- exported runtimes for the CPU

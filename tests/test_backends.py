@@ -13,7 +13,7 @@ from helpers import ROOT, SMALL_IMGSZ, assert_one_line_error, run_script, scene
 from frcnn.core.detections import Detections
 from frcnn.evaluation.agreement import equivalent
 from frcnn.inference.predictor import predict
-from frcnn.model import DetectError, choose_backend, load_model
+from frcnn.model import FrcnnError, choose_backend, load_model
 
 CPU = torch.device("cpu")
 RUNTIMES = [b for b in ("onnxruntime", "openvino") if importlib.util.find_spec(b)]
@@ -75,14 +75,14 @@ def test_backend_choice_and_errors(monkeypatch):
     assert choose_backend("auto", torch.device("cuda")) == "torch"  # PyTorch on a GPU
     expected = next((b for b in ("openvino", "onnxruntime") if importlib.util.find_spec(b)), "torch")
     assert choose_backend("auto", CPU) == expected
-    with pytest.raises(DetectError, match="on cuda use --backend torch"):
+    with pytest.raises(FrcnnError, match="on cuda use --backend torch"):
         choose_backend("onnxruntime", torch.device("cuda"))
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in ("onnxruntime", "openvino") else real_find_spec(name, *a))
     for backend in ("onnxruntime", "openvino"):
-        with pytest.raises(DetectError, match=f"needs the '{backend}' package: pip install {backend}"):
+        with pytest.raises(FrcnnError, match=f"needs the '{backend}' package: pip install {backend}"):
             choose_backend(backend, CPU)
     assert choose_backend("auto", CPU) == "torch"  # nothing faster installed: PyTorch
 

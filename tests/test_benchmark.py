@@ -1,4 +1,5 @@
-"""The speed benchmark's quick mode, so that it keeps working (its timings are not checked here)."""
+"""The speed benchmark's quick modes (the table and the per-stage profile) and the tracking benchmark's, so that they
+keep working (their timings are not checked here)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import subprocess
 import sys
 
 import cv2
+import pytest
 from helpers import ROOT, make_video, scene
+
+from frcnn.model import backend_installed
 
 
 def test_quick_benchmark_runs_and_checks_every_backend(tmp_path):
@@ -50,3 +54,39 @@ def test_quick_tracking_benchmark_runs(tmp_path):
     row = json.loads(report_path.read_text())["models"]["v1"]
     assert row["reference_fps"] > 0 and all(row["track"][e]["fps"] > 0 for e in ("1", "2", "4"))
     assert row["tracker"]["median_ms"] > 0 and row["drift_every_4"]["detector_boxes"] > 0
+
+
+def test_quick_profile_gives_every_stage_its_share_of_the_flops_and_the_time(tmp_path):
+    picture = tmp_path / "picture.jpg"
+    cv2.imwrite(str(picture), scene(240, 320))
+    report_path = tmp_path / "profile.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--profile", "--quick", "--models", "v1",
+         "--image", str(picture), "--json-out", str(report_path)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["imgsz"] == 64 and report["proposals"] == [1000]
+    stages = report["stages"]
+    top = [s["key"] for s in stages if s["parent"] is None]
+    assert {"transform", "backbone", "fpn", "rpn", "roi_heads", "postprocess", "unattributed"} == set(top)
+    configs = {(c["path"], c["precision"]): c for c in report["configs"]}
+    assert set(configs) == {("eager", "fp32")} | ({("openvino", "fp32")} if backend_installed("openvino") else set())
+    for config in configs.values():
+        for values in (config["ms"], config["gflop"]):
+            assert sum(values[key] for key in top) == pytest.approx(values["total"], rel=1e-9)
+            for parent in {s["parent"] for s in stages} - {None}:
+                parts = [s["key"] for s in stages if s["parent"] == parent]
+                assert sum(values[key] for key in parts) == pytest.approx(values[parent], rel=1e-9, abs=1e-9)
+        assert config["ms"]["backbone"] > 0 and config["ms"]["roi_heads.head"] > 0, config["ms"]
+    flops = configs[("eager", "fp32")]["gflop"]
+    # Every counted FLOP is a convolution or matrix product inside a stage module.
+    assert flops["backbone"] > 0 and flops["fpn"] > 0 and flops["rpn.head"] > 0 and flops["roi_heads.head"] > 0
+    assert flops["unattributed"] == flops["postprocess"] == flops["transform"] == 0
+    assert configs[("eager", "fp32")]["proposals_used"] > 0
+    if ("openvino", "fp32") in configs:  # the export's layer names still carry the modules' scopes
+        openvino = configs[("openvino", "fp32")]["ms"]
+        assert openvino["unattributed"] < 0.25 * openvino["total"], openvino
+    assert report["peak"]["paths"]["fp32"]["gflop_per_s"] > 0
+    for heading in ("CPU: ", "GFLOP per stage", "v1: milliseconds per stage", "GFLOP/s per stage", "peak: "):
+        assert heading in result.stdout

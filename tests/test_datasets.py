@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import ONE_THREAD, TINY_IMGSZ, assert_one_line_error, coco_to_yolo, run_script
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.evaluation.coco import score
 from frcnn.synthetic.world import write_split
 from frcnn.training.data import data_source, load_training_data, own_split
@@ -172,7 +172,7 @@ def test_most_pictures_missing_stops_with_one_line(tmp_path):
     images, annotations = world(tmp_path / "set", 22, 5)
     for picture in sorted(images.iterdir())[:3]:
         picture.unlink()
-    with pytest.raises(DetectError, match=r"3 of the 5 pictures the train set lists are missing or unreadable"):
+    with pytest.raises(FrcnnError, match=r"3 of the 5 pictures the train set lists are missing or unreadable"):
         load_training_data(settings_for(DataSource("coco", str(images), str(annotations))))
     (images / "000001.jpg").write_bytes((images / "000004.jpg").read_bytes())  # 2 of 5 missing: a warning
     data = load_training_data(settings_for(DataSource("coco", str(images), str(annotations))))

@@ -10,7 +10,7 @@ import torch
 from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights, FasterRCNN_ResNet50_FPN_Weights
 
 from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES
-from frcnn.model import DetectError, architecture_of, build_detector, load_model, read_checkpoint, resolve_device
+from frcnn.model import FrcnnError, architecture_of, build_detector, load_model, read_checkpoint, resolve_device
 from frcnn.synthetic.checkpoints import detector_state, save_checkpoint
 
 CPU = torch.device("cpu")
@@ -62,16 +62,16 @@ def three_class_checkpoint(tmp_path_factory) -> Path:
 def test_fine_tuned_labels_must_match_the_class_count(tmp_path, three_class_checkpoint):
     labels = tmp_path / "labels.txt"
     labels.write_text("kayak\npaddle\nbuoy\n")
-    with pytest.raises(DetectError, match="names 3 classes, but the checkpoint predicts 2"):
+    with pytest.raises(FrcnnError, match="names 3 classes, but the checkpoint predicts 2"):
         load_model("v1", CPU, weights=three_class_checkpoint, labels=labels)
-    with pytest.raises(DetectError, match="--labels"):
+    with pytest.raises(FrcnnError, match="--labels"):
         load_model("v1", CPU, weights=three_class_checkpoint)
 
 
 def test_wrong_architecture_is_named(checkpoints):
-    with pytest.raises(DetectError, match="is a v1 checkpoint, but --model asks for v2"):
+    with pytest.raises(FrcnnError, match="is a v1 checkpoint, but --model asks for v2"):
         load_model("v2", CPU, weights=checkpoints["v1"])
-    with pytest.raises(DetectError, match="is a v2 checkpoint, but --model asks for v1"):
+    with pytest.raises(FrcnnError, match="is a v2 checkpoint, but --model asks for v1"):
         load_model("v1", CPU, weights=checkpoints["v2"])
 
 
@@ -93,7 +93,7 @@ def test_bad_checkpoint_files(tmp_path, checkpoints):
         other_model: "not a Faster R-CNN",
     }
     for path, message in cases.items():
-        with pytest.raises(DetectError, match=message):
+        with pytest.raises(FrcnnError, match=message):
             load_model("v1", CPU, weights=path)
 
 
@@ -101,7 +101,7 @@ def test_class_count_mismatch_between_state_and_model(tmp_path):
     state = detector_state("v1", boosted=False)
     state["roi_heads.box_predictor.bbox_pred.weight"] = torch.zeros(8, 1024)  # 2 classes' boxes, 91 scores
     path = save_checkpoint(tmp_path / "odd.pth", state)
-    with pytest.raises(DetectError, match="size mismatch"):
+    with pytest.raises(FrcnnError, match="size mismatch"):
         load_model("v1", CPU, weights=path)
 
 
@@ -117,7 +117,7 @@ def test_weights_only_refuses_a_pickle_that_would_run_code(tmp_path):
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pth"
     torch.save({"model": _RunsCodeWhenUnpickled(marker)}, path)
-    with pytest.raises(DetectError, match="refused to load"):
+    with pytest.raises(FrcnnError, match="refused to load"):
         read_checkpoint(path)
     assert not marker.exists()
 
@@ -129,7 +129,7 @@ def test_missing_weights_without_network_explain_the_way_out(tmp_path, monkeypat
         raise urllib.error.URLError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    with pytest.raises(DetectError) as caught:
+    with pytest.raises(FrcnnError) as caught:
         load_model("v2", CPU)
     message = str(caught.value)
     assert "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth" in message
@@ -140,25 +140,25 @@ def test_missing_weights_without_network_explain_the_way_out(tmp_path, monkeypat
 def test_devices():
     assert resolve_device("cpu") == CPU
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
-    with pytest.raises(DetectError, match="unknown device"):
+    with pytest.raises(FrcnnError, match="unknown device"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(DetectError, match="no CUDA GPU"):
+        with pytest.raises(FrcnnError, match="no CUDA GPU"):
             resolve_device("cuda:0")
     else:
-        with pytest.raises(DetectError, match="does not exist"):
+        with pytest.raises(FrcnnError, match="does not exist"):
             resolve_device(f"cuda:{torch.cuda.device_count()}")
 
 
 def test_unknown_model_name():
-    with pytest.raises(DetectError, match="unknown model"):
+    with pytest.raises(FrcnnError, match="unknown model"):
         build_detector("v3")
 
 
 def test_a_text_file_given_as_weights_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "notes.pth"
     path.write_text("class names, one per line\nperson\ncar\n")  # 'c' reads as a pickle opcode
-    with pytest.raises(DetectError) as caught:
+    with pytest.raises(FrcnnError) as caught:
         read_checkpoint(path)
     assert "not a readable PyTorch checkpoint" in str(caught.value)
     assert "Python objects" not in str(caught.value)

@@ -12,7 +12,7 @@ from helpers import SMALL_IMGSZ, assert_one_line_error, run_script, scene
 from frcnn import model as model_module
 from frcnn.evaluation.agreement import equivalent
 from frcnn.inference.predictor import predict
-from frcnn.model import DetectError, load_model
+from frcnn.model import FrcnnError, load_model
 from frcnn.runtimes import backends, quantize
 
 CPU = torch.device("cpu")
@@ -53,9 +53,9 @@ def test_fewer_proposals_through_openvino_match_eager_within_the_benchmark_rule(
 
 def test_bf16_on_a_cpu_without_it_is_one_clear_line(monkeypatch, checkpoints):
     monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
-    with pytest.raises(DetectError, match="does not compute in bf16.*AVX512_BF16 or AMX"):
+    with pytest.raises(FrcnnError, match="does not compute in bf16.*AVX512_BF16 or AMX"):
         load_model("v1", CPU, imgsz=64, weights=checkpoints["v1"], backend="openvino", precision="bf16")
-    with pytest.raises(DetectError, match="runs with OpenVINO"):
+    with pytest.raises(FrcnnError, match="runs with OpenVINO"):
         load_model("v1", CPU, imgsz=64, weights=checkpoints["v1"], backend="torch", precision="int8")
 
 

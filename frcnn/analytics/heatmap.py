@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.drawing import draw_heat, draw_heat_scale
 
 CELLS_ON_SHORT_SIDE = 64  # the grid's resolution: fine enough to show lanes, coarse enough to fill in
@@ -65,7 +65,7 @@ class Heatmap:
         """The picture of the whole run's heat, as PNG."""
         ok, encoded = cv2.imencode(".png", self.picture(background))
         if not ok:
-            raise DetectError(f"could not encode the heatmap {path} as PNG")
+            raise FrcnnError(f"could not encode the heatmap {path} as PNG")
         Path(path).write_bytes(encoded.tobytes())
 
     def summary(self) -> dict:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from frcnn.cli import options
 from frcnn.cli import shared as du
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import (
     IMAGE_SUFFIXES,
     AtomicOutputs,
@@ -91,7 +91,7 @@ def check_outputs(source: str, name: str, data: bytes, run: ImageRun, models: li
     check_replaceable([*output_paths(name, run), *labels])
     for copy, label in zip(copies, labels):
         if not yolo.copy_replaceable(copy, label, data):
-            raise DetectError(f"{copy} exists and was not written by this project: it is left as it is; move it, "
+            raise FrcnnError(f"{copy} exists and was not written by this project: it is left as it is; move it, "
                               f"or choose another --output")
 
 
@@ -194,10 +194,10 @@ def process_all(pool, sources: list[str], run: ImageRun, book: ResumeBook, stopp
         for source, arguments, outcome in pool.imap(detect_picture, todo, prepare, stopper.event, du.RESUME_HINT):
             bar.update(1)
             try:
-                if isinstance(outcome, DetectError):
+                if isinstance(outcome, FrcnnError):
                     raise outcome
                 picture_path = write_outputs(source, names[source], arguments[0], outcome, run, book)
-            except DetectError as error:
+            except FrcnnError as error:
                 tqdm.write(f"error: {error}", file=sys.stderr)
                 failed += 1
                 continue

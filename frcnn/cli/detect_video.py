@@ -29,7 +29,7 @@ from frcnn.analytics.summary import report_lines
 from frcnn.analytics.zones import name_zones, parse_zone
 from frcnn.cli import options
 from frcnn.cli import shared as du
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import VIDEO_SUFFIXES, read_bytes
 from frcnn.core.progress import progress_bar
 from frcnn.core.specs import AnalyticsOptions, DetectOptions, SpeedOptions, TrackOptions
@@ -229,7 +229,7 @@ def probe_sources(sources: list[str], errors: list[str]) -> tuple[list[str], dic
     for source in sources:
         try:
             capture = open_source(source)
-        except DetectError as error:
+        except FrcnnError as error:
             errors.append(str(error))
             continue
         good.append(source)
@@ -291,7 +291,7 @@ def process_here(sources: list[str], opened: dict[str, VideoSource], predictors:
             break
         try:
             source = opened.pop(spec, None) or open_source(spec)
-        except DetectError as error:
+        except FrcnnError as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1
             continue
@@ -304,7 +304,7 @@ def process_here(sources: list[str], opened: dict[str, VideoSource], predictors:
                 window.title = f"{source.name} ({run.model_option})"
             written.unseal(outputs.video)
             result = detect_to_files(source, predictors, run, outputs, stop, window)
-        except DetectError as error:
+        except FrcnnError as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1
             continue
@@ -326,7 +326,7 @@ def detect_to_files(source: VideoSource, predictors: list, run: VideoRun, output
                                outputs.tracks and temporary[outputs.tracks], stop, window,
                                {model: files.at(temporary, stage) for model, files in outputs.analytics.items()})
         if result.frames == 0:  # leaving the block by an exception keeps no file
-            raise DetectError(f"{source.spec}: no frame could be read")
+            raise FrcnnError(f"{source.spec}: no frame could be read")
     return result
 
 
@@ -342,7 +342,7 @@ def process_on_workers(pool, sources: list[str], run: VideoRun, written: Written
     with progress_bar(total=len(sources), desc="videos", unit="video", dynamic_ncols=True) as bar:
         for spec, _, outcome in pool.imap(detect_video_bytes, sources, prepare, stop, du.RESUME_HINT):
             bar.update(1)
-            if isinstance(outcome, DetectError):
+            if isinstance(outcome, FrcnnError):
                 tqdm.write(f"error: {outcome}", file=sys.stderr)
                 failed += 1
                 continue

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from frcnn.cli import options
 from frcnn.cli import shared as du
 from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES, read_labels
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import read_bytes, write_bytes_atomically, write_json
 from frcnn.core.progress import progress_bar
 from frcnn.evaluation.coco import (
@@ -64,16 +64,16 @@ def locate(data_dir: str | None, images_dir: str | None, annotations_file: str |
     if data_dir:
         data = Path(data_dir)
         if not data.is_dir():
-            raise DetectError(f"{data}: folder not found")
+            raise FrcnnError(f"{data}: folder not found")
         images = Path(images_dir) if images_dir else data / "val2017"
         annotations = Path(annotations_file) if annotations_file else data / "annotations" / "instances_val2017.json"
     else:
         images = Path(images_dir) if images_dir else None
         annotations = Path(annotations_file)
     if images is not None and not images.is_dir():
-        raise DetectError(f"{images}: images folder not found")
+        raise FrcnnError(f"{images}: images folder not found")
     if not annotations.is_file():
-        raise DetectError(f"{annotations}: annotation file not found")
+        raise FrcnnError(f"{annotations}: annotation file not found")
     return images, annotations
 
 
@@ -116,7 +116,7 @@ def run_model(pool, data: CocoSet, image_ids: list[int], out_dir: Path) -> Resul
                          resume="the same command again scores the rest, keeping what was scored")
     for image_id, _, outcome in progress_bar(outcomes, total=len(todo), desc=model.name, unit="img",
                                              dynamic_ncols=True, disable=not todo):
-        if isinstance(outcome, DetectError):
+        if isinstance(outcome, FrcnnError):
             tqdm.write(f"warning: {outcome} (listed in the set; counted as missing)", file=sys.stderr)
             log.add(image_id, [], None)
         else:
@@ -175,7 +175,7 @@ def plot_folders(folders: list[str], request: PlotRequest) -> None:
     """Plot the runs earlier evaluations left in `folders` (one or two runs in all)."""
     entries = find_runs(folders)
     if len(entries) > 2:
-        raise DetectError(f"--plots shows one run or compares two, and {' and '.join(folders)} hold {len(entries)} "
+        raise FrcnnError(f"--plots shows one run or compares two, and {' and '.join(folders)} hold {len(entries)} "
                           f"({', '.join(e.label for e in entries)}): give folders with one run each")
     data = set_for_plots(folders, request)
     runs = [load_run(entry, data.coco) for entry in entries]
@@ -200,16 +200,16 @@ def _recorded(folders: list[str], images: Path | None) -> CocoSet:
     """The set the folders recorded (`images`, if given, for its pictures)."""
     record = recorded_set(folders)
     if record is None:
-        raise DetectError(f"{', '.join(folders)}: no record of the set these results are of; give --annotations FILE "
+        raise FrcnnError(f"{', '.join(folders)}: no record of the set these results are of; give --annotations FILE "
                           f"(and --images DIR for the gallery)")
     annotations = Path(record["annotations"])
     if not annotations.is_file():
-        raise DetectError(f"{annotations}: the annotation file these results were scored on is gone; give "
+        raise FrcnnError(f"{annotations}: the annotation file these results were scored on is gone; give "
                           f"--annotations FILE")
     if set_record(annotations, None)["sha256"] != record.get("sha256"):
         print(f"warning: {annotations} has changed since the results were scored", file=sys.stderr)
     if images is not None and not images.is_dir():
-        raise DetectError(f"{images}: images folder not found")
+        raise FrcnnError(f"{images}: images folder not found")
     images = images or (Path(record["images"]) if record.get("images") else None)
     if images is not None and not images.is_dir():
         print(f"warning: {images}: the images folder is gone, the gallery is left out (give --images DIR)",

@@ -22,7 +22,7 @@ from pathlib import Path
 from frcnn.cli import options
 from frcnn.cli import shared as du
 from frcnn.core.coco_names import LABELS_BESIDE_CHECKPOINT, labels_beside
-from frcnn.core.errors import DetectError, first_line
+from frcnn.core.errors import FrcnnError, first_line
 from frcnn.core.files import AtomicOutputs, write_json
 from frcnn.core.specs import DEFAULT_IMGSZ, DEFAULT_PROPOSALS, DEFAULT_THRESHOLD, MODEL_NAMES
 
@@ -109,7 +109,7 @@ def export(request: ExportRequest) -> Path:
 
     missing = [path for path in request.calibration if not Path(path).exists()]
     if missing:
-        raise DetectError(f"--calibration: not found: {', '.join(missing)}")
+        raise FrcnnError(f"--calibration: not found: {', '.join(missing)}")
     output = du.prepare_output_dir(request.output)
     if request.weights is None:
         fetch_official_weights([request.model])
@@ -155,7 +155,7 @@ def _write_model(graph: Path, request: ExportRequest, targets: list[Path]) -> No
         openvino.save_model(openvino.convert_model(str(graph)), str(targets[0]), compress_to_fp16=False)
         os.replace(written, targets[1])
     except (RuntimeError, OSError) as error:
-        raise DetectError(f"could not convert the ONNX export to OpenVINO IR ({first_line(error)})") from error
+        raise FrcnnError(f"could not convert the ONNX export to OpenVINO IR ({first_line(error)})") from error
     finally:
         written.unlink(missing_ok=True)
 

@@ -25,7 +25,7 @@ from frcnn.core.arguments import (  # noqa: F401
     slice_size,
 )
 from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class, labels_beside, read_labels
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.specs import (
     BACKENDS,
     DEFAULT_IMGSZ,
@@ -128,7 +128,7 @@ def ray_address(text: str) -> str:
     if text != "auto":
         try:
             host_and_port(text)
-        except DetectError:
+        except FrcnnError:
             raise argparse.ArgumentTypeError(f"'{text}' is no Ray address: give the cluster's address as HOST:PORT "
                                              f"(or ray://HOST:PORT, or auto)") from None
     return text
@@ -254,7 +254,7 @@ def _classes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> froze
     if labels:
         try:
             class_names = read_labels(labels)
-        except DetectError as error:
+        except FrcnnError as error:
             parser.error(str(error))
     else:
         class_names = COCO_INSTANCE_CATEGORY_NAMES

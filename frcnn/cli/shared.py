@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 
 # read_image and atomic_output are re-exported: the scripts' helpers by the name users and tests know them by.
 from frcnn.core.files import (  # noqa: F401
@@ -134,7 +134,7 @@ def check_not_an_input(outputs: Sequence[Path], inputs: Sequence[str], current: 
     for output in outputs:
         for source in inputs:
             if not is_url(source) and _same_file(output, Path(source)):
-                raise DetectError(f"{current}: its output {output} would overwrite an input ({source}); "
+                raise FrcnnError(f"{current}: its output {output} would overwrite an input ({source}); "
                                   f"choose another --output")
 
 
@@ -170,14 +170,14 @@ def write_crops(folder: Path, name: str, image: np.ndarray, detections, class_na
 
 def prepare_output_dir(path: str | os.PathLike) -> Path:
     """Check that the output folder can be made or written (it is made with its first file, so a failed run
-    leaves no empty folder); raise DetectError if not."""
+    leaves no empty folder); raise FrcnnError if not."""
     path = Path(path)
     existing = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor))
     if existing.exists() and not existing.is_dir():
         what = "the output folder" if existing == path else "a folder of the output path"
-        raise DetectError(f"--output {path}: {what} {existing} is a file")
+        raise FrcnnError(f"--output {path}: {what} {existing} is a file")
     if not os.access(existing, os.W_OK):
-        raise DetectError(f"output folder {path} is not writable" if existing == path
+        raise FrcnnError(f"output folder {path} is not writable" if existing == path
                           else f"cannot create output folder {path}: {existing} is not writable")
     return path
 
@@ -206,7 +206,7 @@ def run_main(body: Callable[[], int], interrupted: str) -> int:
     show_messages_on_stderr()
     try:
         return body()
-    except DetectError as error:
+    except FrcnnError as error:
         return fail(str(error))
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
@@ -275,7 +275,7 @@ def run_stoppable(body: Callable[[StopOnSignal], int], interrupted: str, in_flig
     with StopOnSignal(in_flight) as stopper:
         try:
             code = body(stopper)
-        except DetectError as error:
+        except FrcnnError as error:
             if not stopper.signal:
                 return fail(str(error))
             print(f"error: {error}", file=sys.stderr)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from frcnn.cli import options
 from frcnn.cli import shared as du
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.specs import DEFAULT_IMGSZ, MODEL_NAMES
 from frcnn.core.tables import percent
 from frcnn.training.data import TrainingData, data_source, load_training_data, own_split
@@ -208,7 +208,7 @@ def check_resume_options(args: argparse.Namespace, parser: argparse.ArgumentPars
 
 
 def open_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[RunFolder, TrainSettings, bool]:
-    """The run's folder and settings, and whether it continues a saved run; DetectError where the folder holds
+    """The run's folder and settings, and whether it continues a saved run; FrcnnError where the folder holds
     another run."""
     if args.resume:
         folder = RunFolder(args.resume)
@@ -217,7 +217,7 @@ def open_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple
         changes = {name: getattr(args, name) for name in ("workers", "device") if getattr(args, name) != defaults[name]}
         settings = TrainSettings.from_json({**saved.to_json(), **changes, "output": str(folder.path.resolve())})
         if args.ray is None and settings.replicas > 1:
-            raise DetectError(f"{folder.path} holds a run of {settings.replicas} Ray training workers: resume it "
+            raise FrcnnError(f"{folder.path} holds a run of {settings.replicas} Ray training workers: resume it "
                               f"with --ray")
         return folder, settings, folder.has_run()
     settings = settings_from(args, parser)
@@ -230,10 +230,10 @@ def open_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple
                                        lr=saved.lr if args.lr is None else settings.lr)
     differ = settings.differences(saved)
     if differ:
-        raise DetectError(f"{folder.path} holds another training run (its {differ[0].replace('_', ' ')} differs): "
+        raise FrcnnError(f"{folder.path} holds another training run (its {differ[0].replace('_', ' ')} differs): "
                           f"continue it with --resume {folder.path}, or give another --output")
     if args.ray is None and settings.replicas > 1:
-        raise DetectError(f"{folder.path} holds a run of {settings.replicas} Ray training workers: continue it "
+        raise FrcnnError(f"{folder.path} holds a run of {settings.replicas} Ray training workers: continue it "
                           f"with --ray")
     return folder, (dataclasses.replace(settings, replicas=args.ray_workers)
                     if args.ray is not None and args.ray_workers else settings), True
@@ -263,7 +263,7 @@ def already_finished(folder: RunFolder, settings: TrainSettings, explicit_resume
     """A run that has done all its epochs: nothing to do for --resume; a new run there is refused."""
     where = f"{folder.path} already holds this run, finished ({settings.epochs} epochs)"
     if not explicit_resume:
-        raise DetectError(f"{where}; give another --output to train again")
+        raise FrcnnError(f"{where}; give another --output to train again")
     print(f"{where}: nothing to do", file=sys.stderr)
     return 0
 

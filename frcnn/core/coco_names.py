@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 
 COCO_INSTANCE_CATEGORY_NAMES = [
     "__background__", "person", "bicycle", "car", "motorcycle", "airplane", "bus",
@@ -38,9 +38,9 @@ def read_labels(path: str | os.PathLike) -> list[str]:
         names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as error:
         text = str(error).strip().splitlines()
-        raise DetectError(f"cannot read labels file {path}: {text[0] if text else type(error).__name__}") from error
+        raise FrcnnError(f"cannot read labels file {path}: {text[0] if text else type(error).__name__}") from error
     if not names:
-        raise DetectError(f"labels file {path} holds no names")
+        raise FrcnnError(f"labels file {path} holds no names")
     return names if names[0] == "__background__" else ["__background__", *names]
 
 

@@ -1,8 +1,13 @@
-"""The one exception for problems a user can fix; each script shows it as one line and exits 1."""
+"""The one exception for problems a user can fix, in detecting, evaluating, training or exporting alike; each script
+shows it as one line and exits 1."""
 
 
-class DetectError(Exception):
-    """A problem the user can fix (bad input, missing weights, absent device); shown as one line."""
+class FrcnnError(Exception):
+    """A problem the user can fix (bad input, missing weights, a bad data set, an absent device); shown as one line."""
+
+
+# The name it had while only the detect scripts raised it; kept so code that catches it goes on working.
+DetectError = FrcnnError
 
 
 def first_line(error: BaseException) -> str:

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 
 # What OpenCV decodes as a still picture (folders are searched for these).
 IMAGE_SUFFIXES = {
@@ -36,18 +36,18 @@ OUTPUT_MARK = b"written by frcnn-v1-v2"
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
-    """A local file's bytes, or DetectError naming what is wrong with it."""
+    """A local file's bytes, or FrcnnError naming what is wrong with it."""
     path = Path(path)
     if not path.exists():
-        raise DetectError(f"{path}: file not found")
+        raise FrcnnError(f"{path}: file not found")
     if path.is_dir():
-        raise DetectError(f"{path}: is a folder, not an image")
+        raise FrcnnError(f"{path}: is a folder, not an image")
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise DetectError(f"{path}: cannot read ({error.strerror or error})") from error
+        raise FrcnnError(f"{path}: cannot read ({error.strerror or error})") from error
     if not data:
-        raise DetectError(f"{path}: file is empty")
+        raise FrcnnError(f"{path}: file is empty")
     return data
 
 
@@ -58,8 +58,8 @@ def decode_picture(data: bytes, origin: str | os.PathLike, apply_orientation: bo
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None:
         if is_url(str(origin)):
-            raise DetectError(f"{origin}: not a picture OpenCV can decode")
-        raise DetectError(f"{origin}: not an image OpenCV can decode (corrupt, or not a picture)")
+            raise FrcnnError(f"{origin}: not a picture OpenCV can decode")
+        raise FrcnnError(f"{origin}: not an image OpenCV can decode (corrupt, or not a picture)")
     return image
 
 
@@ -78,13 +78,13 @@ def fetch_url(url: str) -> bytes:
         with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:
             data = response.read(URL_MAX_BYTES + 1)
     except urllib.error.HTTPError as error:
-        raise DetectError(f"{url}: the server answered {error.code} {error.reason}") from error
+        raise FrcnnError(f"{url}: the server answered {error.code} {error.reason}") from error
     except (urllib.error.URLError, OSError) as error:
-        raise DetectError(f"{url}: cannot fetch ({getattr(error, 'reason', None) or error})") from error
+        raise FrcnnError(f"{url}: cannot fetch ({getattr(error, 'reason', None) or error})") from error
     if len(data) > URL_MAX_BYTES:
-        raise DetectError(f"{url}: larger than {URL_MAX_BYTES // (1024 * 1024)} MB; download it first")
+        raise FrcnnError(f"{url}: larger than {URL_MAX_BYTES // (1024 * 1024)} MB; download it first")
     if not data:
-        raise DetectError(f"{url}: the server sent nothing")
+        raise FrcnnError(f"{url}: the server sent nothing")
     return data
 
 
@@ -140,7 +140,7 @@ def encode_jpeg(image: np.ndarray, quality: int = 92) -> bytes:
     """The picture as JPEG, carrying the project's mark (a comment segment right after the start marker)."""
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
-        raise DetectError(f"could not encode a {image.shape[1]}x{image.shape[0]} picture as JPEG")
+        raise FrcnnError(f"could not encode a {image.shape[1]}x{image.shape[0]} picture as JPEG")
     data = encoded.tobytes()
     comment = b"\xff\xfe" + (len(OUTPUT_MARK) + 2).to_bytes(2, "big") + OUTPUT_MARK
     return data[:2] + comment + data[2:]
@@ -178,7 +178,7 @@ def check_replaceable(paths: Sequence[Path]) -> None:
     """Refuse to replace a file this project did not write (a user's own photo that happens to have the name)."""
     for path in paths:
         if path.exists() and not written_here(path):
-            raise DetectError(f"{path} exists and was not written by this project: it is left as it is; "
+            raise FrcnnError(f"{path} exists and was not written by this project: it is left as it is; "
                               f"move it, or choose another --output")
 
 

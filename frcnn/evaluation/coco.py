@@ -11,7 +11,7 @@ from pathlib import Path
 
 from frcnn.core.coco_names import is_real_class
 from frcnn.core.detections import Detections
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 
 METRIC_NAMES = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large"]
 
@@ -40,20 +40,20 @@ def load_set(images: Path | None, annotations: Path) -> CocoSet:
     try:
         dataset = json.loads(annotations.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DetectError(f"{annotations}: not a readable JSON annotation file ({error})") from error
+        raise FrcnnError(f"{annotations}: not a readable JSON annotation file ({error})") from error
     missing = [key for key in ("images", "annotations", "categories")
                if not isinstance(dataset, dict) or key not in dataset]
     if missing:
-        raise DetectError(f"{annotations}: not a COCO annotation file (no {', '.join(missing)})")
+        raise FrcnnError(f"{annotations}: not a COCO annotation file (no {', '.join(missing)})")
     if not dataset["images"]:
-        raise DetectError(f"{annotations}: the set lists no images")
+        raise FrcnnError(f"{annotations}: the set lists no images")
     coco = COCO()
     coco.dataset = dataset
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' progress notes: kept off the terminal
             coco.createIndex()
     except (KeyError, TypeError) as error:
-        raise DetectError(f"{annotations}: malformed COCO annotations (missing {error})") from error
+        raise FrcnnError(f"{annotations}: malformed COCO annotations (missing {error})") from error
     return CocoSet(coco, images, annotations)
 
 
@@ -69,7 +69,7 @@ def category_map(model, coco) -> dict[int, int]:
         else:
             mapping[label] = category["id"]
     if unmatched:
-        raise DetectError(f"categories of the set that match no class of {model.name}: {', '.join(unmatched)} "
+        raise FrcnnError(f"categories of the set that match no class of {model.name}: {', '.join(unmatched)} "
                           f"(give the model's class names with --labels)")
     return mapping
 
@@ -110,11 +110,11 @@ def read_predictions(path: Path, coco) -> list[dict]:
     try:
         detections = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DetectError(f"{path}: not a readable COCO results file ({error})") from error
+        raise FrcnnError(f"{path}: not a readable COCO results file ({error})") from error
     keys = {"image_id", "category_id", "bbox", "score"}
     if not isinstance(detections, list) or not all(isinstance(d, dict) and keys <= d.keys() for d in detections):
-        raise DetectError(f"{path}: a COCO results file is a list of objects with {', '.join(sorted(keys))}")
+        raise FrcnnError(f"{path}: a COCO results file is a list of objects with {', '.join(sorted(keys))}")
     unknown = {d["image_id"] for d in detections} - set(coco.getImgIds())
     if unknown:
-        raise DetectError(f"{path}: {len(unknown)} image id(s) are not in the set, e.g. {sorted(unknown)[0]}")
+        raise FrcnnError(f"{path}: {len(unknown)} image id(s) are not in the set, e.g. {sorted(unknown)[0]}")
     return detections

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import write_bytes_atomically, write_json
 
 # What a run's settings must share with the results already in its folder to carry on from them, known before any
@@ -53,8 +53,8 @@ class ResultsLog:
             earlier = {}
         return earlier if isinstance(earlier, dict) else {}
 
-    def other_settings_error(self, detail: str = "") -> DetectError:
-        return DetectError(f"{self.progress_path.parent} holds results made with other settings "
+    def other_settings_error(self, detail: str = "") -> FrcnnError:
+        return FrcnnError(f"{self.progress_path.parent} holds results made with other settings "
                            f"({self.settings_path.name}{': ' + detail if detail else ''}); give another --output, "
                            f"or delete them to start over")
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from frcnn.core.errors import DetectError, first_line
+from frcnn.core.errors import FrcnnError, first_line
 from frcnn.core.log import log, show_messages_on_stderr
 from frcnn.core.specs import DetectOptions, ModelSpec, RayOptions
 from frcnn.pipelines.ray_join import KeepSignalHandlers, RayLogsAside, check_reachable, send_token_when_there_is_one
@@ -43,11 +43,11 @@ SHIPPED_MODULES = ("frcnn", "model", "coco_names")
 
 
 def import_ray():
-    """The ray module, or DetectError naming how to install it."""
+    """The ray module, or FrcnnError naming how to install it."""
     try:
         import ray
     except ImportError:
-        raise DetectError(f"--ray needs Ray, which is not installed here: {RAY_INSTALL}") from None
+        raise FrcnnError(f"--ray needs Ray, which is not installed here: {RAY_INSTALL}") from None
     return ray
 
 
@@ -113,7 +113,7 @@ class Cluster:
         if gpus > 0:
             fit = min(fit, math.floor(gpus_total / gpus))
         if fit < 1 and not self.options.workers:
-            raise DetectError(f"the Ray cluster has {cpus_total:g} CPUs and {gpus_total:g} GPUs: not enough for one "
+            raise FrcnnError(f"the Ray cluster has {cpus_total:g} CPUs and {gpus_total:g} GPUs: not enough for one "
                               f"worker of {cpus:g} CPU and {gpus:g} GPU (see --cpus-per-worker, --gpus-per-worker)")
         count = max(1, min(self.options.workers or fit, inputs))
         if fit >= 1 and count > fit:  # more than the cluster can place would only wait
@@ -126,7 +126,7 @@ class Cluster:
 
 
 def _init(ray, address: str | None, code: str, log: Path | None) -> None:
-    """`ray.init`: a local cluster for the run (no address), or the one at `address`; DetectError if it fails."""
+    """`ray.init`: a local cluster for the run (no address), or the one at `address`; FrcnnError if it fails."""
     settings = {"runtime_env": {"working_dir": code}, "log_to_driver": False, "logging_level": logging.ERROR}
     if address:
         settings["address"] = address
@@ -141,7 +141,7 @@ def _init(ray, address: str | None, code: str, log: Path | None) -> None:
                 "'ray get-auth-token' on its head)") if address and isinstance(error, ConnectionError) else ""
         text = " ".join(str(error).split())[:300] or type(error).__name__  # Ray's advice spans several lines
         logs = f"; Ray's own messages are in {log}" if log is not None else ""
-        raise DetectError(f"cannot start or join the Ray cluster {where}: {text}{hint}{logs}") from None
+        raise FrcnnError(f"cannot start or join the Ray cluster {where}: {text}{hint}{logs}") from None
 
 
 def _shutdown(ray) -> None:
@@ -174,7 +174,7 @@ def _ship_files(ray, specs: Sequence[ModelSpec]) -> dict:
         for path in (spec.weights, spec.labels):
             if path is not None and path not in files:
                 if not Path(path).is_file():
-                    raise DetectError(f"file not found: {path}")
+                    raise FrcnnError(f"file not found: {path}")
                 files[path] = ray.put(Path(path).read_bytes())
         if spec.precision == "int8" and "calibration" not in files:
             import cv2
@@ -216,12 +216,12 @@ class DetectionWorker:
         return time.perf_counter() - start, describe_models(predictors), lines
 
     def run(self, files: dict, job: Callable, *args) -> tuple:
-        """The job's result, or the DetectError it raised (a bad input fails alone, the worker goes on), and the
+        """The job's result, or the FrcnnError it raised (a bad input fails alone, the worker goes on), and the
         lines it printed (the driver shows them: a worker's own output reaches no one)."""
         def call():
             try:
                 return job(self._predictors(files), *args)
-            except DetectError as error:
+            except FrcnnError as error:
                 return error
 
         return _with_messages(call)
@@ -279,7 +279,7 @@ class _Inputs:
         return self.exhausted and not self.again
 
     def take(self) -> tuple | None:
-        """(key, args, tries), with a DetectError for args when the input cannot be prepared; None when none is left
+        """(key, args, tries), with a FrcnnError for args when the input cannot be prepared; None when none is left
         now."""
         if self.again:
             return self.again.pop(0)
@@ -291,7 +291,7 @@ class _Inputs:
             return None
         try:
             return key, self.prepare(key), 0
-        except DetectError as error:
+        except FrcnnError as error:
             return key, error, 0
 
 
@@ -353,7 +353,7 @@ class WorkerPool:
         checks = {actor.environment.remote(): actor for actor in self.actors}
         done, late = ray.wait(list(checks), num_returns=len(checks), timeout=START_TIMEOUT_S)
         if not done:
-            raise DetectError(f"no Ray worker started within {START_TIMEOUT_S} s: the cluster is busy, or "
+            raise FrcnnError(f"no Ray worker started within {START_TIMEOUT_S} s: the cluster is busy, or "
                               f"cannot give a worker the CPUs and GPUs asked for")
         for ref in late:  # not placed in time (a busy cluster): the run goes on with the others
             ray.kill(checks[ref])
@@ -367,9 +367,9 @@ class WorkerPool:
             except ray.exceptions.RayError as error:
                 cause = _cause(error)
                 if isinstance(cause, ImportError):
-                    raise DetectError(f"the Ray workers lack the project's requirements ({first_line(cause)}): "
+                    raise FrcnnError(f"the Ray workers lack the project's requirements ({first_line(cause)}): "
                                       f"install requirements.txt on every node") from None
-                raise DetectError(f"a Ray worker failed to start: {first_line(cause)}") from None
+                raise FrcnnError(f"a Ray worker failed to start: {first_line(cause)}") from None
         log.info("Ray: the workers are loading the models ...")
         self._loading = {actor.ready.remote(self.files): actor for actor in self.actors}
         self.wait_loaded(every=False)  # the first to load tells what the models are; the others join as they load
@@ -380,7 +380,7 @@ class WorkerPool:
             (ref,), _ = self.ray.wait(list(self._loading), num_returns=1)
             self._loaded(ref)
         if not self._ready:
-            raise DetectError("every Ray worker was lost while loading the models")
+            raise FrcnnError("every Ray worker was lost while loading the models")
 
     def close(self) -> None:
         """Stop the workers (their resources go to whatever runs next on the cluster)."""
@@ -391,10 +391,10 @@ class WorkerPool:
     def imap(self, job: Callable, keys: Iterable, prepare: Callable,
              stop: threading.Event | None = None, resume: str = "") -> Iterator[tuple]:
         """(key, args, outcome) for every key, in the order they finish: `prepare(key)` gives the job's
-        arguments here (None and the DetectError when it cannot), the outcome is the job's result or a DetectError.
+        arguments here (None and the FrcnnError when it cannot), the outcome is the job's result or a FrcnnError.
         An input whose worker is lost for good goes to another worker, at most MAX_TASK_RETRIES times. Once
         `stop` is set, no input is sent: the one each worker is computing finishes, those waiting are dropped.
-        Where every worker is lost, DetectError says how many inputs finished and, with `resume`, how to go on."""
+        Where every worker is lost, FrcnnError says how many inputs finished and, with `resume`, how to go on."""
         inputs = _Inputs(iter(keys), prepare)
         in_flight: dict = {}  # ref -> (key, args, actor, tries), in the order they were sent
         held = {id(actor): 0 for actor in self.actors}
@@ -408,9 +408,9 @@ class WorkerPool:
                 return
             if not self._ready and not self._loading and not in_flight:
                 for key, _, _ in inputs.again:
-                    yield key, None, DetectError(f"{key}: not processed, every Ray worker was lost")
+                    yield key, None, FrcnnError(f"{key}: not processed, every Ray worker was lost")
                 then = f"; {resume}" if resume else ""
-                raise DetectError(f"every Ray worker was lost after {finished} input{'s' if finished != 1 else ''} "
+                raise FrcnnError(f"every Ray worker was lost after {finished} input{'s' if finished != 1 else ''} "
                                   f"finished (kept); the others were not processed{then}")
             (ref,), _ = self.ray.wait([*in_flight, *self._loading], num_returns=1)
             if ref in self._loading:
@@ -425,8 +425,8 @@ class WorkerPool:
                 if tries < MAX_TASK_RETRIES:
                     inputs.again.append((key, args, tries + 1))
                     continue
-                outcome = DetectError(f"{key}: the Ray workers processing it were lost ({first_line(outcome.error)})")
-            finished += not isinstance(outcome, DetectError)
+                outcome = FrcnnError(f"{key}: the Ray workers processing it were lost ({first_line(outcome.error)})")
+            finished += not isinstance(outcome, FrcnnError)
             yield key, args, outcome
 
     def _submit(self, job: Callable, inputs: "_Inputs", in_flight: dict, held: dict) -> Iterator[tuple]:
@@ -437,7 +437,7 @@ class WorkerPool:
                 if item is None:
                     break
                 key, args, tries = item
-                if isinstance(args, DetectError):
+                if isinstance(args, FrcnnError):
                     yield key, None, args
                     continue
                 in_flight[actor.run.remote(self.files, job, *args)] = (key, args, actor, tries)
@@ -458,7 +458,7 @@ class WorkerPool:
                 yield key, args, outcome
 
     def _outcome(self, ref, key):
-        """The finished job's result or DetectError (its messages shown); _Lost when its worker was lost for good."""
+        """The finished job's result or FrcnnError (its messages shown); _Lost when its worker was lost for good."""
         ray = self.ray
         try:
             outcome, lines = ray.get(ref)
@@ -466,7 +466,7 @@ class WorkerPool:
             return _Lost(error)
         except ray.exceptions.RayError as error:  # raised by the job on the worker, or lost from the store
             cause = _cause(error)
-            return DetectError(f"{key}: on a Ray worker: {type(cause).__name__}: {first_line(cause)}")
+            return FrcnnError(f"{key}: on a Ray worker: {type(cause).__name__}: {first_line(cause)}")
         self.messages.show(lines)
         return outcome
 
@@ -478,6 +478,6 @@ class WorkerPool:
         except self.ray.exceptions.RayActorError:
             return  # lost for good while loading: the others go on
         except self.ray.exceptions.RayError as error:
-            raise DetectError(f"on a Ray worker: {first_line(_cause(error))}") from None
+            raise FrcnnError(f"on a Ray worker: {first_line(_cause(error))}") from None
         self.messages.show(lines)
         self._ready.append(actor)

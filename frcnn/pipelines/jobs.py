@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 from frcnn.core.detections import Prediction
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import decode_picture, encode_jpeg
 from frcnn.core.log import log
 from frcnn.core.specs import DetectOptions, DrawOptions, ModelSpec, RayOptions
@@ -59,20 +59,20 @@ class LocalPool:
 
     def imap(self, job: Callable, keys: Iterable, prepare: Callable,
              stop: threading.Event | None = None, resume: str = "") -> Iterator[tuple]:
-        """(key, args, outcome) for every key: `prepare(key)` gives the job's arguments (None and the DetectError
-        when it cannot), the outcome is the job's result or the DetectError it raised. Once `stop` is set, no
+        """(key, args, outcome) for every key: `prepare(key)` gives the job's arguments (None and the FrcnnError
+        when it cannot), the outcome is the job's result or the FrcnnError it raised. Once `stop` is set, no
         input starts. (`resume`: how a run resumes, for a pool that can lose its workers.)"""
         for key in keys:
             if stop is not None and stop.is_set():
                 return
             try:
                 args = prepare(key)
-            except DetectError as error:
+            except FrcnnError as error:
                 yield key, None, error
                 continue
             try:
                 outcome = job(self.predictors, *args)
-            except DetectError as error:
+            except FrcnnError as error:
                 outcome = error
             yield key, args, outcome
 

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 
 CONNECT_TIMEOUT_S = 10
 PROBE_TIMEOUT_S = 5
@@ -25,14 +25,14 @@ HTTP2_SETTINGS = 0x04
 
 
 def host_and_port(address: str) -> tuple[str, int]:
-    """HOST:PORT (or ray://HOST:PORT) split; DetectError when it is not that."""
+    """HOST:PORT (or ray://HOST:PORT) split; FrcnnError when it is not that."""
     parsed = urlparse(address if "://" in address else f"ray://{address}")
     try:
         port = parsed.port
     except ValueError:
         port = None
     if parsed.hostname is None or port is None:
-        raise DetectError(f"--ray {address}: give the cluster's address as HOST:PORT (or auto)")
+        raise FrcnnError(f"--ray {address}: give the cluster's address as HOST:PORT (or auto)")
     return parsed.hostname, port
 
 
@@ -44,14 +44,14 @@ def check_reachable(address: str) -> None:
     try:
         connection = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
     except OSError as error:
-        raise DetectError(f"cannot reach the Ray cluster at {address} ({error.strerror or error})") from None
+        raise FrcnnError(f"cannot reach the Ray cluster at {address} ({error.strerror or error})") from None
     if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):  # TLS first: no cleartext answer to read
         connection.close()
         return
     with connection:
         answer = _first_answer(connection)
     if answer is None or len(answer) < 9 or answer[3] != HTTP2_SETTINGS:
-        raise DetectError(f"--ray {address}: not a Ray cluster: {describe_answer(answer)}; give the address of "
+        raise FrcnnError(f"--ray {address}: not a Ray cluster: {describe_answer(answer)}; give the address of "
                           f"the head's GCS port (the one 'ray start --head' printed, 6379 by default)")
 
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from frcnn.core.detections import Detections
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import read_image, write_image
 from frcnn.core.log import log
 from frcnn.core.specs import DrawOptions
@@ -91,7 +91,7 @@ def write_gallery(folder: Path, images_dir: Path, images: dict[int, dict], picke
         file_name = images[image_id]["file_name"]
         try:
             picture = read_image(images_dir / file_name, apply_orientation=False)  # boxes refer to stored pixels
-        except DetectError as error:
+        except FrcnnError as error:
             log.warning(f"warning: {error} (left out of the gallery)")
             continue
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(file_name).stem)[:60]

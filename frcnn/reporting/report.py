@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import write_bytes_atomically
 from frcnn.core.log import log
 from frcnn.reporting import plots
@@ -48,7 +48,7 @@ def common_images(runs: list[Run]) -> list[int]:
     """The images every run scored (said on stderr when they are not all the same ones)."""
     shared = set(runs[0].image_ids).intersection(*(run.image_ids for run in runs[1:]))
     if not shared:
-        raise DetectError("the runs scored no image in common: there is nothing to compare")
+        raise FrcnnError("the runs scored no image in common: there is nothing to compare")
     if any(len(run.image_ids) != len(shared) for run in runs):
         counts = ", ".join(f"{run.label}: {len(run.image_ids)}" for run in runs)
         log.warning(f"warning: the runs scored different images ({counts}); the plots use the {len(shared)} they share")
@@ -75,7 +75,7 @@ def write_report(dataset: dict, images_dir: Path | None, runs: list[Run], out_di
                  notes: Sequence[str] = ()) -> list[Path]:
     """Write the plots (and the gallery and report.html, as asked) into `out_dir`; the files written."""
     if not 1 <= len(runs) <= 2:
-        raise DetectError(f"plots show one run or compare two; here are {len(runs)} "
+        raise FrcnnError(f"plots show one run or compare two; here are {len(runs)} "
                           f"({', '.join(run.label for run in runs)}): give one or two folders, one run each")
     truth = ground_truth(dataset)
     image_ids = common_images(runs)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import write_json
 from frcnn.evaluation.coco import read_predictions
 
@@ -54,10 +54,10 @@ def find_runs(folders: Sequence[str | Path]) -> list[RunEntry]:
     entries = []
     for folder, name in zip(map(Path, folders), distinct_names(folders)):
         if not folder.is_dir():
-            raise DetectError(f"{folder}: results folder not found")
+            raise FrcnnError(f"{folder}: results folder not found")
         found = sorted(folder.glob("*_metrics.json")) or sorted(folder.glob("metrics.json"))
         if not found:
-            raise DetectError(f"{folder}: no metrics here (run evaluate.py with --output {folder} first)")
+            raise FrcnnError(f"{folder}: no metrics here (run evaluate.py with --output {folder} first)")
         models = [PREDICTIONS if p.name == "metrics.json" else p.name[:-len("_metrics.json")] for p in found]
         for model in models:  # one folder: its runs by model; several: by folder (and model where needed)
             label = model if len(folders) == 1 else name if len(models) == 1 else f"{name}/{model}"
@@ -80,18 +80,18 @@ def read_json(path: Path) -> dict:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise DetectError(f"{path}: not readable ({error})") from error
+        raise FrcnnError(f"{path}: not readable ({error})") from error
 
 
 def load_run(entry: RunEntry, coco) -> Run:
     """A run's detections, checked against the set `coco`, and the images it scored there."""
     if not entry.results_path.is_file():
-        raise DetectError(f"{entry.folder}: no results of {entry.model} to plot ({entry.results_path.name} is "
+        raise FrcnnError(f"{entry.folder}: no results of {entry.model} to plot ({entry.results_path.name} is "
                           f"missing; run evaluate.py with --output {entry.folder} again)")
     detections = read_predictions(entry.results_path, coco)
     unknown = {d["category_id"] for d in detections} - set(coco.getCatIds())
     if unknown:
-        raise DetectError(f"{entry.results_path}: category id(s) {', '.join(map(str, sorted(unknown)))} are not in "
+        raise FrcnnError(f"{entry.results_path}: category id(s) {', '.join(map(str, sorted(unknown)))} are not in "
                           f"the set: results of another set (give its --annotations)")
     metrics = read_json(entry.metrics_path)
     settings = read_json(entry.settings_path) if entry.settings_path.exists() else {}
@@ -148,7 +148,7 @@ def recorded_set(folders: Sequence[str | Path]) -> dict | None:
     hashes = {record.get("sha256") for record in records.values()}
     if len(hashes) > 1:
         described = ", ".join(f"{folder}: {record.get('annotations')}" for folder, record in records.items())
-        raise DetectError(f"the runs were made on different sets ({described}); give --annotations FILE to score "
+        raise FrcnnError(f"the runs were made on different sets ({described}); give --annotations FILE to score "
                           f"them against one")
     with_images = [record for record in records.values() if record.get("images")]
     return (with_images or list(records.values()) or [None])[0]

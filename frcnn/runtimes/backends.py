@@ -9,7 +9,7 @@ import os
 import torch
 
 from frcnn.core.cpu import BF16_FLAGS, cpu_flags
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.specs import BACKENDS, PRECISIONS
 
 
@@ -18,13 +18,13 @@ def check_precision(precision: str, device: torch.device, backend: str) -> None:
     if precision == "fp32":
         return
     if precision not in PRECISIONS:
-        raise DetectError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+        raise FrcnnError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
     if device.type != "cpu":
-        raise DetectError(f"--precision {precision} is for the CPU; on {device}, use --half for lower precision")
+        raise FrcnnError(f"--precision {precision} is for the CPU; on {device}, use --half for lower precision")
     if backend != "openvino":
-        raise DetectError(f"--precision {precision} runs with OpenVINO (--backend openvino or auto), not {backend}")
+        raise FrcnnError(f"--precision {precision} runs with OpenVINO (--backend openvino or auto), not {backend}")
     if precision == "bf16" and not cpu_has_bf16():
-        raise DetectError("--precision bf16: this CPU does not compute in bf16 (it needs AVX512_BF16 or AMX); "
+        raise FrcnnError("--precision bf16: this CPU does not compute in bf16 (it needs AVX512_BF16 or AMX); "
                           "use --precision int8 or fp32")
 
 
@@ -67,12 +67,12 @@ def choose_backend(requested: str, device: torch.device) -> str:
             return "torch"
         return next((b for b in _AUTO_CPU_ORDER if backend_installed(b)), "torch")
     if requested not in BACKENDS:
-        raise DetectError(f"unknown backend '{requested}' (choose from {', '.join(BACKENDS)})")
+        raise FrcnnError(f"unknown backend '{requested}' (choose from {', '.join(BACKENDS)})")
     if requested != "torch":
         if device.type != "cpu":
-            raise DetectError(f"--backend {requested} runs on the CPU here; on {device} use --backend torch")
+            raise FrcnnError(f"--backend {requested} runs on the CPU here; on {device} use --backend torch")
         if not backend_installed(requested):
-            raise DetectError(f"--backend {requested} needs the '{_PACKAGES[requested]}' package: "
+            raise FrcnnError(f"--backend {requested} needs the '{_PACKAGES[requested]}' package: "
                               f"pip install {_PACKAGES[requested]}")
     return requested
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchvision.models.detection import FasterRCNN
 
-from frcnn.core.errors import DetectError, first_line
+from frcnn.core.errors import FrcnnError, first_line
 from frcnn.core.log import log
 from frcnn.core.specs import max_size_for
 from frcnn.runtimes.backends import runtime_version
@@ -66,7 +66,7 @@ def cached_export(build: Callable[[], FasterRCNN], name: str, imgsz: int, propos
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DetectError(f"cannot create the export cache {folder}: {error.strerror or error}") from error
+        raise FrcnnError(f"cannot create the export cache {folder}: {error.strerror or error}") from error
     log.info(f"Exporting {name} to ONNX for {backend} (once; cached in {folder}) ...")
     start = time.perf_counter()
     temporary = onnx_path.with_name(f".{onnx_path.name}.{os.getpid()}.part")
@@ -75,7 +75,7 @@ def cached_export(build: Callable[[], FasterRCNN], name: str, imgsz: int, propos
         _export_onnx(module, imgsz, temporary)
         os.replace(temporary, onnx_path)
     except torch.onnx.OnnxExporterError as error:  # e.g. the onnx package is missing
-        raise DetectError(f"could not export {name} to ONNX ({first_line(error)}); "
+        raise FrcnnError(f"could not export {name} to ONNX ({first_line(error)}); "
                           f"install the requirements, or use --backend torch") from error
     finally:
         temporary.unlink(missing_ok=True)

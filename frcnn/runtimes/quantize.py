@@ -20,7 +20,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import IMAGE_SUFFIXES, read_image
 from frcnn.core.log import log
 from frcnn.core.specs import max_size_for
@@ -46,12 +46,12 @@ def calibration_pictures(sources: Sequence[str]) -> list[np.ndarray]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise DetectError(f"--calibration {path}: no pictures in this folder")
+                raise FrcnnError(f"--calibration {path}: no pictures in this folder")
             files.extend(found)
         elif path.is_file():
             files.append(path)
     if not files:
-        raise DetectError("int8 needs pictures like yours to calibrate on: give --calibration DIR")
+        raise FrcnnError("int8 needs pictures like yours to calibrate on: give --calibration DIR")
     step = max(1, len(files) // CALIBRATION_PICTURES)
     pictures = []
     for path in files[::step][:CALIBRATION_PICTURES]:
@@ -60,7 +60,7 @@ def calibration_pictures(sources: Sequence[str]) -> list[np.ndarray]:
         else:
             pictures.extend(video_frames(path, FRAMES_PER_VIDEO))
     if not pictures:
-        raise DetectError("the calibration sources gave no picture: give --calibration DIR")
+        raise FrcnnError("the calibration sources gave no picture: give --calibration DIR")
     return pictures[:max(CALIBRATION_PICTURES, FRAMES_PER_VIDEO)]
 
 
@@ -76,7 +76,7 @@ def video_frames(path: Path, count: int) -> list[np.ndarray]:
             frames.append(frame)
     capture.release()
     if not frames:
-        raise DetectError(f"{path}: no frame could be read to calibrate on")
+        raise FrcnnError(f"{path}: no frame could be read to calibrate on")
     return frames
 
 
@@ -128,7 +128,7 @@ def _quantize(onnx_path: Path, tensors: list[np.ndarray]):
         import nncf
         import openvino
     except ImportError as error:
-        raise DetectError(f"--precision int8 needs NNCF: pip install -r requirements.txt ({error})") from error
+        raise FrcnnError(f"--precision int8 needs NNCF: pip install -r requirements.txt ({error})") from error
     import contextlib
     import logging
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.evaluation.coco import load_set
 from frcnn.training.sets import (
     BACKGROUND,
@@ -29,9 +29,9 @@ def read_coco(images: str, annotations: str, role: str,
     does) and kept for scoring. `train_classes`: the training set's class names, which a validation set's match."""
     images_dir, annotations_path = Path(images), Path(annotations)
     if not images_dir.is_dir():
-        raise DetectError(f"{images_dir}: images folder not found")
+        raise FrcnnError(f"{images_dir}: images folder not found")
     if not annotations_path.is_file():
-        raise DetectError(f"{annotations_path}: annotation file not found")
+        raise FrcnnError(f"{annotations_path}: annotation file not found")
     coco = load_set(images_dir, annotations_path).coco
     categories = sorted(coco.dataset["categories"], key=lambda c: c.get("id", 0))
     names = _category_names(categories, annotations_path)
@@ -57,13 +57,13 @@ def read_coco(images: str, annotations: str, role: str,
 
 def _category_names(categories: list[dict], origin: Path) -> list[str]:
     if not categories:
-        raise DetectError(f"{origin}: the file lists no categories")
+        raise FrcnnError(f"{origin}: the file lists no categories")
     if not all(isinstance(c, dict) and isinstance(c.get("id"), int) and c.get("name") for c in categories):
-        raise DetectError(f"{origin}: every category needs a whole-number id and a name")
+        raise FrcnnError(f"{origin}: every category needs a whole-number id and a name")
     names = [str(category["name"]).strip() for category in categories]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
-        raise DetectError(f"{origin}: category names repeat ({', '.join(repeated)}); each class needs its own name")
+        raise FrcnnError(f"{origin}: category names repeat ({', '.join(repeated)}); each class needs its own name")
     return names
 
 
@@ -71,7 +71,7 @@ def _sample(image: dict, annotations: list[dict], folder: Path, label_of: dict[i
             findings: Findings) -> Sample | None:
     """One picture of the set with its checked boxes; None (and counted) if it cannot be read."""
     if not isinstance(image.get("id"), int) or not isinstance(image.get("file_name"), str):
-        raise DetectError(f"{origin}: every image needs a whole-number id and a file_name")
+        raise FrcnnError(f"{origin}: every image needs a whole-number id and a file_name")
     path = folder / image["file_name"]
     size = picture_size(path, oriented=False)
     if size is None:
@@ -84,7 +84,7 @@ def _sample(image: dict, annotations: list[dict], folder: Path, label_of: dict[i
         boxes.append(_xyxy(annotation, origin))
         category = annotation.get("category_id")
         if category not in label_of:
-            raise DetectError(f"{origin}: annotation {annotation.get('id')} names category {category}, "
+            raise FrcnnError(f"{origin}: annotation {annotation.get('id')} names category {category}, "
                               f"which the file does not list")
         labels.append(label_of[category])
     kept_boxes, kept_labels = checked_boxes(np.array(boxes, np.float32), np.array(labels, np.int64), *size, findings,
@@ -96,7 +96,7 @@ def _xyxy(annotation: dict, origin: Path) -> list[float]:
     bbox = annotation.get("bbox")
     if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
             or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)):
-        raise DetectError(f"{origin}: annotation {annotation.get('id')} has no valid bbox [x, y, width, height] "
+        raise FrcnnError(f"{origin}: annotation {annotation.get('id')} has no valid bbox [x, y, width, height] "
                           f"(got {bbox!r})")
     x, y, width, height = (float(v) for v in bbox)
     return [x, y, x + width, y + height]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import decode_picture, read_bytes
 from frcnn.runtimes.preprocess import input_tensor
 from frcnn.training.augment import augment, picture_seed, training_transform
@@ -55,7 +55,7 @@ class TrainPictures(Dataset):
         sample = self.samples[index]
         try:
             picture = read_picture(sample, self.oriented)
-        except DetectError as error:
+        except FrcnnError as error:
             return sample.path, str(error)
         # The same shrinking as at inference (frcnn.runtimes.preprocess), so training sees what detection sees.
         image, fx, fy = input_tensor(picture, self.min_size, self.max_size)
@@ -135,7 +135,7 @@ class ValPictures(Dataset):
         sample = self.samples[index]
         try:
             return sample.image_id, read_picture(sample, self.oriented), None
-        except DetectError as error:
+        except FrcnnError as error:
             return sample.image_id, None, str(error)
 
 

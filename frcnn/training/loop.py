@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.progress import progress_bar
 from frcnn.training.loaders import Batch, TrainBatches
 from frcnn.training.records import LOSS_NAMES, StepLog, plot_curves, write_results
@@ -67,7 +67,7 @@ class Hooks:
 
 
 def train_step(trainer: Trainer, batch: Batch) -> dict[str, float]:
-    """One update on a batch; its losses. DetectError where the loss is no longer a finite number."""
+    """One update on a batch; its losses. FrcnnError where the loss is no longer a finite number."""
     images = [image.to(trainer.device, non_blocking=True) for image in batch.images]
     targets = [{key: value.to(trainer.device, non_blocking=True) for key, value in target.items()}
                for target in batch.targets]
@@ -79,7 +79,7 @@ def train_step(trainer: Trainer, batch: Batch) -> dict[str, float]:
     value = float(loss.item())
     if not math.isfinite(value):
         rate = trainer.optimizer.param_groups[0]["lr"]
-        raise DetectError(f"the training loss became {value}: training diverged; try a lower --lr (the rate was "
+        raise FrcnnError(f"the training loss became {value}: training diverged; try a lower --lr (the rate was "
                           f"{rate:.3g}); the last finished epoch is saved")
     trainer.optimizer.zero_grad(set_to_none=True)
     trainer.scaler.scale(loss).backward()

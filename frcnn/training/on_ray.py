@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from frcnn.core.errors import DetectError, first_line
+from frcnn.core.errors import FrcnnError, first_line
 from frcnn.core.files import read_bytes, write_bytes_atomically
 from frcnn.core.progress import progress_bar
 from frcnn.core.specs import RayOptions
@@ -76,11 +76,11 @@ def worker_count(ray, settings: TrainSettings, options: RayOptions, resuming: bo
     else:
         count = int(gpus) if gpus >= 1 else max(1, len(nodes))
     if gpus >= 1 and count > gpus:
-        raise DetectError(f"the Ray cluster has {gpus:g} GPUs: not enough for {count} training workers of one GPU "
+        raise FrcnnError(f"the Ray cluster has {gpus:g} GPUs: not enough for {count} training workers of one GPU "
                           f"each")
     cpus = options.cpus_per_worker or float(max(1, math.floor(cpus_total / count)))
     if cpus * count > cpus_total:
-        raise DetectError(f"the Ray cluster has {cpus_total:g} CPUs: not enough for {count} training workers of "
+        raise FrcnnError(f"the Ray cluster has {cpus_total:g} CPUs: not enough for {count} training workers of "
                           f"{cpus:g} CPUs each (see --ray-workers, --cpus-per-worker)")
     return count, cpus, gpus >= 1
 
@@ -93,7 +93,7 @@ def _ship_set(ray, labelled: LabelledSet | None) -> dict:
     for sample in labelled.samples:
         try:
             shipped[sample.path] = ray.put(read_bytes(sample.path))
-        except DetectError:
+        except FrcnnError:
             shipped[sample.path] = None
     return shipped
 
@@ -204,7 +204,7 @@ def train_worker(config: dict) -> None:
                            session.log, hooks)
             if first:  # delivered before this worker may end (see _Sender)
                 ray.get(send(("end", finished, session.progress.best_ap, session.progress.best_epoch)))
-    except DetectError as error:
+    except FrcnnError as error:
         ray.get(channel.send.remote(("error", str(error))))
         raise
 
@@ -295,11 +295,11 @@ def train_on_ray(settings: TrainSettings, data: TrainingData, folder: RunFolder,
             driver = _Driver(folder, settings, on_epoch)
             failure = _follow(ray, trainer, channel, driver, should_stop)
         if driver.error is not None:
-            raise DetectError(driver.error)
+            raise FrcnnError(driver.error)
         if failure is not None:
-            raise DetectError(f"training on Ray failed: {_last_line(failure)}") from failure
+            raise FrcnnError(f"training on Ray failed: {_last_line(failure)}") from failure
         if driver.end is None:
-            raise DetectError("training on Ray ended without a word from its first worker")
+            raise FrcnnError("training on Ray ended without a word from its first worker")
         return driver.end[0], settings, driver.end[1:]
 
 

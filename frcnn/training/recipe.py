@@ -13,7 +13,7 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from frcnn.core.errors import DetectError, first_line
+from frcnn.core.errors import FrcnnError, first_line
 from frcnn.model import architecture_of, build_detector, official_state_dict, read_checkpoint
 from frcnn.training.settings import MOMENTUM, WARMUP_FACTOR, WARMUP_STEPS, WEIGHT_DECAY, TrainSettings
 
@@ -32,14 +32,14 @@ def starting_weights(settings: TrainSettings) -> tuple[dict[str, torch.Tensor] |
         state = read_checkpoint(settings.weights)
         found = architecture_of(state)
         if found is None:
-            raise DetectError(f"{settings.weights} is not a Faster R-CNN ResNet50 FPN checkpoint")
+            raise FrcnnError(f"{settings.weights} is not a Faster R-CNN ResNet50 FPN checkpoint")
         if found != settings.model:
-            raise DetectError(f"{settings.weights} is a {found} checkpoint, but --model asks for {settings.model}")
+            raise FrcnnError(f"{settings.weights} is a {found} checkpoint, but --model asks for {settings.model}")
         return state, str(settings.weights)
     try:
         return official_state_dict(settings.model), f"the {settings.model} COCO weights"
-    except DetectError as error:
-        raise DetectError(f"cannot start from the {settings.model} COCO weights (train --from-scratch, or start from "
+    except FrcnnError as error:
+        raise FrcnnError(f"cannot start from the {settings.model} COCO weights (train --from-scratch, or start from "
                           f"a local checkpoint with --weights PATH): {error}") from error
 
 
@@ -67,16 +67,16 @@ def build_for_training(settings: TrainSettings, classes: int, state: Mapping[str
 
 
 def load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load a state into a freshly built detector; DetectError where it does not fit. A missing or extra
+    """Load a state into a freshly built detector; FrcnnError where it does not fit. A missing or extra
     num_batches_tracked (frozen batch norm keeps none) is no difference."""
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as error:
         detail = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), first_line(error))
-        raise DetectError(f"{source} does not fit the model: {detail}") from error
+        raise FrcnnError(f"{source} does not fit the model: {detail}") from error
     differ = [key for key in [*result.missing_keys, *result.unexpected_keys] if not key.endswith("num_batches_tracked")]
     if differ:
-        raise DetectError(f"{source} does not fit the model: {len(differ)} keys differ (e.g. {differ[0]})")
+        raise FrcnnError(f"{source} does not fit the model: {len(differ)} keys differ (e.g. {differ[0]})")
 
 
 def freeze_batch_norm(module: nn.Module) -> None:

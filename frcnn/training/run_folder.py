@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import atomic_output, write_bytes_atomically, write_json
 from frcnn.training.settings import TrainSettings
 
@@ -51,11 +51,11 @@ class RunFolder:
     def read_settings(self) -> TrainSettings:
         path = self / SETTINGS
         if not path.is_file():
-            raise DetectError(f"{self.path} holds no training run (no {SETTINGS})")
+            raise FrcnnError(f"{self.path} holds no training run (no {SETTINGS})")
         try:
             return TrainSettings.from_json(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise DetectError(f"{path}: not the settings of a training run ({error})") from error
+            raise FrcnnError(f"{path}: not the settings of a training run ({error})") from error
 
     def begin(self, settings: TrainSettings, class_names: Sequence[str]) -> None:
         """Write the settings and the class names (line 1 the background, as detect_image.py --labels reads them)."""

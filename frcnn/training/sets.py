@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import decode_picture, read_bytes
 from frcnn.core.progress import progress_bar
 
@@ -132,7 +132,7 @@ def picture_size(path: Path, oriented: bool) -> tuple[int, int] | None:
         return size
     try:
         image = decode_picture(read_bytes(path), path, apply_orientation=oriented)
-    except DetectError:
+    except FrcnnError:
         return None
     return image.shape[1], image.shape[0]
 
@@ -176,19 +176,19 @@ def checked_boxes(boxes: np.ndarray, labels: np.ndarray, width: int, height: int
 
 
 def check_usable(labelled: LabelledSet, origin: str, findings: Findings) -> None:
-    """Raise DetectError for a set with nothing to learn or score, or whose pictures are mostly missing (a wrong
+    """Raise FrcnnError for a set with nothing to learn or score, or whose pictures are mostly missing (a wrong
     images folder); note the classes without boxes."""
     if not labelled.samples:
-        raise DetectError(f"{origin}: the {labelled.role} set has no readable pictures")
+        raise FrcnnError(f"{origin}: the {labelled.role} set has no readable pictures")
     listed = len(labelled.samples) + len(findings.unreadable)
     if 2 * len(findings.unreadable) > listed:
-        raise DetectError(f"{origin}: {len(findings.unreadable)} of the {listed} pictures the {labelled.role} set "
+        raise FrcnnError(f"{origin}: {len(findings.unreadable)} of the {listed} pictures the {labelled.role} set "
                           f"lists are missing or unreadable (e.g. {findings.unreadable[0]}): is the images folder "
                           f"right?")
     if labelled.role != "train":
         return
     if labelled.box_count() == 0:
-        raise DetectError(f"{origin}: the training set has no boxes to learn from")
+        raise FrcnnError(f"{origin}: the training set has no boxes to learn from")
     counts = np.bincount(np.concatenate([s.labels for s in labelled.samples]), minlength=len(labelled.class_names))
     empty = [name for label, name in enumerate(labelled.class_names) if label and not counts[label]]
     if empty:
@@ -200,7 +200,7 @@ def labels_by_name(class_names: Sequence[str], names: Sequence[str], origin: str
     known = {name: label for label, name in enumerate(class_names) if label}
     strangers = [name for name in names if name not in known]
     if strangers:
-        raise DetectError(f"{origin}: the validation set has classes the training set does not: {', '.join(strangers)}")
+        raise FrcnnError(f"{origin}: the validation set has classes the training set does not: {', '.join(strangers)}")
     return [known[name] for name in names]
 
 
@@ -209,7 +209,7 @@ def split_off(labelled: LabelledSet, fraction: float, seed: int) -> tuple[Labell
     count = len(labelled.samples)
     held = max(1, round(fraction * count))
     if count - held < 1:
-        raise DetectError(f"the training set has only {count} picture(s), too few to hold some out for validation: "
+        raise FrcnnError(f"the training set has only {count} picture(s), too few to hold some out for validation: "
                           f"give a validation set (--val-images and --val-annotations, or --val-data), "
                           f"or --val-fraction 0")
     chosen = set(np.random.default_rng(seed).permutation(count)[:held].tolist())

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from frcnn.core.errors import DetectError, first_line
+from frcnn.core.errors import FrcnnError, first_line
 from frcnn.core.files import atomic_output
 
 STATE_FORMAT = 1
@@ -86,14 +86,14 @@ def save_state(path, trainer: Trainer, progress: Progress) -> None:
 
 
 def read_state(path) -> dict:
-    """A resume checkpoint, read without running any code; DetectError if it is not one."""
+    """A resume checkpoint, read without running any code; FrcnnError if it is not one."""
     try:
         # Mapped, not read: a finished run is told from its position without reading every tensor.
         record = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # torch.load fails in many ways on damaged files
-        raise DetectError(f"{path} is not a readable resume checkpoint ({first_line(error)})") from error
+        raise FrcnnError(f"{path} is not a readable resume checkpoint ({first_line(error)})") from error
     if not isinstance(record, dict) or record.get("format") != STATE_FORMAT:
-        raise DetectError(f"{path} is not a resume checkpoint of this version of train.py")
+        raise FrcnnError(f"{path} is not a resume checkpoint of this version of train.py")
     return record
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from frcnn.core.errors import DetectError, first_line
+from frcnn.core.errors import FrcnnError, first_line
 from frcnn.core.files import IMAGE_SUFFIXES
 from frcnn.training.sets import BACKGROUND, Findings, LabelledSet, check_usable
 from frcnn.training.yolo_format import note_orphans, pictures_in, read_pictures
@@ -41,19 +41,19 @@ def yaml_file(path: Path) -> Path | None:
 
 
 def read_data_yaml(file: Path) -> DataYaml:
-    """A data.yaml's classes and splits; DetectError naming the file where it is not one."""
+    """A data.yaml's classes and splits; FrcnnError naming the file where it is not one."""
     import yaml
 
     try:
         record = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise DetectError(f"{file}: not a readable YAML file ({first_line(error)})") from error
+        raise FrcnnError(f"{file}: not a readable YAML file ({first_line(error)})") from error
     if not isinstance(record, dict):
-        raise DetectError(f"{file}: not a data.yaml (expected keys such as train, val and names)")
+        raise FrcnnError(f"{file}: not a data.yaml (expected keys such as train, val and names)")
     if "val" not in record and "validation" in record:  # an older spelling Ultralytics accepts too
         record["val"] = record["validation"]
     if not record.get("train"):
-        raise DetectError(f"{file}: no train split (a data.yaml needs train: and names:)")
+        raise FrcnnError(f"{file}: no train split (a data.yaml needs train: and names:)")
     names = _class_names(record, file)
     root = _root(record, file)
     splits = {split: [_resolve(root, entry) for entry in _entries(record[split], file, split)]
@@ -65,23 +65,23 @@ def _class_names(record: dict, file: Path) -> list[str]:
     """`names` as a list or as {0: name, 1: name, ...}, or `nc` alone (class_0, class_1, ...)."""
     names, count = record.get("names"), record.get("nc")
     if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
-        raise DetectError(f"{file}: nc must be a whole number of classes, not {count!r}")
+        raise FrcnnError(f"{file}: nc must be a whole number of classes, not {count!r}")
     if names is None:
         if count is None:
-            raise DetectError(f"{file}: no class names (names: or nc:)")
+            raise FrcnnError(f"{file}: no class names (names: or nc:)")
         return [f"class_{number}" for number in range(count)]
     if isinstance(names, dict):
         if sorted(names) != list(range(len(names))):
-            raise DetectError(f"{file}: names must number the classes 0, 1, 2, ... (got {sorted(names)[:5]} ...)")
+            raise FrcnnError(f"{file}: names must number the classes 0, 1, 2, ... (got {sorted(names)[:5]} ...)")
         names = [names[number] for number in range(len(names))]
     if not isinstance(names, list) or not names:
-        raise DetectError(f"{file}: names must be a list of class names or a mapping 0: name, 1: name, ...")
+        raise FrcnnError(f"{file}: names must be a list of class names or a mapping 0: name, 1: name, ...")
     names = [str(name).strip() for name in names]
     if count is not None and count != len(names):
-        raise DetectError(f"{file}: nc is {count} but names lists {len(names)} classes")
+        raise FrcnnError(f"{file}: nc is {count} but names lists {len(names)} classes")
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated or not all(names):
-        raise DetectError(f"{file}: class names must be distinct and not empty ({', '.join(repeated) or 'empty'})")
+        raise FrcnnError(f"{file}: class names must be distinct and not empty ({', '.join(repeated) or 'empty'})")
     return names
 
 
@@ -95,7 +95,7 @@ def _root(record: dict, file: Path) -> Path:
 def _entries(value, file: Path, split: str) -> list[str]:
     entries = value if isinstance(value, list) else [value]
     if not entries or not all(isinstance(entry, str) and entry for entry in entries):
-        raise DetectError(f"{file}: {split} must be a folder, a .txt list of pictures, or a list of them")
+        raise FrcnnError(f"{file}: {split} must be a folder, a .txt list of pictures, or a list of them")
     return entries
 
 
@@ -128,7 +128,7 @@ def split_pictures(entries: Sequence[Path], origin: Path, split: str) -> tuple[l
         elif entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
             pictures.append(entry)
         else:
-            raise DetectError(f"{origin}: the {split} split {entry} does not exist")
+            raise FrcnnError(f"{origin}: the {split} split {entry} does not exist")
     return list(dict.fromkeys(pictures)), label_folders
 
 
@@ -137,7 +137,7 @@ def _listed(listing: Path) -> list[Path]:
     try:
         lines = listing.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise DetectError(f"{listing}: cannot read this list of pictures ({first_line(error)})") from error
+        raise FrcnnError(f"{listing}: cannot read this list of pictures ({first_line(error)})") from error
     folder = Path(os.path.abspath(listing)).parent
     return [Path(os.path.normpath(folder / line.strip())) for line in lines if line.strip()]
 
@@ -146,7 +146,7 @@ def has_split(file: Path, split: str) -> bool:
     """Whether the data.yaml names this split (False also where it cannot be read: reading it says why)."""
     try:
         return split in read_data_yaml(file).splits
-    except DetectError:
+    except FrcnnError:
         return False
 
 
@@ -156,14 +156,14 @@ def read_ultralytics(file: str, split: str, role: str,
     set's must equal."""
     described = read_data_yaml(Path(file))
     if split not in described.splits:
-        raise DetectError(f"{file}: no {split} split (it names {', '.join(described.splits)})")
+        raise FrcnnError(f"{file}: no {split} split (it names {', '.join(described.splits)})")
     class_names = described.class_names
     if train_classes is not None and list(train_classes) != class_names:
-        raise DetectError(f"{file}: the validation set's classes ({', '.join(class_names[1:])}) differ from the "
+        raise FrcnnError(f"{file}: the validation set's classes ({', '.join(class_names[1:])}) differ from the "
                           f"training set's ({', '.join(train_classes[1:])})")
     pictures, label_folders = split_pictures(described.splits[split], described.file, split)
     if not pictures:
-        raise DetectError(f"{file}: the {split} split has no pictures "
+        raise FrcnnError(f"{file}: the {split} split has no pictures "
                           f"({', '.join(str(entry) for entry in described.splits[split])})")
     findings = Findings(role)
     expected = {picture: label_file(picture) for picture in pictures}

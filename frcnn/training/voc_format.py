@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from frcnn.core.coco_names import read_labels
-from frcnn.core.errors import DetectError, first_line
+from frcnn.core.errors import FrcnnError, first_line
 from frcnn.core.files import IMAGE_SUFFIXES
 from frcnn.training.sets import (
     BACKGROUND,
@@ -61,7 +61,7 @@ def split_ids(folder: Path, split: str | None) -> list[str]:
     try:
         lines = listing.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise DetectError(f"{listing}: cannot read the {split} split's list of ids ({first_line(error)})") from error
+        raise FrcnnError(f"{listing}: cannot read the {split} split's list of ids ({first_line(error)})") from error
     return [line.split()[0] for line in lines if line.strip()]
 
 
@@ -71,23 +71,23 @@ def voc_box(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[float, 
 
 
 def read_annotation(path: Path) -> tuple[str | None, list[VocObject]]:
-    """An annotation file's picture name (None where it names none) and objects; DetectError naming the file."""
+    """An annotation file's picture name (None where it names none) and objects; FrcnnError naming the file."""
     try:
         root = ElementTree.parse(path).getroot()
     except (OSError, ElementTree.ParseError) as error:
-        raise DetectError(f"{path}: not a readable VOC annotation file ({first_line(error)})") from error
+        raise FrcnnError(f"{path}: not a readable VOC annotation file ({first_line(error)})") from error
     objects = []
     for number, element in enumerate(root.iter("object"), start=1):
         name = (element.findtext("name") or "").strip()
         box = element.find("bndbox")
         if not name or box is None:
-            raise DetectError(f"{path}: object {number} has no name or no bndbox")
+            raise FrcnnError(f"{path}: object {number} has no name or no bndbox")
         try:
             corners = [float(box.findtext(key)) for key in ("xmin", "ymin", "xmax", "ymax")]
         except (TypeError, ValueError):
-            raise DetectError(f"{path}: object {number} ({name}) needs numbers xmin, ymin, xmax, ymax") from None
+            raise FrcnnError(f"{path}: object {number} ({name}) needs numbers xmin, ymin, xmax, ymax") from None
         if not all(math.isfinite(value) for value in corners):
-            raise DetectError(f"{path}: object {number} ({name}) has a coordinate that is not a finite number")
+            raise FrcnnError(f"{path}: object {number} ({name}) has a coordinate that is not a finite number")
         difficult = (element.findtext("difficult") or "0").strip() not in ("0", "", "false", "False")
         objects.append(VocObject(name, voc_box(*corners), difficult))
     filename = (root.findtext("filename") or "").strip() or None
@@ -111,18 +111,18 @@ def read_voc(root: str, split: str | None, labels_file: str | None, role: str,
     (`train_classes`), else those the split's objects name, in alphabetical order (VOC's own order)."""
     folder = Path(root)
     if not is_voc(folder):
-        raise DetectError(f"{folder}: a Pascal VOC tree needs {ANNOTATIONS}/ and {PICTURES}/ folders")
+        raise FrcnnError(f"{folder}: a Pascal VOC tree needs {ANNOTATIONS}/ and {PICTURES}/ folders")
     annotated = [(identifier, *read_annotation(folder / ANNOTATIONS / f"{identifier}.xml"))
                  for identifier in split_ids(folder, split)]
     if not annotated:
         where = f" for the {split} split" if split else ""
-        raise DetectError(f"{folder}: no annotation files in {ANNOTATIONS}/{where}")
+        raise FrcnnError(f"{folder}: no annotation files in {ANNOTATIONS}/{where}")
     names = sorted({obj.name for _, _, objects in annotated for obj in objects})
     if labels_file is not None:
         class_names = read_labels(labels_file)
         strangers = sorted(set(names) - set(class_names[1:]))
         if strangers:
-            raise DetectError(f"{folder}: objects of classes {labels_file} does not name: {', '.join(strangers)}")
+            raise FrcnnError(f"{folder}: objects of classes {labels_file} does not name: {', '.join(strangers)}")
     elif train_classes is not None:
         class_names = list(train_classes)
         labels_by_name(class_names, names, str(folder))  # a class the training set lacks is an error

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from frcnn.core.coco_names import read_labels
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import IMAGE_SUFFIXES
 from frcnn.training.sets import Findings, LabelledSet, Sample, check_usable, checked_boxes, checking, picture_size
 
@@ -23,15 +23,15 @@ def read_yolo(data: str, labels_file: str | None, role: str,
     folder = Path(data)
     images_dir, labels_dir = folder / "images", folder / "labels"
     if not folder.is_dir():
-        raise DetectError(f"{folder}: folder not found")
+        raise FrcnnError(f"{folder}: folder not found")
     for needed in (images_dir, labels_dir):
         if not needed.is_dir():
-            raise DetectError(f"{folder}: a YOLO-format set needs images/ and labels/ folders; "
+            raise FrcnnError(f"{folder}: a YOLO-format set needs images/ and labels/ folders; "
                               f"{needed.name}/ is missing")
     names_file = _classes_file(folder, labels_file, needed=train_classes is None)
     class_names = read_labels(names_file) if names_file else list(train_classes)
     if train_classes is not None and list(train_classes) != class_names:
-        raise DetectError(f"{folder}: the validation set's classes ({', '.join(class_names[1:])}) differ from the "
+        raise FrcnnError(f"{folder}: the validation set's classes ({', '.join(class_names[1:])}) differ from the "
                           f"training set's ({', '.join(train_classes[1:])})")
     pictures = pictures_in(images_dir)
     findings = Findings(role)
@@ -53,25 +53,25 @@ def _classes_file(folder: Path, labels_file: str | None, needed: bool) -> Path |
             return candidate
     nested = sorted((folder / "labels").glob("*/classes.txt"))
     if len({tuple(read_labels(path)) for path in nested}) > 1:
-        raise DetectError(f"{folder}: the classes.txt files in labels/ name different classes "
+        raise FrcnnError(f"{folder}: the classes.txt files in labels/ name different classes "
                           f"({', '.join(str(p.relative_to(folder)) for p in nested)}): give --labels FILE")
     if nested:
         return nested[0]
     if not needed:
         return None
-    raise DetectError(f"{folder}: no class names: put classes.txt (one name per line, class 0 first) in the folder "
+    raise FrcnnError(f"{folder}: no class names: put classes.txt (one name per line, class 0 first) in the folder "
                       f"or in labels/, or give --labels FILE")
 
 
 def read_label_file(path: Path, classes: int) -> tuple[np.ndarray, np.ndarray]:
     """A label file's boxes as x1 y1 x2 y2 fractions of the picture, and its 0-based classes; none if it is absent.
-    DetectError names the file and line of anything that does not parse."""
+    FrcnnError names the file and line of anything that does not parse."""
     if not path.is_file():
         return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise DetectError(f"{path}: cannot read this label file ({error})") from error
+        raise FrcnnError(f"{path}: cannot read this label file ({error})") from error
     boxes, labels = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
@@ -79,16 +79,16 @@ def read_label_file(path: Path, classes: int) -> tuple[np.ndarray, np.ndarray]:
             continue
         where = f"{path}:{number}"
         if len(fields) not in (5, 6):
-            raise DetectError(f"{where}: expected 'class cx cy w h', got {len(fields)} fields: {line.strip()!r}")
+            raise FrcnnError(f"{where}: expected 'class cx cy w h', got {len(fields)} fields: {line.strip()!r}")
         try:
             label = int(fields[0])
             cx, cy, w, h = (float(v) for v in fields[1:5])
         except ValueError:
-            raise DetectError(f"{where}: not a class number and four numbers: {line.strip()!r}") from None
+            raise FrcnnError(f"{where}: not a class number and four numbers: {line.strip()!r}") from None
         if not all(math.isfinite(v) for v in (cx, cy, w, h)):
-            raise DetectError(f"{where}: a coordinate is not a finite number: {line.strip()!r}")
+            raise FrcnnError(f"{where}: a coordinate is not a finite number: {line.strip()!r}")
         if not 0 <= label < classes:
-            raise DetectError(f"{where}: class {label} is not in the class names (0 to {classes - 1})")
+            raise FrcnnError(f"{where}: class {label} is not in the class names (0 to {classes - 1})")
         boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
         labels.append(label)
     return np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)

@@ -23,7 +23,7 @@ from typing import Sequence, TextIO
 import numpy as np
 
 from frcnn.analytics.outputs import AnalyticsFiles
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.log import log
 from frcnn.core.progress import progress_bar
 from frcnn.core.specs import DrawOptions, TrackOptions
@@ -350,8 +350,8 @@ def detect_video_bytes(predictors: Sequence, data: bytes, origin: str, name: str
         files = analytics_files(measured, name, [p.name for p in predictors], run)
         try:
             source = open_source(str(path))
-        except DetectError as error:
-            raise DetectError(str(error).replace(str(path), origin)) from None
+        except FrcnnError as error:
+            raise FrcnnError(str(error).replace(str(path), origin)) from None
         source.name, source.spec = name, origin
         try:
             measured.mkdir()
@@ -360,7 +360,7 @@ def detect_video_bytes(predictors: Sequence, data: bytes, origin: str, name: str
         finally:
             source.close()
         if result.frames == 0:
-            raise DetectError(f"{origin}: no frame could be read")
+            raise FrcnnError(f"{origin}: no frame could be read")
         video, jsonl, track_lines = (p.read_bytes() if p.exists() else None for p in outputs)
         extra = {p.relative_to(measured).as_posix(): p.read_bytes() for p in sorted(measured.rglob("*")) if p.is_file()}
         return EncodedVideo(result, describe_source(source), video, jsonl, track_lines, extra)

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import IMAGE_SUFFIXES
 
 # What a camera or a stream is read from (a file, a folder or a glob pattern is everything else).
@@ -70,7 +70,7 @@ class VideoSource:
 
 
 def open_source(spec: str) -> VideoSource:
-    """Open a file path, a webcam index ('0') or a stream URL; raise DetectError if it gives no video."""
+    """Open a file path, a webcam index ('0') or a stream URL; raise FrcnnError if it gives no video."""
     source = _open_capture(spec)
     source.spec = spec
     return source
@@ -90,33 +90,33 @@ def _open_capture(spec: str) -> VideoSource:
     if spec.isdigit():
         capture = cv2.VideoCapture(int(spec))
         if not capture.isOpened():
-            raise DetectError(f"no camera at index {spec}")
+            raise FrcnnError(f"no camera at index {spec}")
         return _describe(capture, live_name(spec), is_file=False)
     if urlparse(spec).scheme in STREAM_SCHEMES:
         if PurePosixPath(urlparse(spec).path).suffix.lower() in IMAGE_SUFFIXES:
-            raise DetectError(f"{spec}: a still picture, not a video; use detect_image.py for pictures")
+            raise FrcnnError(f"{spec}: a still picture, not a video; use detect_image.py for pictures")
         capture = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
                                                           cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
         if not capture.isOpened():
-            raise DetectError(f"cannot open stream {spec} (unreachable, or no video within "
+            raise FrcnnError(f"cannot open stream {spec} (unreachable, or no video within "
                               f"{STREAM_TIMEOUT_MS // 1000} s)")
         return _describe(capture, live_name(spec), is_file=False)
     path = Path(spec)
     if not path.exists():
-        raise DetectError(f"{path}: file not found")
+        raise FrcnnError(f"{path}: file not found")
     if not path.is_file():
-        raise DetectError(f"{path}: not a file")
+        raise FrcnnError(f"{path}: not a file")
     if path.stat().st_size == 0:
-        raise DetectError(f"{path}: file is empty")
+        raise FrcnnError(f"{path}: file is empty")
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not capture.isOpened():
-        raise DetectError(f"{path}: not a video OpenCV can decode, or a video with no frames")
+        raise FrcnnError(f"{path}: not a video OpenCV can decode, or a video with no frames")
     if capture.get(cv2.CAP_PROP_FRAME_COUNT) == 1 and cv2.haveImageReader(str(path)):
         capture.release()  # FFmpeg would play a photo as a one-frame video
-        raise DetectError(f"{path}: a still picture, not a video; use detect_image.py for pictures")
+        raise FrcnnError(f"{path}: a still picture, not a video; use detect_image.py for pictures")
     if capture.get(cv2.CAP_PROP_FRAME_WIDTH) <= 0 or capture.get(cv2.CAP_PROP_FRAME_HEIGHT) <= 0:
         capture.release()  # FFmpeg "opens" some files that hold no picture at all, at 0x0
-        raise DetectError(f"{path}: not a video OpenCV can decode (no picture in it)")
+        raise FrcnnError(f"{path}: not a video OpenCV can decode (no picture in it)")
     return _describe(capture, path.stem, is_file=True)
 
 

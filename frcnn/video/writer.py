@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2  # noqa: F401
 import numpy as np
 
-from frcnn.core.errors import DetectError
+from frcnn.core.errors import FrcnnError
 
 
 class H264Writer:
@@ -44,7 +44,7 @@ class H264Writer:
                                      container_options={"movflags": "+faststart"})
             self.stream = self.container.add_stream("libx264", rate=self.rate)
         except (av.error.FFmpegError, ValueError) as error:
-            raise DetectError(f"cannot write H.264 video {self.path}: {error}") from error
+            raise FrcnnError(f"cannot write H.264 video {self.path}: {error}") from error
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p"
         self.stream.codec_context.time_base = 1 / self.rate
