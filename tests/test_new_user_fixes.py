@@ -136,3 +136,16 @@ def test_a_tracked_run_names_the_users_threshold_in_its_load_line(tmp_path, chec
     assert result.returncode == 0, result.stderr
     (loaded,) = [line for line in result.stderr.splitlines() if line.startswith("Loaded v1:")]
     assert "threshold 0.6 (the tracker also sees boxes down to 0.1)" in loaded
+
+
+def test_the_speed_line_keeps_one_unit():
+    import time
+
+    from frcnn.video.pipeline import RunStats
+
+    slow = RunStats(written=10, model_milliseconds={"v1": 12000.0, "v2": 800.0})  # v1 1.2 s a frame, v2 0.08 s
+    slow.started = time.perf_counter() - 15
+    assert "frames/s" not in slow.summary() and slow.summary().count("s/frame") == 3
+    fast = RunStats(written=10, model_milliseconds={"v1": 1200.0, "v2": 800.0})
+    fast.started = time.perf_counter() - 5
+    assert "s/frame" not in fast.summary() and fast.summary().count("frames/s") == 3

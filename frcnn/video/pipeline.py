@@ -81,15 +81,18 @@ class RunStats:
     def summary(self, machine_readable: bool = False) -> str:
         """Each model's inference time per frame and the whole pipeline's rate, in the unit that reads best; with
         `machine_readable`, a second line: SPEED_JSON_PREFIX and the same figures as JSON (`to_json`)."""
+        figures = self.to_json()
+        frames = max(1, self.written)
+        # One unit for the whole line, so its figures compare at a glance: s/frame once any figure is slower than
+        # a frame a second, frames/s otherwise.
+        slowest = max([figures["seconds"] / frames, *(ms / 1000 for ms in figures["inference_ms_per_frame"].values())])
+        per_frame = slowest > 1
+
         def rate(seconds_per_frame: float) -> str:
             if seconds_per_frame <= 0:
                 return "-"
-            if seconds_per_frame > 1:
-                return f"{seconds_per_frame:.2f} s/frame"
-            return f"{1 / seconds_per_frame:.2f} frames/s"
+            return f"{seconds_per_frame:.2f} s/frame" if per_frame else f"{1 / seconds_per_frame:.2f} frames/s"
 
-        figures = self.to_json()
-        frames = max(1, self.written)
         models = ", ".join(f"{name} {rate(ms / 1000)}" for name, ms in figures["inference_ms_per_frame"].items())
         line = f"speed: inference {models}; whole pipeline {rate(figures['seconds'] / frames)}"
         return line + (f"\n{SPEED_JSON_PREFIX}{json.dumps(figures)}" if machine_readable else "")
