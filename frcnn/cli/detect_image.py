@@ -40,6 +40,7 @@ from frcnn.video.window import show_window
 
 DEFAULT_INPUT = SAMPLE_PHOTO
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Detect objects in photos with Faster R-CNN v1 / v2.")
     parser.add_argument("--input", nargs="+", default=[str(DEFAULT_INPUT)], metavar="PATH",
