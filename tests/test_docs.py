@@ -23,6 +23,8 @@ NOT_RUN = re.compile(r"<!--\s*not run:\s*(.+?)\s*-->")
 # The examples name the COCO weights as `ModelSpec(<name>, device="auto")`; the test puts a local checkpoint there.
 COCO_SPEC = re.compile(r'ModelSpec\(([^,()]+), device="auto"\)')
 DETECTION_LINE = re.compile(r"(.+) (0\.\d+|1\.0) (\[.*\])")
+# "It prints" and a ```text block right after an example: what it must print, line for line.
+PRINTS = re.compile(r"\A\s*It prints\s*\n\s*```text\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def doc_pages() -> list[Path]:
@@ -39,7 +41,9 @@ def python_blocks() -> list:
             before = text[:match.start()].rstrip("\n").rpartition("\n")[2]
             reason = NOT_RUN.search(before)
             marks = [pytest.mark.skip(reason=f"not run: {reason.group(1)}")] if reason else []
-            blocks.append(pytest.param(match.group(1), id=f"{page.relative_to(DOCS).as_posix()}:{line}", marks=marks))
+            printed = PRINTS.match(text[match.end():])
+            blocks.append(pytest.param(match.group(1), printed.group(1) if printed else None,
+                                       id=f"{page.relative_to(DOCS).as_posix()}:{line}", marks=marks))
     return blocks
 
 
@@ -59,8 +63,8 @@ def test_the_docs_have_python_examples():
     assert any("SAMPLE_PHOTO" in block.values[0] for block in python_blocks())
 
 
-@pytest.mark.parametrize("example", python_blocks())
-def test_every_python_example_of_the_docs_runs(example, checkpoints, tmp_path):
+@pytest.mark.parametrize("example, printed", python_blocks())
+def test_every_python_example_of_the_docs_runs(example, printed, checkpoints, tmp_path):
     # From a folder of its own, not the project's: the example must not lean on files beside it (the sample photo is
     # package data), and whatever it writes stays there.
     env = offline_env(tmp_path, {"PYTHONPATH": str(ROOT)})
@@ -69,6 +73,8 @@ def test_every_python_example_of_the_docs_runs(example, checkpoints, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines, "the example prints nothing"
+    if printed is not None:  # the page shows what it prints
+        assert lines == printed.splitlines(), result.stdout
     for name in re.findall(r'cv2\.imwrite\("([^"]+)"', example):  # every picture it says it writes
         assert (tmp_path / name).stat().st_size > 0, name
     if "to_records(" in example:  # it prints one line per detection: name, score at or above the threshold, box
