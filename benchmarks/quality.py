@@ -17,24 +17,21 @@ import hashlib
 import json
 import math
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import ROOT, machine, machine_line, use_the_project
+from common import ROOT, ChildFailed, machine, machine_line, run_script, table
 
-use_the_project()
-
-from frcnn.core.arguments import positive_int  # noqa: E402
-from frcnn.evaluation.tracks import score_tracks  # noqa: E402
-from frcnn.runtimes.cache import cache_dir  # noqa: E402
-from frcnn.synthetic import world  # noqa: E402
+from frcnn.core.arguments import positive_int
+from frcnn.core.tables import cell, percent
+from frcnn.evaluation.tracks import score_tracks
+from frcnn.reporting.matching import match_images
+from frcnn.runtimes.cache import cache_dir
+from frcnn.synthetic import world
 
 MODEL_COLOURS = {"v1": "tab:blue", "v2": "tab:orange"}
-SHOWN_SCORE = 0.5  # what a user sees by default: the scripts' --threshold
-MATCH_IOU = 0.5
 
 
 @dataclass(frozen=True)
@@ -71,23 +68,14 @@ def key_of(*values) -> str:
     return hashlib.sha256(json.dumps([asdict(v) for v in values], sort_keys=True).encode()).hexdigest()[:12]
 
 
-def run(command: list[str], what: str) -> subprocess.CompletedProcess:
-    """A project script as a child process; its progress goes to our stderr, its failure ends the benchmark."""
+def run(command: list[str], what: str) -> None:
+    """A project script as a child process; its progress goes to our stderr, its failure ends the benchmark (a
+    Ctrl-C lets it stop by itself, keeping what it finished)."""
     print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
-    with subprocess.Popen([sys.executable, *command], cwd=ROOT, stdout=subprocess.PIPE, text=True) as child:
-        try:
-            stdout, _ = child.communicate()
-        except KeyboardInterrupt:
-            # The child had the same Ctrl-C and stops by itself, keeping what it finished: wait for it, unless
-            # a second Ctrl-C says not to.
-            try:
-                child.wait()
-            except KeyboardInterrupt:
-                child.kill()
-            raise
-    if child.returncode != 0:
-        raise SystemExit(f"error: {what} failed (exit {child.returncode}): {' '.join(command)}")
-    return subprocess.CompletedProcess(child.args, child.returncode, stdout)
+    try:
+        run_script(command[0], command[1:], progress=True)
+    except ChildFailed as error:
+        raise SystemExit(f"error: {what} failed (exit {error.returncode}): {' '.join(command)}") from None
 
 
 # ---------------------------------------------------------------- the world and the trained models
@@ -177,30 +165,11 @@ def evaluate(name: str, model_dir: Path, split: Path, imgsz: int, out: Path, ext
     return metrics
 
 
-def _iou(a: list[float], b: list[float]) -> float:
-    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    w, h = min(ax2, bx2) - max(a[0], b[0]), min(ay2, by2) - max(a[1], b[1])
-    inter = max(0.0, w) * max(0.0, h)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
 def false_positives(results: list[dict], truth: dict) -> int:
-    """Shown boxes (score >= 0.5) that match no object of their class at IoU >= 0.5, each object matched once."""
-    objects: dict[tuple[int, int], list[list[float]]] = {}
-    for annotation in truth["annotations"]:
-        objects.setdefault((annotation["image_id"], annotation["category_id"]), []).append(annotation["bbox"])
-    false = 0
-    for result in sorted(results, key=lambda r: -r["score"]):
-        if result["score"] < SHOWN_SCORE:
-            continue
-        candidates = objects.get((result["image_id"], result["category_id"]), [])
-        overlaps = [_iou(result["bbox"], box) for box in candidates]
-        if overlaps and max(overlaps) >= MATCH_IOU:
-            candidates.pop(overlaps.index(max(overlaps)))
-        else:
-            false += 1
-    return false
+    """Shown boxes that match no object of their class, as the confusion matrix and the gallery count them
+    (frcnn.reporting.matching: score >= DETECTED_SCORE, one to one at IoU >= MATCH_IOU, largest overlap first)."""
+    matches = match_images(truth, results, sorted({r["image_id"] for r in results}))
+    return sum(len(match.labels) - match.correct for match in matches.values())
 
 
 def precision_rows(bf16: bool, int8: bool) -> list[tuple[str, list[str]]]:
@@ -253,10 +222,6 @@ def _number(value) -> float | None:
     return None if value in (None, "") else float(value)
 
 
-def _cell(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
 def format_report(report: dict) -> str:
     lines = [machine_line(report["machine"]), f"world: {report['world']}", f"training: {report['training']}"]
     for name, model in report["models"].items():
@@ -265,29 +230,30 @@ def format_report(report: dict) -> str:
         lines.append(f"\n{name}: trained from scratch for {len(curve) * per_epoch} steps ({len(curve)} epoch(s)) in "
                      f"{model['trained'].get('seconds', '?')} s; validation on all {report['world']['val']} "
                      f"held-out pictures after each epoch:")
-        lines.append("epoch | steps | mean loss | AP | AP50 | AP_small | AR100 | training s")
-        for row in curve:
-            lines.append(f"{row['epoch']} | {int(row['epoch']) * per_epoch} | {float(row['loss']):.3f} | "
-                         + " | ".join(_cell(_number(row.get(k)))
-                                      for k in ("AP", "AP50", "AP_small", "AR100"))
-                         + f" | {float(row.get('train_s') or 0):.0f}")
+        lines.append(table(["epoch", "steps", "mean loss", "AP", "AP50", "AP_small", "AR100", "training s"],
+                           [[row["epoch"], int(row["epoch"]) * per_epoch, f"{float(row['loss']):.3f}",
+                             *(percent(_number(row.get(k))) for k in ("AP", "AP50", "AP_small", "AR100")),
+                             f"{float(row.get('train_s') or 0):.0f}"] for row in curve]))
         fp32 = model["precisions"]["OpenVINO fp32"]["AP"]
-        lines.append("option | AP | AP50 | AP_small | AR100 | AP - OpenVINO fp32 | false boxes shown / picture")
-        for label, m in model["precisions"].items():
-            lines.append(f"{label} | {_cell(m['AP'])} | {_cell(m['AP50'])} | {_cell(m['AP_small'])} | "
-                         f"{_cell(m['AR100'])} | {100 * (m['AP'] - fp32):+.1f} | {m['false_per_picture']:.2f}")
-        lines.append("tiny objects in large pictures | AP | AP50 | AP_small | AR100 | false boxes shown / picture")
-        for label, m in model["slicing"].items():
-            lines.append(f"{label} | {_cell(m['AP'])} | {_cell(m['AP50'])} | {_cell(m['AP_small'])} | "
-                         f"{_cell(m['AR100'])} | {m['false_per_picture']:.2f}")
+        lines.append(table(["option", "AP", "AP50", "AP_small", "AR100", "AP - OpenVINO fp32",
+                            "false boxes shown / picture"],
+                           [[label, *metric_cells(m), f"{100 * (m['AP'] - fp32):+.1f}", f"{m['false_per_picture']:.2f}"]
+                            for label, m in model["precisions"].items()]))
+        lines.append(table(["tiny objects in large pictures", "AP", "AP50", "AP_small", "AR100",
+                            "false boxes shown / picture"],
+                           [[label, *metric_cells(m), f"{m['false_per_picture']:.2f}"]
+                            for label, m in model["slicing"].items()]))
         if model.get("tracking"):
-            lines.append("--detect-every | IDF1 | MOTA | HOTA | ID switches | IoU with the truth: detected boxes | "
-                         "carried boxes")
-            for every, t in model["tracking"].items():
-                fit = ["-" if t.get(k) is None else f"{t[k]:.3f}" for k in ("detected_iou", "carried_iou")]
-                lines.append(f"{every} | {_cell(t['IDF1'])} | {_cell(t['MOTA'])} | {_cell(t['HOTA'])} | "
-                             f"{t['IDSW']} | {fit[0]} | {fit[1]}")
+            lines.append(table(["--detect-every", "IDF1", "MOTA", "HOTA", "ID switches",
+                                "IoU with the truth: detected boxes", "carried boxes"],
+                               [[every, percent(t["IDF1"]), percent(t["MOTA"]), percent(t["HOTA"]), t["IDSW"],
+                                 cell(t.get("detected_iou"), ".3f"), cell(t.get("carried_iou"), ".3f")]
+                                for every, t in model["tracking"].items()]))
     return "\n".join(lines)
+
+
+def metric_cells(metrics: dict) -> list[str]:
+    return [percent(metrics[k]) for k in ("AP", "AP50", "AP_small", "AR100")]
 
 
 def plot_learning_curves(report: dict, path: Path) -> None:

@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import SAMPLES, SHARED_MEDIA, machine, machine_line, table, weights_for
 
-from common import SHARED_MEDIA, cpu_description  # noqa: E402  (benchmarks/ is this script's folder)
-from speed import weights_for  # noqa: E402
+from frcnn.core.tables import MISSING
 
 
 def pictures(count: int) -> list[Path]:
@@ -35,7 +32,7 @@ def pictures(count: int) -> list[Path]:
     found = sorted(p for p in [*SHARED_MEDIA.glob("*.jpg"), *(SHARED_MEDIA / "seed").glob("*.jpg")]
                    if not p.name.startswith("reference_"))
     if not found:
-        found = [ROOT / "input" / "coffee.jpg"]
+        found = [SAMPLES / "coffee.jpg"]
     return [found[i % len(found)] for i in range(count)]
 
 
@@ -123,29 +120,34 @@ def main() -> int:
     rows.update(ray_rows(spec, paths, args.runs, [1, 2]))
     base = rows["one process, 1 thread"]
     single = rows["Ray, 1 worker x 1 CPU"]
-    report = {**cpu_description(), "cores": os.cpu_count(), "model": args.model, "weights": kind,
-              "imgsz": args.imgsz, "runtime": args.backend, "pictures": len(paths), "runs": args.runs,
+    report = {"machine": machine(), "model": args.model, "weights": kind, "imgsz": args.imgsz,
+              "runtime": args.backend, "pictures": len(paths), "runs": args.runs,
               "overhead_share_of_inference": round((single["other_median_s"] - base["other_median_s"])
                                                    / base["model_median_s"], 4),
               "rows": rows}
-    print(f"{report['cpu']}, {report['cores']} cores; flags: {' '.join(report['cpu_flags'])}")
-    print(f"{args.model} ({kind} weights), imgsz {args.imgsz}, {args.backend}, "
-          f"{len(paths)} pictures x {args.runs} runs")
-    print(f"{'':28} {'s/picture min':>13} {'median':>7} {'model':>6} {'other':>6} {'pictures/s':>10}")
-    for name, row in rows.items():
-        # With several workers, pictures overlap: the time outside the model is not the difference.
-        other = f"{row['other_median_s']:6.3f}" if "2 workers" not in name else f"{'-':>6}"
-        print(f"{name:28} {row['wall_min_s']:13.3f} {row['wall_median_s']:7.3f} {row['model_median_s']:6.3f} "
-              f"{other} {1 / row['wall_median_s']:10.3f}")
-    for name, row in rows.items():
-        if "cluster_start_s" in row:
-            print(f"{name}: cluster start {row['cluster_start_s']} s, workers ready {row['workers_ready_s']} s "
-                  f"(model loads {row['model_load_s']} s)")
-    print(f"Ray's overhead per picture (1 worker vs 1 thread, time outside the model): "
-          f"{100 * report['overhead_share_of_inference']:+.1f}% of the inference time")
+    print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def format_report(report: dict) -> str:
+    lines = [machine_line(report["machine"]),
+             f"{report['model']} ({report['weights']} weights), imgsz {report['imgsz']}, {report['runtime']}, "
+             f"{report['pictures']} pictures x {report['runs']} runs"]
+    header = ["", "s/picture min", "median", "model", "other", "pictures/s"]
+    # With several workers, pictures overlap: the time outside the model is not the difference.
+    lines.append(table(header, [[name, f"{row['wall_min_s']:.3f}", f"{row['wall_median_s']:.3f}",
+                                 f"{row['model_median_s']:.3f}",
+                                 MISSING if "2 workers" in name else f"{row['other_median_s']:.3f}",
+                                 f"{1 / row['wall_median_s']:.3f}"] for name, row in report["rows"].items()]))
+    for name, row in report["rows"].items():
+        if "cluster_start_s" in row:
+            lines.append(f"{name}: cluster start {row['cluster_start_s']} s, workers ready {row['workers_ready_s']} s "
+                         f"(model loads {row['model_load_s']} s)")
+    lines.append(f"Ray's overhead per picture (1 worker vs 1 thread, time outside the model): "
+                 f"{100 * report['overhead_share_of_inference']:+.1f}% of the inference time")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -27,15 +26,23 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-# The project's root first, so that its modules are found before anything beside this file.
-sys.path.insert(0, str(ROOT))
-sys.path.insert(1, str(Path(__file__).resolve().parent))
+from common import (
+    ROOT,
+    SHARED_MEDIA,
+    ChildFailed,
+    child_result,
+    machine,
+    machine_busy,
+    machine_line,
+    others_load,
+    run_child,
+    table,
+    weights_for,
+)
 
-from common import machine  # noqa: E402
-from speed import weights_for  # noqa: E402  (seeded random weights unless the official ones are cached)
+from frcnn.core.tables import cell
 
-SEED_MEDIA = ROOT.parent / "shared" / "media" / "seed"
+SEED_MEDIA = SHARED_MEDIA / "seed"
 # The aerial photos of small objects, with their sizes (a picture of that size is generated in their stead).
 PICTURES = [("faster-rcnn-small-object-detection.jpg", 1000, 751),
             ("faster-rcnn-small-object-detection-2.jpg", 1280, 720)]
@@ -68,24 +75,6 @@ class CallRecorder:
         whole = len(images) == 1 and images[0].shape == self.whole_shape
         self.calls.append((whole, len(images), time.perf_counter() - start))
         return predictions
-
-
-def machine_busy() -> tuple[float, float]:
-    """Seconds of CPU time the whole machine has spent busy, and stolen by the hypervisor, so far."""
-    try:
-        with open("/proc/stat") as stat:
-            ticks = [int(v) for v in stat.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return (float("nan"), float("nan"))
-    user, nice, system, _, _, irq, softirq, steal = ticks
-    hertz = os.sysconf("SC_CLK_TCK")
-    return (user + nice + system + irq + softirq) / hertz, steal / hertz
-
-
-def others_load(before: tuple[float, float], own_cpu: float, seconds: float) -> dict:
-    """Cores kept busy by other processes (and stolen by the hypervisor) while this one was timed."""
-    busy, steal = machine_busy()
-    return {"cores": max(0.0, (busy - before[0] - own_cpu) / seconds), "steal": (steal - before[1]) / seconds}
 
 
 def load_model(config: dict):
@@ -271,21 +260,10 @@ def compare(reference: list, candidate: list) -> dict:
 
 
 def child_main(config: dict) -> None:
-    result = run_async(config) if config["kind"] == "async" else run_picture(config)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(result))
+    child_result(run_async(config) if config["kind"] == "async" else run_picture(config))
 
 
 # ---------------------------------------------------------------- the parent: orchestration and summary
-
-
-def run_child(config: dict, env: dict, timeout: float | None = None) -> dict:
-    completed = subprocess.run([sys.executable, __file__, "--child", json.dumps(config)], capture_output=True,
-                               text=True, env=env, timeout=timeout)
-    if completed.returncode != 0:
-        raise RuntimeError(f"{config['kind']} {config['model']} {config.get('mode', '')} failed:\n"
-                           f"{completed.stderr[-3000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def generated_picture(path: Path, width: int, height: int, seed: int) -> Path:
@@ -409,7 +387,8 @@ def main() -> int:
                     "runs": args.runs}
             for picture in [] if args.skip_pictures else report["pictures"]:
                 for mode in MODES:
-                    result = run_child({**base, "kind": "picture", "image": picture["path"], "mode": mode}, env)
+                    config = {**base, "kind": "picture", "image": picture["path"], "mode": mode}
+                    result = run_child(__file__, config, env)
                     row = {"model": name, "picture": picture["name"], "size": picture["size"], "mode": mode,
                            "peak_rss_mb": round(result["peak_rss_mb"]), "runs": result["runs"]}
                     report["results"].append(row)
@@ -427,9 +406,9 @@ def main() -> int:
                     tiles = sliced[0].get("tile_pictures", 1)
                     limit = 300 + 3 * 4 * (args.runs * tiles + 2 * args.warmup + 2) * per_pass
                 try:
-                    result = run_child({**base, "kind": "async", "image": picture["path"],
+                    result = run_child(__file__, {**base, "kind": "async", "image": picture["path"],
                                         "request_timeout_s": limit / 2}, env, timeout=limit)
-                except (subprocess.TimeoutExpired, RuntimeError) as error:
+                except (subprocess.TimeoutExpired, ChildFailed) as error:
                     message = (f"no result after {limit:.0f} s (hung?)" if isinstance(error, subprocess.TimeoutExpired)
                                else str(error).strip().splitlines()[-1])
                     report["async_errors"].append(f"{name}: {message}")
@@ -459,25 +438,13 @@ def save_partial(report: dict, path: Path) -> None:
     path.write_text(json.dumps({**report, "complete": False}, indent=2) + "\n")
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = [header, *rows]
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    return "\n".join(" | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
-
-
-def number(row: dict, key: str, spec: str, unit: str = "") -> str:
-    return "-" if row.get(key) is None else f"{row[key]:{spec}}{unit}"
-
-
 def format_report(report: dict) -> str:
     info = report["machine"]
-    flags = ", ".join(f"{flag} {'yes' if present else 'no'}" for flag, present in info["flags"].items())
     weights = ", ".join(f"{m}: {report[m + '_weights']} weights" for m in ("v1", "v2") if m + "_weights" in report)
     pictures = ", ".join(f"{p['name']} {p['size']}{' (generated)' if p['generated'] else ''}"
                          for p in report["pictures"])
-    out = [f"CPU: {info['cpu']}, {info['cores']} cores; flags: {flags}",
-           f"runtime {report['backend']}" + (f" (OpenVINO {info['openvino']})" if "openvino" in info else "")
-           + f", torch {info['torch']}, imgsz {report['imgsz']}, threshold {report['threshold']}, "
+    out = [machine_line(info),
+           f"runtime {report['backend']}, imgsz {report['imgsz']}, threshold {report['threshold']}, "
            f"{report['runs']} runs after a warm-up of each input shape; {weights}",
            f"pictures: {pictures}", ""]
     header = ["model", "picture", "slice", "tiles (px)", "passes", "min s", "median s", "x no slice",
@@ -487,10 +454,11 @@ def format_report(report: dict) -> str:
     rows = []
     for r in report["results"]:
         rows.append([r["model"], r["size"], r["mode"],
-                     f"{r['tiles']} ({r['tile_size']})" if r["mode"] != "none" else "-", str(r["passes"]),
-                     f"{r['min_s']:.2f}", f"{r['median_s']:.2f}", number(r, "vs_no_slice", ".2f", "x"),
-                     number(r, "full_pass_s", ".2f"), number(r, "tile_s", ".2f"), number(r, "tile_vs_full", ".2f"),
-                     number(r, "rule_ratio", ".2f"), number(r, "tiles_ratio", ".2f"), number(r, "other_ms", ".0f"),
+                     f"{r['tiles']} ({r['tile_size']})" if r["mode"] != "none" else None, str(r["passes"]),
+                     f"{r['min_s']:.2f}", f"{r['median_s']:.2f}", cell(r.get("vs_no_slice"), ".2f", "x"),
+                     *(cell(r.get(key), ".2f") for key in ("full_pass_s", "tile_s", "tile_vs_full", "rule_ratio",
+                                                           "tiles_ratio")),
+                     cell(r.get("other_ms"), ".0f"),
                      f"{r['cores_busy']:.2f}",
                      f"{r['others_cores']:.2f}",
                      f"{r['reported_ms']:.0f}", str(r["detections"]), str(r["peak_rss_mb"])])

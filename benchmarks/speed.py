@@ -1,89 +1,70 @@
-"""Speed of this project's detection paths against an original-style eager PyTorch loop, in one run.
+"""Speed of this project's detection paths against an original-style eager PyTorch loop, in one run; and, with
+--profile, where v1's and v2's compute and time go, stage by stage.
 
-    python benchmarks/speed.py            # the full benchmark on ../shared/media (or the sample files)
-    python benchmarks/speed.py --quick    # small --imgsz, one repetition: a check that it still works
+    python benchmarks/speed.py                    # the full benchmark on ../shared/media (or the sample files)
+    python benchmarks/speed.py --quick            # small --imgsz, one repetition: a check that it still works
+    python benchmarks/speed.py --profile          # the per-stage profile (FLOPs and time) of v1 and v2
+    python benchmarks/speed.py --profile --quick  # the profile at a tiny --imgsz: a check that it still works
 
-For one picture and for a video, and for v1 and v2, it times:
+For one picture and for a video, and for v1 and v2, the speed table times:
   reference  eager torchvision as the original scripts ran it: ToTensor, torch.no_grad, one picture at a
              time, an OpenCV mp4v writer for video (written here, independent of the project's code)
   <backend>  the project's own path (predictor.Predictor; detect_video.py for video) with each backend
 Every configuration runs in its own process, so its peak resident memory is its own. Detections of each
 backend are checked against the reference (rule: see `equivalent`). Prints a table and writes JSON.
+
+The profile splits one picture's inference into the model's stages (STAGES): pre-processing, the ResNet50 body, the
+FPN, the RPN, the RoI heads and post-processing. Eager PyTorch: FLOPs per stage from FlopCounterMode's per-module
+counts, time from forward hooks on the stage modules. OpenVINO (fp32, bf16, int8): time from its per-layer
+performance counters, each layer given to a stage by the module scope the ONNX export writes into its name
+("/backbone/body/...", "/rpn/head/..."); layers OpenVINO made itself carry no scope and are shown as not attributed.
+Each at 1000 and 300 proposals. It also measures the machine's peak on a large matrix product in fp32, bf16 and int8
+(on the same threads), and gives each path's GFLOP/s as a share of the peak of its precision.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import (
+    ROOT,
+    SAMPLES,
+    SHARED_MEDIA,
+    OthersLoad,
+    child_result,
+    default_media,
+    detect_video,
+    installed_backends,
+    machine,
+    machine_line,
+    reference_input,
+    reference_model,
+    reference_predict,
+    run_child,
+    run_script,
+    run_video_reference,
+    table,
+    weights_for,
+)
 
-from common import SHARED_MEDIA, default_media, machine, machine_line  # noqa: E402
+from frcnn.core.tables import MISSING, cell
+from frcnn.evaluation.agreement import agreement, equivalent
 
-from frcnn.evaluation.agreement import agreement, equivalent  # noqa: E402
-
-# ---------------------------------------------------------------- one configuration (a child process)
-
-
-def seeded_weights(name: str, folder: Path) -> Path:
-    """Seeded random weights with one class boosted (detections exist; speed does not depend on values)."""
-    from frcnn.synthetic.checkpoints import detector_state, save_checkpoint
-
-    path = folder / f"{name}-seeded.pth"
-    if not path.exists():
-        save_checkpoint(path, detector_state(name))
-    return path
-
-
-def weights_for(name: str, folder: Path) -> tuple[Path, str]:
-    """The official COCO weights when they are cached here, else seeded random ones."""
-    from frcnn.model import official_weights_path
-
-    official = official_weights_path(name)
-    if official.exists():
-        return official, "COCO"
-    return seeded_weights(name, folder), "seeded random"
-
-
-def reference_model(name: str, weights: Path, imgsz: int):
-    """torchvision's builder and the checkpoint, nothing of the project's loading path."""
-    import torch
-    import torchvision
-
-    builder = {"v1": torchvision.models.detection.fasterrcnn_resnet50_fpn,
-               "v2": torchvision.models.detection.fasterrcnn_resnet50_fpn_v2}[name]
-    module = builder(weights=None, weights_backbone=None, min_size=imgsz, max_size=round(imgsz * 1333 / 800))
-    # Built with plain batch norm; torchvision's released v1 freezes it, which computes the same in eval mode.
-    module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=False)
-    return module.eval()
-
-
-def reference_predict(module, image_bgr):
-    """As the original scripts did: BGR→RGB, ToTensor, no_grad, one picture."""
-    import cv2
-    import torch
-    from torchvision import transforms
-
-    tensor = transforms.ToTensor()(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
-    with torch.no_grad():
-        output = module([tensor])[0]
-    return output["boxes"].numpy(), output["scores"].numpy(), output["labels"].numpy()
+# ---------------------------------------------------------------- the speed table: one configuration (a child)
 
 
 def run_image(config: dict) -> dict:
     import cv2
 
-    from frcnn.core.specs import ModelSpec
     from frcnn.inference.predictor import Predictor
     from frcnn.model import load
 
@@ -94,10 +75,7 @@ def run_image(config: dict) -> dict:
         module = reference_model(config["model"], weights, config["imgsz"])
         predict = lambda: reference_predict(module, image)  # noqa: E731
     else:
-        predictor = Predictor(load(ModelSpec(config["model"], weights=str(weights), imgsz=config["imgsz"], device="cpu",
-                                             backend=config["path"], precision=config.get("precision", "fp32"),
-                                             proposals=config.get("proposals", 1000),
-                                             calibration=tuple(config.get("calibration", ())))), threshold=0.0)
+        predictor = Predictor(load(model_spec(config)), threshold=0.0)
 
         def predict():
             (prediction,) = predictor([image])
@@ -115,169 +93,427 @@ def run_image(config: dict) -> dict:
             "detections": {"boxes": boxes.tolist(), "scores": scores.tolist(), "labels": labels.tolist()}}
 
 
-def run_flops(config: dict) -> dict:
-    """Floating-point operations of one eager forward pass (multiply and add counted apart)."""
-    import cv2
-    from torch.utils.flop_counter import FlopCounterMode
+def model_spec(config: dict):
+    """The project's description of the model a configuration runs."""
+    from frcnn.core.specs import ModelSpec
 
-    module = reference_model(config["model"], Path(config["weights"]), config["imgsz"])
-    with FlopCounterMode(display=False) as counter:
-        reference_predict(module, cv2.imread(config["image"]))
-    return {"gflop": counter.get_total_flops() / 1e9}
-
-
-def run_video_reference(config: dict) -> dict:
-    """The original-style video loop: read, ToTensor, no_grad model, draw, mp4v write; FPS over the loop."""
-    import cv2
-    import numpy as np
-
-    module = reference_model(config["model"], Path(config["weights"]), config["imgsz"])
-    capture = cv2.VideoCapture(config["video"])
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    output = Path(config["scratch"]) / f"reference_{config['model']}.mp4"
-    writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    frames = 0
-    start = time.perf_counter()
-    while frames < config["frames"]:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        boxes, scores, labels = reference_predict(module, frame)
-        for box in boxes[scores >= 0.5].astype(np.int32):
-            cv2.rectangle(frame, (int(box[0]), int(box[1])), (int(box[2]), int(box[3])), (0, 0, 255), 2)
-        writer.write(frame)
-        frames += 1
-    elapsed = time.perf_counter() - start
-    writer.release()
-    return {"frames": frames, "fps": frames / elapsed}
+    return ModelSpec(config["model"], weights=config["weights"], imgsz=config["imgsz"], device="cpu",
+                     backend=config["path"], precision=config.get("precision", "fp32"),
+                     proposals=config.get("proposals", 1000), calibration=tuple(config.get("calibration", ())))
 
 
 def run_video_project(config: dict) -> dict:
-    """detect_video.py as a user runs it; its own report gives the pipeline FPS (model loading excluded)."""
-    command = [sys.executable, str(ROOT / "detect_video.py"), "--input", config["video"], "--model", config["model"],
-               "--weights", config["weights"], "--imgsz", str(config["imgsz"]), "--backend", config["path"],
-               "--max-frames", str(config["frames"]), "--output", config["scratch"], "--device", "cpu",
-               "--precision", config.get("precision", "fp32"), "--proposals", str(config.get("proposals", 1000))]
+    """detect_video.py as a user runs it; its JSON speed figures give the pipeline FPS (model loading excluded)."""
+    options = ["--backend", config["path"], "--precision", config.get("precision", "fp32"),
+               "--proposals", str(config.get("proposals", 1000))]
     if config.get("precision") == "int8":
-        command += ["--calibration", config["calibration"][0]]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    line = next(line for line in result.stdout.splitlines() if line.startswith("speed:"))
-    fps = pipeline_fps(line)
-    frames = int(next(line for line in result.stdout.splitlines() if " frames -> " in line).split()[0])
-    return {"frames": frames, "fps": fps, "peak_rss_mb": _children_peak_rss_mb()}
-
-
-def pipeline_fps(summary: str) -> float:
-    """The whole pipeline's frames per second from detect_video.py's speed line (frames/s or s/frame)."""
-    value, unit = summary.rsplit("whole pipeline ", 1)[1].split()[:2]
-    return float(value) if unit == "frames/s" else 1.0 / float(value)
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _children_peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        options += ["--calibration", config["calibration"][0]]
+    out = Path(config["scratch"]) / f"video-{config['model']}-{config['path']}"
+    result = detect_video(Path(config["video"]), config["model"], Path(config["weights"]), config["imgsz"],
+                          config["frames"], out, options)
+    return {"frames": result["frames"], "fps": result["frames_per_second"], "peak_rss_mb": result["peak_rss_mb"]}
 
 
 def run_export(config: dict) -> dict:
-    """Load with an empty cache: the one-time export, timed by the project's own report on stderr."""
-    from frcnn.core.specs import ModelSpec
+    """The one-time export into an empty cache, timed: what the first run with a backend waits for, once."""
+    from frcnn.model import build_detector, read_checkpoint
+    from frcnn.runtimes.export import cached_export
+
+    proposals = config.get("proposals", 1000)
+
+    def build():
+        module = build_detector(config["model"], imgsz=config["imgsz"], proposals=proposals)
+        module.load_state_dict(read_checkpoint(config["weights"]), strict=False)
+        return module
+
+    start = time.perf_counter()
+    cached_export(build, config["model"], config["imgsz"], proposals, Path(config["weights"]), config["path"])
+    return {"export_seconds": time.perf_counter() - start}
+
+
+# ---------------------------------------------------------------- the profile: stages
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A stage of the detector: the module that computes it (a path under the detector) and the scope the ONNX
+    export gives its layers' names; a part of another stage names that stage. Without a module, a part is the rest
+    of its stage once the other parts are taken out."""
+
+    key: str
+    label: str
+    module: str | None = None
+    scope: str | None = None
+    parent: str | None = None
+
+
+STAGES = (
+    Stage("transform", "pre-processing (transform: normalize, resize, pad)", "transform", "/transform/"),
+    Stage("backbone", "backbone (ResNet50 body)", "backbone.body", "/backbone/body/"),
+    Stage("fpn", "FPN", "backbone.fpn", "/backbone/fpn/"),
+    Stage("rpn", "RPN (head + proposal selection)", "rpn", "/rpn/"),
+    Stage("rpn.head", "head (convs)", "rpn.head", "/rpn/head/", "rpn"),
+    Stage("rpn.anchors", "anchors", "rpn.anchor_generator", "/rpn/anchor_generator/", "rpn"),
+    Stage("rpn.select", "proposal selection (decode, top-k, NMS)", parent="rpn"),
+    Stage("roi_heads", "RoI heads (box head + predictor + post-process)", "roi_heads", "/roi_heads/"),
+    Stage("roi_heads.pool", "RoIAlign", "roi_heads.box_roi_pool", "/roi_heads/box_roi_pool/", "roi_heads"),
+    Stage("roi_heads.head", "box head", "roi_heads.box_head", "/roi_heads/box_head/", "roi_heads"),
+    Stage("roi_heads.predictor", "predictor", "roi_heads.box_predictor", "/roi_heads/box_predictor/", "roi_heads"),
+    Stage("roi_heads.post", "detection post-process (decode, NMS)", parent="roi_heads"),
+    # transform.postprocess is a method, not a module's forward: eager times it by wrapping it; in the export its
+    # layers sit at the graph's top level ("/Mul"), with the few that read the picture's size.
+    Stage("postprocess", "post-processing (boxes to the picture)", scope="/"),
+    # Eager: the detector's own code between the stages. OpenVINO: layers OpenVINO made itself (no scope in the name).
+    Stage("unattributed", "not attributed"),
+)
+TOP = [s for s in STAGES if s.parent is None]
+TOTAL = "total"
+
+
+def complete(values: dict[str, float], total: float) -> dict[str, float]:
+    """Fill each stage's rest part (the stage less its measured parts) and, unless measured, the not attributed
+    share (the total less the stages), so that parts sum to their stage and the stages to the total."""
+    values = dict(values)
+    for stage in STAGES:
+        if stage.parent is not None and stage.module is None:
+            measured = [s.key for s in STAGES if s.parent == stage.parent and s.key != stage.key]
+            values[stage.key] = values[stage.parent] - sum(values[k] for k in measured)
+    if "unattributed" not in values:
+        values["unattributed"] = total - sum(values[s.key] for s in TOP if s.key != "unattributed")
+    values[TOTAL] = total
+    return values
+
+
+def submodule(module, path: str):
+    for name in path.split("."):
+        module = getattr(module, name)
+    return module
+
+
+def eager_flops(module, tensor) -> dict[str, float]:
+    """FLOPs of one forward pass per stage, as FlopCounterMode counts them (convolutions and matrix products; a
+    multiply-add is 2), from its per-module totals; the total is its global count."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module([tensor])
+    counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    root = type(module).__name__
+    values = {s.key: float(counts.get(f"{root}.{s.module}", 0)) for s in STAGES if s.module}
+    # What the detector counts outside its stage modules: transform.postprocess (boxes), the rest of its forward.
+    values["postprocess"] = counts.get(root, 0) - sum(values[s.key] for s in TOP if s.module)
+    values["unattributed"] = counts.get("Global", 0) - counts.get(root, 0)
+    return complete(values, float(counts.get("Global", 0)))
+
+
+class StageClock:
+    """Forward pre- and post-hooks on the stage modules (and a wrapper around transform.postprocess) that add up
+    each stage's seconds; also notes how many proposals reached the RoI heads."""
+
+    def __init__(self, module):
+        self.seconds: dict[str, float] = {}
+        self.proposals = 0
+        self._started: dict[str, float] = {}
+        for stage in STAGES:
+            if stage.module:
+                part = submodule(module, stage.module)
+                part.register_forward_pre_hook(self._start(stage.key))
+                part.register_forward_hook(self._stop(stage.key))
+        module.roi_heads.register_forward_pre_hook(self._count)
+        postprocess = module.transform.postprocess
+
+        def timed_postprocess(*args, **kwargs):
+            self._start("postprocess")(None, None)
+            try:
+                return postprocess(*args, **kwargs)
+            finally:
+                self._stop("postprocess")(None, None, None)
+        module.transform.postprocess = timed_postprocess
+
+    def _start(self, key: str):
+        def hook(_module, _inputs):
+            self._started[key] = time.perf_counter()
+        return hook
+
+    def _stop(self, key: str):
+        def hook(_module, _inputs, _outputs):
+            self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - self._started.pop(key)
+        return hook
+
+    def _count(self, _module, inputs) -> None:
+        self.proposals = int(len(inputs[1][0]))
+
+    def reset(self) -> None:
+        self.seconds.clear()
+
+
+def profile_image(config: dict):
+    """The picture as the project's model input (the same tensor eager PyTorch and the export take)."""
+    import cv2
+
+    from frcnn.core.specs import max_size_for
+    from frcnn.runtimes.preprocess import input_tensor
+
+    image = cv2.imread(config["image"])
+    return input_tensor(image, config["imgsz"], max_size_for(config["imgsz"]))[0], image.shape[:2]
+
+
+def run_stages_eager(config: dict) -> dict:
+    """Eager PyTorch, one picture: each stage's milliseconds (every run) and FLOPs (one more run, counted)."""
+    import torch
+
     from frcnn.model import load
 
-    load(ModelSpec(config["model"], weights=config["weights"], imgsz=config["imgsz"], device="cpu",
-                   backend=config["path"]))
-    return {}
+    tensor, size = profile_image(config)
+    module = load(model_spec({**config, "path": "torch"})).module
+    clock = StageClock(module)
+    runs = []
+    load = OthersLoad()
+    for index in range(config["warmup"] + config["runs"]):
+        if index == config["warmup"]:
+            load = OthersLoad()
+        clock.reset()
+        start = time.perf_counter()
+        with torch.no_grad():
+            (output,) = module([tensor])
+        total = time.perf_counter() - start
+        if index >= config["warmup"]:
+            runs.append(complete({k: 1000 * v for k, v in clock.seconds.items()}, 1000 * total))
+    others = load.others()
+    flops = eager_flops(module, tensor)
+    return {"runs_ms": runs, "others": others, "flops": flops, "proposals_used": clock.proposals,
+            "detections": len(output["boxes"]), "input": list(tensor.shape), "picture": list(size),
+            "threads": torch.get_num_threads()}
+
+
+def stage_of_layer(name: str) -> str:
+    """The stage a layer of the exported graph belongs to, by the module scope at the start of its name (the
+    deepest that matches); a name without a scope is a layer OpenVINO made itself."""
+    if not name.startswith("/"):
+        return "unattributed"
+    scoped = [s for s in STAGES if s.scope and name.startswith(s.scope)]
+    return max(scoped, key=lambda s: len(s.scope)).key
+
+
+LOW_PRECISION_KERNELS = ("bf16", "i8", "u8")  # the end of OpenVINO's exec_type ("brgconv_avx512_1x1_bf16", "..._I8")
+
+
+def layer_times(profiling: list) -> tuple[dict[str, float], dict[str, float], float]:
+    """Milliseconds of the last inference per stage (a part's layers count in its stage too) and, of these, in
+    low-precision kernels; and the sum over all layers."""
+    own: dict[str, float] = {}
+    low: dict[str, float] = {}
+    for layer in profiling:
+        ms = layer.real_time.total_seconds() * 1000
+        key = stage_of_layer(layer.node_name)
+        own[key] = own.get(key, 0.0) + ms
+        if layer.exec_type.lower().rsplit("_", 1)[-1] in LOW_PRECISION_KERNELS:
+            low[key] = low.get(key, 0.0) + ms
+    summed = sum(own.values())
+
+    def with_parts(values: dict[str, float]) -> dict[str, float]:
+        rolled = {s.key: values.get(s.key, 0.0) for s in STAGES if s.module or s.scope or s.key == "unattributed"}
+        for stage in STAGES:
+            if stage.parent and stage.key in rolled:
+                rolled[stage.parent] += rolled[stage.key]
+        return rolled
+    return with_parts(own), with_parts(low), summed
+
+
+def run_stages_openvino(config: dict) -> dict:
+    """OpenVINO, one picture: per-layer counters summed per stage, scaled to the inference's wall time (layer
+    timings do not add up exactly to it); and the project's own runner timed on the same picture, without counters."""
+    import openvino
+
+    from frcnn.model import load
+    from frcnn.runtimes.export import cached_export
+    from frcnn.runtimes.quantize import cached_int8
+
+    tensor, size = profile_image(config)
+    start = time.perf_counter()
+    model = load(model_spec({**config, "path": "openvino"}))  # exports (and quantizes) once: cached
+    load_seconds = time.perf_counter() - start
+
+    def no_export():
+        raise RuntimeError("the model's load should have left its export in the cache")
+
+    graph = cached_export(no_export, config["model"], config["imgsz"], config["proposals"], Path(config["weights"]),
+                          "openvino")
+    if config["precision"] == "int8":
+        graph = cached_int8(graph, tuple(config["calibration"]), config["imgsz"])
+    # As frcnn.runtimes.export.OpenVinoRunner compiles it, with the performance counters on.
+    hint = "bf16" if config["precision"] == "bf16" else "f32"
+    compiled = openvino.Core().compile_model(str(graph), "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                                                                 "INFERENCE_PRECISION_HINT": hint, "PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    array = tensor.numpy()
+    runs, low_runs, layer_sums, project_ms = [], [], [], []
+    load = OthersLoad()
+    for index in range(config["warmup"] + config["runs"]):
+        if index == config["warmup"]:
+            load = OthersLoad()
+        start = time.perf_counter()
+        request.infer({0: array})
+        wall = 1000 * (time.perf_counter() - start)
+        start = time.perf_counter()
+        (output,) = model([tensor])
+        runner = 1000 * (time.perf_counter() - start)
+        if index < config["warmup"]:
+            continue
+        profiling = request.get_profiling_info()
+        stages, low, summed = layer_times(profiling)
+        scale = wall / summed if summed else 0.0
+        runs.append(complete({k: v * scale for k, v in stages.items()}, wall))
+        stages, low = complete(stages, summed), complete(low, sum(low[s.key] for s in TOP))
+        low_runs.append({k: low[k] / v for k, v in stages.items() if v > 0})
+        layer_sums.append(summed)
+        project_ms.append(runner)
+    # The costliest layers of the last run, to see which kernels (exec_type) ran where.
+    costliest = [{"name": layer.node_name, "type": layer.node_type, "exec_type": layer.exec_type,
+                  "stage": stage_of_layer(layer.node_name), "ms": layer.real_time.total_seconds() * 1000}
+                 for layer in sorted(profiling, key=lambda layer: -layer.real_time.total_seconds())[:20]]
+    return {"runs_ms": runs, "others": load.others(), "costliest_layers": costliest, "low_precision_share": low_runs,
+            "layer_sum_ms": layer_sums,
+            "project_runner_ms": project_ms, "detections": len(output["boxes"]), "load_seconds": load_seconds,
+            "graph": graph.name, "input": list(tensor.shape), "picture": list(size),
+            "threads": int(compiled.get_property("INFERENCE_NUM_THREADS"))}
+
+
+def run_peak(config: dict) -> dict:
+    """The machine's peak: a square matrix product in fp32, bf16 and int8 (torch._int_mm) on PyTorch's threads."""
+    import torch
+
+    from frcnn.runtimes.backends import cpu_has_bf16
+
+    n = config["matmul"]
+    flop = 2 * n ** 3
+    result: dict = {"n": n, "threads": torch.get_num_threads(), "paths": {}, "notes": []}
+    generator = torch.Generator().manual_seed(0)
+    for precision in ("fp32", "bf16", "int8"):
+        if precision == "bf16" and not cpu_has_bf16():
+            result["notes"].append("bf16: the CPU has no bf16 instructions (PyTorch would emulate them); left out")
+            continue
+        if precision == "int8":
+            a = torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=generator)
+            b = torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=generator)
+            product = getattr(torch, "_int_mm", None)
+            if product is None:
+                result["notes"].append("int8: this PyTorch has no torch._int_mm; left out")
+                continue
+            multiply = lambda: product(a, b)  # noqa: E731
+        else:
+            dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+            a, b = (torch.rand(n, n, generator=generator).to(dtype) for _ in range(2))
+            multiply = lambda: a @ b  # noqa: E731
+        try:
+            multiply()
+        except RuntimeError as error:
+            result["notes"].append(f"{precision}: {str(error).splitlines()[0]}; left out")
+            continue
+        times, load = [], OthersLoad()
+        for _ in range(config["runs"]):
+            start = time.perf_counter()
+            multiply()
+            times.append(time.perf_counter() - start)
+        result["paths"][precision] = {"min_s": min(times), "median_s": statistics.median(times),
+                                      "gflop_per_s": flop / min(times) / 1e9, "others": load.others()}
+    return result
+
+
+CHILDREN = {"export": run_export, "image": run_image, "stages-eager": run_stages_eager,
+            "stages-openvino": run_stages_openvino, "peak": run_peak}
 
 
 def child_main(config: dict) -> None:
-    if config["kind"] == "export":
-        result = run_export(config)
-    elif config["kind"] == "flops":
-        result = run_flops(config)
-    elif config["kind"] == "image":
-        result = run_image(config)
-    elif config["path"] == "reference":
-        result = run_video_reference(config)
+    kind = config["kind"]
+    if kind == "flops":
+        import cv2
+
+        module = reference_model(config["model"], Path(config["weights"]), config["imgsz"])
+        result = {"gflop": eager_flops(module, reference_input(cv2.imread(config["image"])))[TOTAL] / 1e9}
+    elif kind == "video":
+        result = run_video_reference(config) if config["path"] == "reference" else run_video_project(config)
     else:
-        result = run_video_project(config)
-    result.setdefault("peak_rss_mb", _peak_rss_mb())
-    print(json.dumps(result))
+        result = CHILDREN[kind](config)
+    child_result(result)
 
 
 # ---------------------------------------------------------------- the parent: orchestration and checks
 
 
-def run_child(config: dict, env: dict) -> dict:
-    completed = subprocess.run([sys.executable, __file__, "--child", json.dumps(config)], capture_output=True,
-                               text=True, env=env)
-    if completed.returncode != 0:
-        raise RuntimeError(f"{config['kind']} {config['model']} {config['path']} failed:\n{completed.stderr[-3000:]}")
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    export = [line for line in completed.stderr.splitlines() if line.startswith("Exported")]
-    if export:
-        result["export_seconds"] = float(export[0].split(" in ")[1].split()[0])
-    return result
-
-
-def installed_backends() -> list[str]:
-    from frcnn.model import backend_installed
-
-    return [b for b in ("torch", "onnxruntime", "openvino") if backend_installed(b)]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="imgsz 320, one run, 3 video frames")
+    parser.add_argument("--quick", action="store_true",
+                        help="imgsz 320, one run, 3 video frames (with --profile: imgsz 64, 1000 proposals, fp32)")
+    parser.add_argument("--profile", action="store_true", help="the per-stage profile instead of the speed table")
     parser.add_argument("--imgsz", type=int, default=800)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per picture configuration")
     parser.add_argument("--video-frames", type=int, default=20)
     parser.add_argument("--models", nargs="+", default=["v1", "v2"])
     parser.add_argument("--backends", nargs="+", help="default: every installed one")
-    parser.add_argument("--image", type=Path, default=default_media("traffic.jpg", ROOT / "input" / "coffee.jpg"))
-    parser.add_argument("--video", type=Path, default=default_media("scooters.mp4", ROOT / "input" / "sample.mp4"))
+    parser.add_argument("--image", type=Path, default=default_media("traffic.jpg", SAMPLES / "coffee.jpg"))
+    parser.add_argument("--video", type=Path, default=default_media("scooters.mp4", SAMPLES / "sample.mp4"))
     parser.add_argument("--skip-video", action="store_true")
-    parser.add_argument("--precisions", nargs="+", default=["int8", "bf16"], choices=["int8", "bf16"],
-                        help="lower precisions to measure with OpenVINO (bf16 only where the CPU has it)")
-    parser.add_argument("--proposals", nargs="+", type=int, default=[1000, 300],
-                        help="region proposals per picture to measure with each precision")
+    parser.add_argument("--precisions", nargs="+", choices=["int8", "bf16"],
+                        help="lower precisions to measure with OpenVINO (bf16 only where the CPU has it; "
+                             "default: int8 bf16, none with --profile --quick)")
+    parser.add_argument("--proposals", nargs="+", type=int,
+                        help="region proposals per picture to measure (default: 1000 300; 1000 with --profile "
+                             "--quick)")
+    parser.add_argument("--matmul", type=int, default=4096, help="--profile: the side of the peak's square matrices")
     parser.add_argument("--calibration", default=str(SHARED_MEDIA / "seed"),
                         help="the folder of pictures int8 is calibrated on (default: the write-up's photos)")
-    parser.add_argument("--json-out", type=Path, default=ROOT / "outputs" / "benchmarks" / "speed.json")
+    parser.add_argument("--json-out", type=Path, help="default: outputs/benchmarks/speed.json (profile.json)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child_main(json.loads(args.child))
         return 0
+    quick_profile = args.quick and args.profile
     if args.quick:
-        args.imgsz, args.runs, args.video_frames = 320, 1, 3
+        args.imgsz, args.runs, args.video_frames = (64, 1, 3) if args.profile else (320, 1, 3)
+        args.matmul = min(args.matmul, 512)
+    args.precisions = args.precisions if args.precisions is not None else [] if quick_profile else ["int8", "bf16"]
+    args.proposals = args.proposals or ([1000] if quick_profile else [1000, 300])
+    args.json_out = args.json_out or ROOT / "outputs" / "benchmarks" / f"{'profile' if args.profile else 'speed'}.json"
+    if not Path(args.calibration).is_dir():
+        args.calibration = str(SAMPLES / "coffee.jpg")
     backends = args.backends or installed_backends()
     scratch = Path(tempfile.mkdtemp(prefix="frcnn-bench-"))
     # A fresh export cache, so the export time is measured in this run.
     env = {**os.environ, "FRCNN_CACHE": str(scratch / "cache")}
+    try:
+        if args.profile:
+            report = profile(args, backends, scratch, env)
+            text = format_profile(report)
+        else:
+            report = speed_table(args, backends, scratch, env)
+            text = format_table(report)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(text)
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {args.json_out}")
+    failed = [r for r in report.get("results", []) if "check" in r and not r["check"]["equivalent"]]
+    for row in failed:
+        print(f"NOT EQUIVALENT: {row['model']} {row['path']}: {row['check']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def speed_table(args: argparse.Namespace, backends: list[str], scratch: Path, env: dict) -> dict:
     report = {"machine": machine(), "imgsz": args.imgsz, "runs": args.runs, "warmup": 1,
               "image": str(args.image), "video": str(args.video), "video_frames": args.video_frames,
               "matching_rule": " ".join(equivalent.__doc__.split()),
               "results": []}
-    try:
-        report["help_seconds"] = help_seconds(1 if args.quick else 5)
-        measure(args, backends, scratch, env, report)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    report["help_seconds"] = help_seconds(1 if args.quick else 5)
+    measure(args, backends, scratch, env, report)
     for row in report["results"]:
         if not args.skip_video:
             ref = next(r for r in report["results"] if r["model"] == row["model"] and r["path"] == "reference")
             row["video_speedup"] = round(row["video_fps"] / ref["video_fps"], 2)
-    print(format_table(report))
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {args.json_out}")
-    failed = [r for r in report["results"] if "check" in r and not r["check"]["equivalent"]]
-    for row in failed:
-        print(f"NOT EQUIVALENT: {row['model']} {row['path']}: {row['check']}", file=sys.stderr)
-    return 1 if failed else 0
+    return report
 
 
 def measure(args: argparse.Namespace, backends: list[str], scratch: Path, env: dict, report: dict) -> None:
@@ -288,15 +524,15 @@ def measure(args: argparse.Namespace, backends: list[str], scratch: Path, env: d
         base = {"model": name, "weights": str(weights), "imgsz": args.imgsz, "image": str(args.image),
                 "video": str(args.video), "frames": args.video_frames, "warmup": 1, "runs": args.runs,
                 "scratch": str(scratch)}
-        report[f"{name}_gflop"] = round(run_child({**base, "kind": "flops"}, env)["gflop"], 1)
+        report[f"{name}_gflop"] = round(run_child(__file__, {**base, "kind": "flops"}, env)["gflop"], 1)
         reference = eager = None
         for path in ["reference", "torch", *(b for b in backends if b != "torch")]:
             row = {"model": name, "path": path, "export_s": None}
             if path not in ("reference", "torch"):
                 # Export first, in a process of its own, so the timed runs below find the cache warm.
-                export = run_child({**base, "kind": "export", "path": path}, env)
+                export = run_child(__file__, {**base, "kind": "export", "path": path}, env)
                 row.update(export_s=export.get("export_seconds"), export_peak_rss_mb=round(export["peak_rss_mb"]))
-            image = run_child({**base, "kind": "image", "path": path}, env)
+            image = run_child(__file__, {**base, "kind": "image", "path": path}, env)
             row.update(min_s=min(image["times"]), median_s=statistics.median(image["times"]),
                        peak_rss_mb=round(image["peak_rss_mb"]))
             if path == "reference":
@@ -310,7 +546,7 @@ def measure(args: argparse.Namespace, backends: list[str], scratch: Path, env: d
             row["speedup"] = round(statistics.median(reference["times"]) / row["median_s"], 2)
             row["gflop_per_s"] = round(report[f"{name}_gflop"] / row["median_s"], 1)
             if not args.skip_video:
-                video = run_child({**base, "kind": "video", "path": path}, env)
+                video = run_child(__file__, {**base, "kind": "video", "path": path}, env)
                 row.update(video_fps=round(video["fps"], 3), video_frames=video["frames"],
                            video_peak_rss_mb=round(video["peak_rss_mb"]))
             report["results"].append(row)
@@ -322,33 +558,40 @@ def measure(args: argparse.Namespace, backends: list[str], scratch: Path, env: d
                     print(format_row(variant), file=sys.stderr, flush=True)
 
 
-def precision_rows(args, base: dict, env: dict, reference: dict, fp32: dict, gflop: float) -> list[dict]:
-    """OpenVINO at each lower precision and number of proposals, against the reference and fp32 OpenVINO."""
-    from frcnn.model import cpu_has_bf16
+def lower_precisions(args: argparse.Namespace) -> list[str]:
+    """fp32 and the lower precisions asked for that this CPU computes (a note on stderr for the others)."""
+    from frcnn.runtimes.backends import cpu_has_bf16
 
-    calibration = [args.calibration if Path(args.calibration).is_dir() else str(ROOT / "input")]
-    rows = []
-    for precision in ["fp32", *args.precisions]:
+    kept = ["fp32"]
+    for precision in args.precisions:
         if precision == "bf16" and not cpu_has_bf16():
             print("bf16: this CPU does not compute in bf16; left out", file=sys.stderr)
             continue
+        kept.append(precision)
+    return kept
+
+
+def precision_rows(args, base: dict, env: dict, reference: dict, fp32: dict, gflop: float) -> list[dict]:
+    """OpenVINO at each lower precision and number of proposals, against the reference and fp32 OpenVINO."""
+    rows = []
+    for precision in lower_precisions(args):
         for proposals in args.proposals:
             if (precision, proposals) == ("fp32", 1000):
                 continue  # the openvino row itself
             config = {**base, "path": "openvino", "precision": precision, "proposals": proposals,
-                      "calibration": calibration}
+                      "calibration": [args.calibration]}
             label = f"openvino {precision}" + (f" p{proposals}" if proposals != 1000 else "")
             row = {"model": base["model"], "path": label, "export_s": None}
             if precision == "int8":  # quantize first, in a process of its own, so the timed runs find it cached
-                run_child({**config, "kind": "image", "runs": 1, "warmup": 0}, env)
-            image = run_child({**config, "kind": "image"}, env)
+                run_child(__file__, {**config, "kind": "image", "runs": 1, "warmup": 0}, env)
+            image = run_child(__file__, {**config, "kind": "image"}, env)
             row.update(min_s=min(image["times"]), median_s=statistics.median(image["times"]),
                        peak_rss_mb=round(image["peak_rss_mb"]),
                        speedup=round(statistics.median(reference["times"]) / statistics.median(image["times"]), 2),
                        gflop_per_s=round(gflop / statistics.median(image["times"]), 1),
                        agreement=agreement(fp32["detections"], image["detections"]))
             if not args.skip_video:
-                video = run_child({**config, "kind": "video"}, env)
+                video = run_child(__file__, {**config, "kind": "video"}, env)
                 row.update(video_fps=round(video["fps"], 3), video_frames=video["frames"],
                            video_peak_rss_mb=round(video["peak_rss_mb"]))
             rows.append(row)
@@ -362,7 +605,7 @@ def help_seconds(runs: int = 5) -> dict:
         times = []
         for _ in range(runs):
             start = time.perf_counter()
-            subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, check=True)
+            run_script(script, ["--help"])
             times.append(time.perf_counter() - start)
         timings[script] = {"min_s": round(min(times), 3), "median_s": round(statistics.median(times), 3)}
     return timings
@@ -376,10 +619,10 @@ def format_row(row: dict) -> str:
 def format_table(report: dict) -> str:
     header = ["model", "path", "min s", "median s", "speed-up", "GFLOP/s", "peak MB", "export s (MB)", "video fps",
               "video x", "video MB", "detections vs eager torch (torch: vs reference)"]
-    lines = [header]
+    rows = []
     for r in report["results"]:
         check = r.get("check") or r.get("check_original")
-        verdict = "-" if check is None else (
+        verdict = None if check is None else (
             f"{'same' if check['equivalent'] else 'DIFFERENT'} "
             f"({check['paired']} of {check['reference_count']} paired, "
             f"box ≤{check['max_box_diff_px']:.3g} px, score ≤{check['max_score_diff']:.1e})")
@@ -387,20 +630,155 @@ def format_table(report: dict) -> str:
             a = r["agreement"]
             verdict = (f"vs fp32 openvino: {a['matched']} of {a['reference_shown']} shown boxes matched"
                        + (f", mean IoU {a['mean_iou']:.3f}" if a["mean_iou"] is not None else ""))
-        lines.append([r["model"], r["path"], f"{r['min_s']:.3f}", f"{r['median_s']:.3f}", f"{r['speedup']:.2f}x",
-                      f"{r['gflop_per_s']:.0f}", str(r["peak_rss_mb"]),
-                      f"{r['export_s']:.0f} ({r['export_peak_rss_mb']})" if r["export_s"] else "-",
-                      f"{r['video_fps']:.3f}" if "video_fps" in r else "-",
-                      f"{r['video_speedup']:.2f}x" if "video_speedup" in r else "-",
-                      str(r.get("video_peak_rss_mb", "-")), verdict])
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    table = "\n".join(" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines)
+        rows.append([r["model"], r["path"], f"{r['min_s']:.3f}", f"{r['median_s']:.3f}", f"{r['speedup']:.2f}x",
+                     f"{r['gflop_per_s']:.0f}", str(r["peak_rss_mb"]),
+                     f"{r['export_s']:.0f} ({r['export_peak_rss_mb']})" if r["export_s"] else None,
+                     cell(r.get("video_fps"), ".3f"), cell(r.get("video_speedup"), ".2f", "x"),
+                     r.get("video_peak_rss_mb"), verdict])
     models = ", ".join(f"{m}: {report[m + '_gflop']} GFLOP, {report[m + '_weights']} weights"
                        for m in ("v1", "v2") if m + "_gflop" in report)
     helps = ", ".join(f"{name} {t['median_s']:.2f} s" for name, t in report.get("help_seconds", {}).items())
     return (f"{machine_line(report['machine'])}\n"
-            f"imgsz {report['imgsz']}, {report['runs']} runs after 1 warm-up; {models}\n{table}"
+            f"imgsz {report['imgsz']}, {report['runs']} runs after 1 warm-up; {models}\n{table(header, rows)}"
             + (f"\n--help answers in (median): {helps}" if helps else ""))
+
+
+# ---------------------------------------------------------------- the parent: the profile
+
+
+def profile(args: argparse.Namespace, backends: list[str], scratch: Path, env: dict) -> dict:
+    """Every (model, path, precision, proposals) of the profile, one child process each, and the machine's peak."""
+    report = {"machine": machine(), "imgsz": args.imgsz, "runs": args.runs, "warmup": 1, "image": str(args.image),
+              "proposals": args.proposals, "calibration": args.calibration, "weights": {}, "configs": [],
+              "stages": [dataclasses.asdict(stage) for stage in STAGES], "notes": []}
+    report["peak"] = run_child(__file__, {"kind": "peak", "matmul": args.matmul, "runs": max(3, args.runs)}, env)
+    report["notes"] += report["peak"]["notes"]
+    precisions = lower_precisions(args) if "openvino" in backends else []
+    if "openvino" not in backends:
+        report["notes"].append("OpenVINO is not installed (or not asked for): eager PyTorch only")
+    for name in args.models:
+        weights, kind = weights_for(name, scratch)
+        report["weights"][name] = kind
+        base = {"model": name, "weights": str(weights), "imgsz": args.imgsz, "image": str(args.image),
+                "warmup": 1, "runs": args.runs, "calibration": [args.calibration]}
+        for proposals in args.proposals:
+            result = run_child(__file__, {**base, "kind": "stages-eager", "proposals": proposals}, env)
+            report["configs"].append({"model": name, "path": "eager", "precision": "fp32", "proposals": proposals,
+                                      **result})
+            print(f"{name} eager p{proposals}: {median_of(result['runs_ms'], TOTAL):.0f} ms", file=sys.stderr,
+                  flush=True)
+        for precision in precisions:
+            for proposals in args.proposals:
+                config = {**base, "kind": "stages-openvino", "precision": precision, "proposals": proposals}
+                result = run_child(__file__, config, env)
+                report["configs"].append({"model": name, "path": "openvino", "precision": precision,
+                                          "proposals": proposals, **result})
+                print(f"{name} openvino {precision} p{proposals}: {median_of(result['runs_ms'], TOTAL):.0f} ms",
+                      file=sys.stderr, flush=True)
+    summarize_profile(report)
+    return report
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(run[key] for run in runs)
+
+
+def summarize_profile(report: dict) -> None:
+    """Each configuration's median milliseconds per stage, its FLOPs (eager's, for the same model and proposals:
+    the exported graph computes the same), and its rate against the peak of its precision."""
+    peak = {precision: path["gflop_per_s"] for precision, path in report["peak"]["paths"].items()}
+    flops = {(c["model"], c["proposals"]): c["flops"] for c in report["configs"] if c["path"] == "eager"}
+    for config in report["configs"]:
+        runs = config["runs_ms"]
+        # The run of the median total, whole: medians taken stage by stage would not add up to a total.
+        config["ms"] = sorted(runs, key=lambda run: run[TOTAL])[(len(runs) - 1) // 2]
+        config["min_ms"] = min(run[TOTAL] for run in runs)
+        config["gflop"] = {key: value / 1e9 for key, value in flops[(config["model"], config["proposals"])].items()}
+        config["gflop_per_s"] = {key: config["gflop"][key] / (config["ms"][key] / 1000)
+                                 for key in config["ms"] if config["ms"][key] > 0 and config["gflop"].get(key)}
+        config["peak_gflop_per_s"] = peak.get(config["precision"])
+        if config["path"] == "openvino":
+            shares = config["low_precision_share"]
+            config["low_precision"] = {key: statistics.median(share.get(key, 0.0) for share in shares)
+                                       for key in shares[0]}
+        config["proposals_used"] = config.get("proposals_used") or flops_config(report, config).get("proposals_used")
+
+
+def flops_config(report: dict, config: dict) -> dict:
+    """The eager configuration of the same model and proposals."""
+    return next(c for c in report["configs"] if c["path"] == "eager" and c["model"] == config["model"]
+                and c["proposals"] == config["proposals"])
+
+
+def label_of(config: dict) -> str:
+    return ("eager" if config["path"] == "eager" else f"OV {config['precision']}") + f" p{config['proposals']}"
+
+
+def stage_label(stage: Stage) -> str:
+    return f"  - {stage.label}" if stage.parent else stage.label
+
+
+def format_profile(report: dict) -> str:
+    configs = report["configs"]
+    models = list(dict.fromkeys(c["model"] for c in configs))
+    eager = [c for c in configs if c["path"] == "eager"]
+    out = [machine_line(report["machine"]),
+           f"{report['image']}, imgsz {report['imgsz']}; median of {report['runs']} runs after 1 warm-up; weights: "
+           + ", ".join(f"{m} {k}" for m, k in report["weights"].items())]
+
+    out += ["", "GFLOP per stage (FlopCounterMode: convolutions and matrix products, a multiply-add = 2 FLOP)"]
+    header = ["stage", *(f"{c['model']} p{c['proposals']}" for c in eager)]
+    rows = [[stage_label(s), *(cell(c["gflop"][s.key], ".1f") for c in eager)] for s in STAGES]
+    rows.append(["total", *(cell(c["gflop"][TOTAL], ".1f") for c in eager)])
+    rows.append(["proposals reaching the RoI heads", *(str(c["proposals_used"]) for c in eager)])
+    rows.append(["detections", *(str(c["detections"]) for c in eager)])
+    out.append(table(header, rows))
+
+    for model in models:
+        mine = [c for c in configs if c["model"] == model]
+        out += ["", f"{model}: milliseconds per stage in the run of the median total (OpenVINO: its layer counters "
+                    f"per stage, scaled to the inference's wall time)"]
+        header = ["stage", *(label_of(c) for c in mine)]
+        rows = [[stage_label(s), *(cell(c["ms"][s.key], ".0f") for c in mine)] for s in STAGES]
+        rows.append(["total (median)", *(cell(c["ms"][TOTAL], ".0f") for c in mine)])
+        rows.append(["total (min)", *(cell(c["min_ms"], ".0f") for c in mine)])
+        rows.append(["the project's runner, no counters (median)",
+                     *(cell(statistics.median(c["project_runner_ms"]), ".0f") if "project_runner_ms" in c else None
+                       for c in mine)])
+        rows.append(["cores other processes kept busy", *(f"{c['others']['cores']:.2f}" for c in mine)])
+        rows.append(["not attributed, share of the total",
+                     *(cell(c["ms"]["unattributed"] / c["ms"][TOTAL], ".1%") for c in mine)])
+        out.append(table(header, rows))
+
+        lowered = [c for c in mine if c["path"] == "openvino" and c["precision"] != "fp32"]
+        if lowered:
+            out += ["", f"{model}: share of each stage's time in {'/'.join(sorted({c['precision'] for c in lowered}))}"
+                        f" kernels (OpenVINO's exec_type)"]
+            rows = [[stage_label(s), *(cell(c["low_precision"].get(s.key), ".0%") for c in lowered)]
+                    for s in STAGES if s.key != "unattributed"]
+            out.append(table(["stage", *(label_of(c) for c in lowered)], rows))
+
+        out += ["", f"{model}: GFLOP/s per stage, and the share of the peak of the path's precision"]
+        heavy = [s for s in STAGES if s.key in ("backbone", "fpn", "rpn.head", "roi_heads.head")]
+
+        def rate(config: dict, key: str) -> str | None:
+            value = config["gflop_per_s"].get(key)
+            if value is None:
+                return None
+            peak = config["peak_gflop_per_s"]
+            return f"{value:.0f}" + (f" ({value / peak:.0%})" if peak else "")
+        rows = [[stage_label(s), *(rate(c, s.key) for c in mine)] for s in heavy]
+        rows.append(["whole picture", *(rate(c, TOTAL) for c in mine)])
+        out.append(table(["stage", *(label_of(c) for c in mine)], rows))
+
+    peak = report["peak"]
+    out += ["", f"peak: a {peak['n']}x{peak['n']} matrix product on {peak['threads']} threads (PyTorch)"]
+    rows = [[precision, f"{p['min_s']:.3f}", f"{p['median_s']:.3f}", f"{p['gflop_per_s']:.0f}",
+             f"{p['others']['cores']:.2f}"] for precision, p in peak["paths"].items()]
+    out.append(table(["precision", "min s", "median s", "GFLOP/s (int8: GOP/s), best", "others' cores"], rows))
+    out += [f"note: {note}" for note in report["notes"]]
+    out.append(f"{MISSING}: not measured or not applicable")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -19,33 +19,32 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(1, str(Path(__file__).resolve().parent))
+from common import (
+    ROOT,
+    SAMPLES,
+    default_media,
+    detect_video,
+    machine,
+    machine_line,
+    run_video_reference,
+    table,
+    weights_for,
+)
 
-from common import default_media, machine, machine_line  # noqa: E402
-from speed import pipeline_fps, run_video_reference, weights_for  # noqa: E402
+from frcnn.core.tables import cell
 
 EVERY = (1, 2, 4)
 
 
 def run_project(video: Path, name: str, weights: Path, imgsz: int, frames: int, every: int, out: Path) -> dict:
-    """detect_video.py with --track as a user runs it; its speed line gives the pipeline's rate."""
-    command = [sys.executable, str(ROOT / "detect_video.py"), "--input", str(video), "--model", name, "--weights",
-               str(weights), "--imgsz", str(imgsz), "--max-frames", str(frames), "--output", str(out), "--json",
-               "--track", "--detect-every", str(every), "--device", "cpu"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"detect_video.py failed:\n{result.stderr[-2000:]}")
-    line = next(line for line in result.stdout.splitlines() if line.startswith("speed:"))
-    records = [json.loads(line) for line in (out / f"{video.stem}_{name}.jsonl").read_text().splitlines()]
-    return {"fps": pipeline_fps(line), "records": records}
+    """detect_video.py with --track as a user runs it: the pipeline's rate and the frame records."""
+    result = detect_video(video, name, weights, imgsz, frames, out, ["--track", "--detect-every", str(every)])
+    return {"fps": result["frames_per_second"], "records": result["records"]}
 
 
 def tracker_cost(video: Path, name: str, weights: Path, imgsz: int, frames: int, runs: int) -> dict:
@@ -84,7 +83,7 @@ def drift(every_frame: list[dict], sparse: list[dict]) -> dict:
     import numpy as np
     from scipy.optimize import linear_sum_assignment
 
-    from frcnn.inference.slicing import box_overlap
+    from frcnn.core.boxes import overlap_matrix
 
     detected = {r["frame"]: r["results"][0]["detections"] for r in every_frame}
     ious, partnered, total = [], 0, 0
@@ -98,7 +97,7 @@ def drift(every_frame: list[dict], sparse: list[dict]) -> dict:
             b = np.array([d["box"] for d in carried if d["label_id"] == label], np.float64).reshape(-1, 4)
             if len(b) == 0:
                 continue
-            matrix = np.array([box_overlap(box, b, "iou") for box in a])
+            matrix = overlap_matrix(a, b)
             rows, cols = linear_sum_assignment(matrix, maximize=True)
             matched = [matrix[r, c] for r, c in zip(rows, cols) if matrix[r, c] > 0]
             ious.extend(matched)
@@ -113,7 +112,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--runs", type=int, default=5, help="runs of the tracker over the recorded detections")
     parser.add_argument("--models", nargs="+", default=["v1", "v2"])
-    parser.add_argument("--video", type=Path, default=default_media("scooters.mp4", ROOT / "input" / "sample.mp4"))
+    parser.add_argument("--video", type=Path, default=default_media("scooters.mp4", SAMPLES / "sample.mp4"))
     parser.add_argument("--json-out", type=Path, default=ROOT / "outputs" / "benchmarks" / "tracking.json")
     args = parser.parse_args()
     if args.quick:
@@ -148,18 +147,19 @@ def main() -> int:
 
 
 def format_report(report: dict) -> str:
-    lines = [machine_line(report["machine"]),
-             f"{report['video']}, first {report['frames']} frames, imgsz {report['imgsz']}, default CPU runtime",
-             "model | reference fps | --track fps (x reference) every 1 / 2 / 4 | tracker ms/frame min, median "
-             "(boxes/frame) | carried-box IoU with the detector (every 4)"]
+    header = ["model", "reference fps", "--track fps (x reference) every 1 / 2 / 4",
+              "tracker ms/frame min, median (boxes/frame)", "carried-box IoU with the detector (every 4)"]
+    rows = []
     for name, row in report["models"].items():
         track = " / ".join(f"{row['track'][e]['fps']:.2f} ({row['track'][e]['speedup']:.2f}x)" for e in EVERY)
         tracker, moved = row["tracker"], row["drift_every_4"]
-        iou = "-" if moved["mean_iou"] is None else f"{moved['mean_iou']:.3f}"
-        lines.append(f"{name} ({row['weights']} weights) | {row['reference_fps']:.2f} | {track} | "
-                     f"{tracker['min_ms']:.1f}, {tracker['median_ms']:.1f} ({tracker['boxes_per_frame']:.0f}) | "
-                     f"{iou} ({moved['partnered']} of {moved['detector_boxes']} boxes partnered)")
-    return "\n".join(lines)
+        rows.append([f"{name} ({row['weights']} weights)", f"{row['reference_fps']:.2f}", track,
+                     f"{tracker['min_ms']:.1f}, {tracker['median_ms']:.1f} ({tracker['boxes_per_frame']:.0f})",
+                     f"{cell(moved['mean_iou'], '.3f')} ({moved['partnered']} of {moved['detector_boxes']} boxes "
+                     f"partnered)"])
+    return "\n".join([machine_line(report["machine"]),
+                      f"{report['video']}, first {report['frames']} frames, imgsz {report['imgsz']}, default CPU "
+                      f"runtime", table(header, rows)])
 
 
 if __name__ == "__main__":
