@@ -15,6 +15,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).
 
 from helpers import ONE_THREAD, TINY_SET, run_script, scene, tiny_train_args  # noqa: E402
 
+from frcnn.core.log import log, show_messages_on_stderr  # noqa: E402
 from frcnn.synthetic.checkpoints import detector_state, official_format, save_checkpoint  # noqa: E402
 from frcnn.synthetic.world import write_split  # noqa: E402
 
@@ -52,6 +53,18 @@ def virtual_display() -> str:
     yield f":{number}"
     server.terminate()
     server.wait(timeout=10)
+
+
+@pytest.fixture
+def messages_on_stderr():
+    """The package's messages (the "frcnn" logger) on stderr as the scripts show them, for capsys to read in tests
+    that call the package in-process; undone after the test."""
+    handlers, level, propagate = list(log.handlers), log.level, log.propagate
+    show_messages_on_stderr()
+    yield
+    log.handlers[:] = handlers
+    log.setLevel(level)
+    log.propagate = propagate
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def test_runtime_detections_equal_eager_pytorch(checkpoints, name, backend):
 
 
 @pytest.mark.skipif(not RUNTIMES, reason="no exported runtime installed")
-def test_export_cache_reuse_key_and_repair(tmp_path, monkeypatch, checkpoints, capsys):
+def test_export_cache_reuse_key_and_repair(tmp_path, monkeypatch, checkpoints, capsys, messages_on_stderr):
     monkeypatch.setenv("FRCNN_CACHE", str(tmp_path / "cache"))
     backend = RUNTIMES[0]
     load_model("v1", CPU, imgsz=64, weights=checkpoints["v1"], backend=backend)

@@ -33,6 +33,10 @@ def fake_entry(folder: Path, stem: str, megabytes: float, used_at: float, suffix
     return model
 
 
+# What the cache says is read from stderr, as the scripts show it.
+pytestmark = pytest.mark.usefixtures("messages_on_stderr")
+
+
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "cache"

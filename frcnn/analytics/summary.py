@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from frcnn.analytics.speed import STEADY
+from frcnn.core.tables import cell
 
 
 def write_summary(path: Path, summary: dict) -> None:
@@ -18,7 +19,7 @@ def _per_class(counts: dict[str, dict], key: str) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} s"
+    return cell(value, ".1f", " s")
 
 
 def zone_lines(summary: dict) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from frcnn.core.files import write_bytes_atomically
+from frcnn.core.tables import MISSING, percent
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
@@ -47,9 +48,9 @@ def metrics_table(columns: dict[str, dict[str, float | None]], rows: list[str]) 
     lines = ["<table>", "<tr><th>metric</th>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for row in rows:
         values = [columns[label].get(row) for label in labels]
-        cells = ["-" if v is None else f"{100 * v:.1f}" for v in values]
+        cells = [percent(v) for v in values]
         if len(labels) == 2:
-            cells.append("-" if None in values else f"{100 * (values[1] - values[0]):+.1f}")
+            cells.append(MISSING if None in values else f"{100 * (values[1] - values[0]):+.1f}")
         lines.append(f"<tr><td>{html.escape(row)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "\n".join([*lines, "</table>"])
 

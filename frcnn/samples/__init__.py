@@ -2,7 +2,7 @@
 
 `coffee.jpg` is "Coffee cup" by Rachel Michetti (courtesy of Pikolo Espresso Bar), released under CC0 and bundled
 with scikit-image as `skimage.data.coffee()`, re-encoded as JPEG at 600x400. `sample.mp4` (2 s, 480x320, H.264) is
-a slow pan and zoom over it, made by `make_sample_video.py` beside this file.
+a slow pan and zoom over it, made by `tools/make_sample_video.py` in a clone.
 """
 
 from __future__ import annotations
