@@ -124,8 +124,9 @@ def add_common_options(parser: argparse.ArgumentParser, window_keys: str) -> Non
 
 
 def ray_address(text: str) -> str:
-    """--ray's value: auto, HOST:PORT or ray://HOST:PORT (a usage error otherwise, before Ray is started)."""
-    if text != "auto":
+    """--ray's value: auto, HOST:PORT or ray://HOST:PORT, or none (`--ray` alone: "", a local Ray for the run); a
+    usage error otherwise, before Ray is started."""
+    if text not in ("", "auto"):
         try:
             host_and_port(text)
         except FrcnnError:

@@ -125,7 +125,7 @@ class Cluster:
         return WorkerPool(self.ray, specs, detect, count, cpus, gpus)
 
 
-def _init(ray, address: str | None, code: str, log: Path | None) -> None:
+def _init(ray, address: str | None, code: str, ray_log: Path | None) -> None:
     """`ray.init`: a local cluster for the run (no address), or the one at `address`; FrcnnError if it fails."""
     settings = {"runtime_env": {"working_dir": code}, "log_to_driver": False, "logging_level": logging.ERROR}
     if address:
@@ -140,7 +140,7 @@ def _init(ray, address: str | None, code: str, log: Path | None) -> None:
         hint = (" (a cluster with token authentication also needs its token here: RAY_AUTH_TOKEN, printed by "
                 "'ray get-auth-token' on its head)") if address and isinstance(error, ConnectionError) else ""
         text = " ".join(str(error).split())[:300] or type(error).__name__  # Ray's advice spans several lines
-        logs = f"; Ray's own messages are in {log}" if log is not None else ""
+        logs = f"; Ray's own messages are in {ray_log}" if ray_log is not None else ""
         raise FrcnnError(f"cannot start or join the Ray cluster {where}: {text}{hint}{logs}") from None
 
 
