@@ -19,7 +19,7 @@ from frcnn.core.log import log
 from frcnn.core.specs import max_size_for
 from frcnn.runtimes.backends import runtime_version
 from frcnn.runtimes.cache import cache_dir, keep_under_limit, mark_used
-from frcnn.runtimes.preprocess import _PRESHRINK_BELOW_SCALE as PRESHRINK_BELOW_SCALE  # the rule it describes
+from frcnn.runtimes.preprocess import PRESHRINK_BELOW_SCALE  # the rule it describes
 
 _ONNX_OPSET = 17
 

@@ -8,7 +8,7 @@ import torch
 
 # Pictures far larger than the model's input are shrunk with area averaging before inference:
 # it bounds memory (no full-size float tensor) and avoids the aliasing of a large bilinear step.
-_PRESHRINK_BELOW_SCALE = 0.5
+PRESHRINK_BELOW_SCALE = 0.5
 
 
 def _input_scale(height: int, width: int, min_size: int, max_size: int) -> float:
@@ -22,7 +22,7 @@ def input_tensor(image: np.ndarray, min_size: int, max_size: int,
     height, width = image.shape[:2]
     scale = _input_scale(height, width, min_size, max_size)
     fx = fy = 1.0
-    if scale < _PRESHRINK_BELOW_SCALE:
+    if scale < PRESHRINK_BELOW_SCALE:
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
         fx, fy = width / new_w, height / new_h
