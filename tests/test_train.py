@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,6 +226,19 @@ def test_an_output_folder_keeps_its_run(tiny_trained, tmp_path):
     assert "finished" in again.stderr
     resumed = run_script("train.py", "--resume", str(tiny_trained), cwd=tmp_path)
     assert resumed.returncode == 0 and "nothing to do" in resumed.stderr, resumed.stderr
+
+
+def test_a_saved_state_without_its_settings_names_the_way_out(tiny_trained, tmp_path):
+    images, annotations = set_of(tiny_trained)
+    orphan = tmp_path / "orphan"
+    shutil.copytree(tiny_trained / "resume", orphan / "resume")  # what a run leaves when its settings are lost
+    for args in (tiny_train_args(images, annotations, orphan), ["--resume", str(orphan)]):
+        result = run_script("train.py", *args, cwd=tmp_path)
+        assert_one_line_error(result)
+        assert f"delete {orphan / 'resume'} to start afresh there, or give another --output" in result.stderr
+    shutil.rmtree(orphan / "resume")
+    fresh = run_script("train.py", *tiny_train_args(images, annotations, orphan, "--epochs", "1"), cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
 
 
 def test_missing_coco_weights_point_to_weights_or_from_scratch(tiny_trained, tmp_path):

@@ -50,6 +50,10 @@ class RunFolder:
 
     def read_settings(self) -> TrainSettings:
         path = self / SETTINGS
+        if not path.is_file() and self.has_run():  # left by a run stopped before it wrote its settings
+            raise FrcnnError(f"{self.path} holds a saved training state ({STATE}) without the {SETTINGS} that says "
+                             f"how it was trained, so it cannot be continued: delete {self / STATE.parent} to start "
+                             f"afresh there, or give another --output")
         if not path.is_file():
             raise FrcnnError(f"{self.path} holds no training run (no {SETTINGS})")
         try:
