@@ -4,6 +4,9 @@ counting line that misses the frame; the labels beside a trained checkpoint; the
 
 from __future__ import annotations
 
+import argparse
+import json
+
 import cv2
 import numpy as np
 from helpers import ONE_THREAD, SMALL_IMGSZ, TINY_IMGSZ, make_video, run_script
@@ -12,7 +15,9 @@ from frcnn.analytics.geometry import missing_the_frame
 from frcnn.analytics.heatmap import SCALE_TITLE, Heatmap, seconds
 from frcnn.analytics.lines import name_lines, parse_line
 from frcnn.analytics.zones import name_zones, parse_zone
+from frcnn.cli.options import add_model_options, model_specs
 from frcnn.core.detections import Detections
+from frcnn.core.specs import DEFAULT_IMGSZ
 from frcnn.drawing import HEAT_COLOURS, draw_heat, draw_heat_scale
 from frcnn.pipelines.yolo_dataset import yolo_labels
 
@@ -116,14 +121,17 @@ def test_a_zone_or_line_entirely_outside_the_frame_is_said_in_one_line_each():
     assert missing_the_frame(zones[:1], (), 1280, 720) == []
 
 
-def test_the_labels_beside_a_trained_checkpoint_are_used_and_said(tiny_trained, tmp_path):
+def test_the_labels_and_size_beside_a_trained_checkpoint_are_used_and_said(tiny_trained, tmp_path):
     picture = next((tiny_trained.parent / "set" / "images").glob("*.jpg"))
     result = run_script("detect_image.py", "--model", "v1", "--weights", str(tiny_trained / "best.pth"),
-                        "--input", str(picture), "--imgsz", TINY_IMGSZ, "--threshold", "0", "--save-txt",
+                        "--input", str(picture), "--threshold", "0", "--save-txt", "--json",
                         "--backend", "torch", "--device", "cpu", "--classes", "ring", "disc",
                         "--output", str(tmp_path / "out"), cwd=tmp_path, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
     assert f"class names from {tiny_trained / 'labels.txt'}" in result.stderr
+    assert f"{TINY_IMGSZ} px as trained ({tiny_trained / 'settings.json'})" in result.stderr
+    record = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
+    assert str(record["results"][0]["imgsz"]) == TINY_IMGSZ
     classes = (tmp_path / "out" / "labels" / "v1" / "classes.txt").read_text().split()
     assert classes[:5] == ["disc", "ring", "square", "triangle", "star"]
 
@@ -149,3 +157,15 @@ def test_the_speed_line_keeps_one_unit():
     fast = RunStats(written=10, model_milliseconds={"v1": 1200.0, "v2": 800.0})
     fast.started = time.perf_counter() - 5
     assert "s/frame" not in fast.summary() and fast.summary().count("frames/s") == 3
+
+
+def test_a_given_imgsz_wins_over_the_trained_size(tiny_trained):
+    parser = argparse.ArgumentParser()
+    add_model_options(parser)
+    weights = str(tiny_trained / "best.pth")
+    given = model_specs(parser.parse_args(["--model", "v1", "--weights", weights, "--imgsz", "320"]), parser)[0]
+    assert (given.imgsz, given.imgsz_from) == (320, None)
+    trained = model_specs(parser.parse_args(["--model", "v1", "--weights", weights]), parser)[0]
+    assert (str(trained.imgsz), trained.imgsz_from) == (TINY_IMGSZ, str(tiny_trained / "settings.json"))
+    coco = model_specs(parser.parse_args(["--model", "v1"]), parser)[0]
+    assert (coco.imgsz, coco.imgsz_from) == (DEFAULT_IMGSZ, None)

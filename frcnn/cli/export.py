@@ -21,7 +21,7 @@ from pathlib import Path
 
 from frcnn.cli import options
 from frcnn.cli import shared as du
-from frcnn.core.coco_names import LABELS_BESIDE_CHECKPOINT, labels_beside
+from frcnn.core.coco_names import LABELS_BESIDE_CHECKPOINT, labels_beside, trained_size_beside
 from frcnn.core.errors import FrcnnError, first_line
 from frcnn.core.files import AtomicOutputs, write_json
 from frcnn.core.specs import DEFAULT_IMGSZ, DEFAULT_PROPOSALS, DEFAULT_THRESHOLD, MODEL_NAMES
@@ -60,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", metavar="FILE",
                         help=f"class names, one per line (default: {LABELS_BESIDE_CHECKPOINT} beside the "
                              f"checkpoint, else COCO's for a checkpoint of COCO's 91 classes)")
-    parser.add_argument("--imgsz", type=options.imgsz, default=DEFAULT_IMGSZ, metavar="N",
-                        help=f"shorter side the model resizes pictures to (default {DEFAULT_IMGSZ}); use the size "
-                             f"the model was trained at")
+    parser.add_argument("--imgsz", type=options.imgsz, metavar="N",
+                        help=f"shorter side the model resizes pictures to (default: the size a train.py checkpoint "
+                             f"was trained at, from the settings.json beside it; else {DEFAULT_IMGSZ})")
     parser.add_argument("--proposals", type=options.positive_int, default=DEFAULT_PROPOSALS, metavar="N",
                         help=f"region proposals per picture that reach the box head (default {DEFAULT_PROPOSALS}); "
                              f"fewer is faster")
@@ -92,7 +92,8 @@ def request_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> E
     labels = args.labels or labels_beside(args.weights)
     output = args.output or os.path.join("outputs", "export", f"{args.model}-{args.format}-{args.precision}")
     return ExportRequest(args.model, os.path.abspath(args.weights) if args.weights else None,
-                         os.path.abspath(labels) if labels else None, args.imgsz, args.proposals, args.format,
+                         os.path.abspath(labels) if labels else None,
+                         args.imgsz or trained_size_beside(args.weights) or DEFAULT_IMGSZ, args.proposals, args.format,
                          args.precision, tuple(os.path.abspath(p) for p in args.calibration or ()), args.threshold,
                          os.path.abspath(output))
 

@@ -24,7 +24,14 @@ from frcnn.core.arguments import (  # noqa: F401
     seconds_up_to_an_hour,
     slice_size,
 )
-from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class, labels_beside, read_labels
+from frcnn.core.coco_names import (
+    COCO_INSTANCE_CATEGORY_NAMES,
+    SETTINGS_BESIDE_CHECKPOINT,
+    is_real_class,
+    labels_beside,
+    read_labels,
+    trained_size_beside,
+)
 from frcnn.core.errors import FrcnnError
 from frcnn.core.specs import (
     BACKENDS,
@@ -56,8 +63,9 @@ def add_model_options(parser: argparse.ArgumentParser,
     """Which model, on what, with which weights: the same in every script."""
     parser.add_argument("--model", choices=[*MODEL_NAMES, "both"], default="v2",
                         help=f"v1, v2 (default), or {both_means}")
-    parser.add_argument("--imgsz", type=imgsz, default=DEFAULT_IMGSZ,
-                        help=f"shorter side the model sees, in pixels (default {DEFAULT_IMGSZ}; smaller is faster)")
+    parser.add_argument("--imgsz", type=imgsz,
+                        help=f"shorter side the model sees, in pixels (default: the size a train.py checkpoint was "
+                             f"trained at, from the settings.json beside it; else {DEFAULT_IMGSZ}; smaller is faster)")
     parser.add_argument("--device", type=device_name, default="auto",
                         help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     parser.add_argument("--weights", nargs="+", metavar="PATH",
@@ -213,10 +221,19 @@ def model_specs(args: argparse.Namespace, parser: argparse.ArgumentParser,
             parser.error(f"--precision int8 needs pictures like yours to calibrate on: give --calibration DIR "
                          f"(a folder of at least {MIN_DEFAULT_CALIBRATION} pictures)")
     weights = args.weights or [None] * len(names)
-    return [ModelSpec(name, weights=path, labels=args.labels or labels_beside(path), imgsz=args.imgsz,
+    return [ModelSpec(name, weights=path, labels=args.labels or labels_beside(path), **_size_of(args.imgsz, path),
                       device=args.device,
                       backend=args.backend, half=args.half, proposals=args.proposals, precision=args.precision,
                       calibration=calibration) for name, path in zip(names, weights)]
+
+
+def _size_of(asked: int | None, checkpoint: str | None) -> dict:
+    """--imgsz where given; else the size the checkpoint was trained at, where train.py's settings say it, and the
+    file that said so; else the default."""
+    trained = None if asked else trained_size_beside(checkpoint)
+    if trained:
+        return {"imgsz": trained, "imgsz_from": str(Path(checkpoint).parent / SETTINGS_BESIDE_CHECKPOINT)}
+    return {"imgsz": asked or DEFAULT_IMGSZ}
 
 
 def detect_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> DetectOptions:

@@ -37,6 +37,7 @@ class ModelSpec:
     precision: str = "fp32"  # fp32, int8 or bf16 (the CPU with OpenVINO)
     calibration: tuple[str, ...] = ()  # pictures or videos an int8 model is calibrated on
     threads: int = 0  # CPU threads the runtime may use (0: its default, every core); set for Ray workers
+    imgsz_from: str | None = None  # the settings file imgsz was read from, where --imgsz was not given
 
 
 @dataclass(frozen=True)

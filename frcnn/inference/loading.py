@@ -37,6 +37,7 @@ def load_predictors(specs: Sequence[ModelSpec], options: DetectOptions, announce
         predictor = make_predictor(model, options)
         if announce:
             names = f"; class names from {spec.labels}" if spec.labels else ""
+            names += f"; {spec.imgsz} px as trained ({spec.imgsz_from})" if spec.imgsz_from else ""
             announce(f"Loaded {spec.name}: {loaded_line(predictor.settings, options)}{names}")
         predictors.append(predictor)
     return predictors
