@@ -174,6 +174,17 @@ def test_an_absent_image_is_reported_and_the_run_goes_on(tmp_path, checkpoints):
     assert "001.jpg: file not found" in result.stderr and "1 listed image(s) were missing" in result.stderr
     metrics = metrics_of(tmp_path / "outputs" / "eval" / "v1_metrics.json")
     assert metrics["images"] == 2 and metrics["images_missing"] == 1
+    assert "set: 3 pictures, 1 of them missing, " in result.stderr
+
+
+def test_a_folder_without_most_of_the_listed_pictures_stops_before_any_model(tmp_path, checkpoints):
+    images, annotations = make_set(tmp_path / "set", images=3)
+    for name in ("001.jpg", "002.jpg"):
+        (images / name).unlink()
+    result = run_models(tmp_path, checkpoints, images, annotations, model="v1")
+    assert_one_line_error(result)
+    assert f"2 of the 3 pictures {annotations} lists are not in {images}" in result.stderr
+    assert "is --images the right folder?" in result.stderr and "Loading" not in result.stderr
 
 
 def test_compare_puts_two_runs_side_by_side_with_what_differs(tmp_path):

@@ -33,6 +33,7 @@ from frcnn.core.progress import progress_bar
 from frcnn.evaluation.coco import (
     CocoSet,
     category_map,
+    check_pictures_present,
     load_set,
     read_predictions,
     score,
@@ -367,7 +368,9 @@ def open_set(job: Evaluation, out_dir: Path) -> CocoSet:
     kept in `out_dir`), else a COCO-format set."""
     source = scoring_source(job.data, job.split) if job.data else None
     if source is None:
-        return load_set(*locate(job.data, job.images, job.annotations))
+        data = load_set(*locate(job.data, job.images, job.annotations))
+        print(check_pictures_present(data, data.image_ids(job.max_images)), file=sys.stderr)
+        return data
     data, lines = scoring_set(source, job.split, out_dir)
     for line in lines:
         print(line, file=sys.stderr)

@@ -57,6 +57,21 @@ def load_set(images: Path | None, annotations: Path) -> CocoSet:
     return CocoSet(coco, images, annotations)
 
 
+def check_pictures_present(data: CocoSet, image_ids: list[int]) -> str:
+    """One line saying what is scored (pictures, boxes, classes); FrcnnError where more than half the pictures
+    listed are not in the images folder, which is then most likely the wrong one."""
+    images = data.coco.loadImgs(image_ids)
+    absent = [image["file_name"] for image in images
+              if data.images_dir is not None and not (data.images_dir / image["file_name"]).is_file()]
+    if 2 * len(absent) > len(images):
+        raise FrcnnError(f"{len(absent)} of the {len(images)} pictures {data.annotations} lists are not in "
+                         f"{data.images_dir} (e.g. {absent[0]}): is --images the right folder?")
+    boxes = len(data.coco.getAnnIds(imgIds=image_ids))
+    classes = len(data.coco.getCatIds())
+    present = f", {len(absent)} of them missing" if absent else ""
+    return f"set: {len(images)} pictures{present}, {boxes} boxes, {classes} classes ({data.annotations})"
+
+
 
 def category_map(model, coco) -> dict[int, int]:
     """Model label id → the set's category id, matched by name; every category must have a match."""
