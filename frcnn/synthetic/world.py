@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -399,12 +400,21 @@ def draw_frame(tracks: list[Track], background: np.ndarray, frame: int,
     return _finish(rng, canvas), rows
 
 
-def _record(writer: cv2.VideoWriter, tracks: list[Track], background: np.ndarray, frames: int,
-            rng: np.random.Generator) -> list[str]:
+def video_frames(seed: int, frames: int = 100, size: tuple[int, int] = (640, 360), objects: int = 8,
+                 ) -> Iterator[tuple[np.ndarray, list[tuple[Track, list[int], float]]]]:
+    """The video's frames as drawn, before any encoding: each picture (BGR uint8) with each visible track's box
+    [x, y, w, h] and visible share. objects=0 gives the same background and noise with nothing on it."""
+    tracks = plan_tracks(seed, frames, size, objects) if objects else []
+    rng = np.random.default_rng([seed, VIDEO_STREAM, 1])
+    background = _background(rng, *size)
+    for frame in range(1, frames + 1):
+        yield draw_frame(tracks, background, frame, rng)
+
+
+def _record(writer: cv2.VideoWriter, drawn: Iterator[tuple[np.ndarray, list]]) -> list[str]:
     """Write every frame to `writer`; the MOT ground-truth lines."""
     lines = []
-    for frame in range(1, frames + 1):
-        picture, rows = draw_frame(tracks, background, frame, rng)
+    for frame, (picture, rows) in enumerate(drawn, start=1):
         writer.write(picture)
         # frame, id, box (0-based pixels, as in the COCO splits), 1 (a real object), class, visible share
         lines += [f"{frame},{track.track_id},{x},{y},{w},{h},1,{track.look.category_id},{share:.3f}"
@@ -415,19 +425,16 @@ def _record(writer: cv2.VideoWriter, tracks: list[Track], background: np.ndarray
 def write_video(folder: Path, seed: int, frames: int = 100, size: tuple[int, int] = (640, 360),
                 fps: float = 25.0, objects: int = 8) -> tuple[Path, Path]:
     """Write video.mp4 and its MOT ground truth gt/gt.txt (and seqinfo.ini) into `folder`; both paths."""
-    if frames < 1 or min(size) < 16 or fps <= 0 or objects < 1:
+    if frames < 1 or min(size) < 16 or fps <= 0 or objects < 0:
         raise ValueError(f"bad video arguments: frames={frames}, size={size}, fps={fps}, objects={objects}")
     folder = Path(folder)
     (folder / "gt").mkdir(parents=True, exist_ok=True)
-    tracks = plan_tracks(seed, frames, size, objects)
-    rng = np.random.default_rng([seed, VIDEO_STREAM, 1])
-    background = _background(rng, *size)
     video, partial = folder / "video.mp4", folder / f".video.{os.getpid()}.part.mp4"  # cv2 goes by the suffix
     writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, tuple(size))
     if not writer.isOpened():
         raise OSError(f"cannot write a video to {partial}")
     try:
-        lines = _record(writer, tracks, background, frames, rng)
+        lines = _record(writer, video_frames(seed, frames, size, objects))
         writer.release()
         os.replace(partial, video)
     except BaseException:
