@@ -14,6 +14,8 @@ import cv2
 import pytest
 from helpers import ROOT
 
+from frcnn.synthetic import world
+
 
 def test_quick_quality_benchmark_trains_and_measures_and_goes_on_after_ctrl_c(tmp_path):
     report_path = tmp_path / "quality.json"
@@ -61,3 +63,30 @@ def test_counts_below_one_are_a_usage_error(tmp_path, args):
                              "--cache", str(tmp_path / "cache")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "must be at least 1" in result.stderr.splitlines()[-1]
     assert not (tmp_path / "cache").exists()  # nothing made before the arguments are checked
+
+
+def test_video_domain_measures_each_input_against_the_truth_it_was_drawn_with(tiny_trained, tmp_path):
+    world_dir = tmp_path / "world"
+    world_dir.mkdir()
+    for split in ("train", "val"):  # the tiny run's own set stands for both
+        (world_dir / split).symlink_to(tiny_trained.parent / "set", target_is_directory=True)
+    (world_dir / "world.json").write_text(json.dumps({"seed": 0, "video_frames": 6}))
+    report_path = tmp_path / "domain.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "video_domain.py"), "--weights",
+                             str(tiny_trained / "best.pth"), "--world", str(world_dir), "--every", "3",
+                             "--pictures", "2", "--json-out", str(report_path)],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(report_path.read_text())["rows"]
+    video_rows = [row for label, row in rows.items() if label.startswith("video,")]
+    assert len(video_rows) == 6 and all(row["pictures"] == 2 for row in video_rows)  # frames 1 and 4 of 6
+    drawn = [len(objects) for number, (_, objects) in enumerate(world.video_frames(0 + 3, 6)) if number % 3 == 0]
+    assert {row["objects"] for row in video_rows} == {sum(drawn) / 2} and sum(drawn) > 0  # seed 0 + 3: the video's
+    pictures = json.loads((tiny_trained.parent / "set" / "annotations.json").read_text())["annotations"]
+    held_out = sum(a["image_id"] in (1, 2) for a in pictures) / 2
+    assert rows["held-out pictures (as trained)"]["objects"] == held_out
+    for label, row in rows.items():
+        assert 0 <= row["found"] <= min(row["shown"], row["objects"]), label
+        assert row["false"] == row["shown"] - row["found"] and "backbone" in row["bn_shift"]
+    assert all(row["objects"] == 0 for label, row in rows.items() if "alone" in label)
+    assert "BN shift: backbone" in result.stdout and "CPU: " in result.stdout
