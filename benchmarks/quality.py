@@ -32,6 +32,7 @@ from frcnn.runtimes.cache import cache_dir
 from frcnn.synthetic import world
 
 MODEL_COLOURS = {"v1": "tab:blue", "v2": "tab:orange"}
+MEASUREMENTS = ("precisions", "slicing", "tracking")
 
 
 @dataclass(frozen=True)
@@ -234,15 +235,17 @@ def format_report(report: dict) -> str:
                            [[row["epoch"], int(row["epoch"]) * per_epoch, f"{float(row['loss']):.3f}",
                              *(percent(_number(row.get(k))) for k in ("AP", "AP50", "AP_small", "AR100")),
                              f"{float(row.get('train_s') or 0):.0f}"] for row in curve]))
-        fp32 = model["precisions"]["OpenVINO fp32"]["AP"]
-        lines.append(table(["option", "AP", "AP50", "AP_small", "AR100", "AP - OpenVINO fp32",
-                            "false boxes shown / picture"],
-                           [[label, *metric_cells(m), f"{100 * (m['AP'] - fp32):+.1f}", f"{m['false_per_picture']:.2f}"]
-                            for label, m in model["precisions"].items()]))
-        lines.append(table(["tiny objects in large pictures", "AP", "AP50", "AP_small", "AR100",
-                            "false boxes shown / picture"],
-                           [[label, *metric_cells(m), f"{m['false_per_picture']:.2f}"]
-                            for label, m in model["slicing"].items()]))
+        if model.get("precisions"):
+            fp32 = model["precisions"]["OpenVINO fp32"]["AP"]
+            lines.append(table(["option", "AP", "AP50", "AP_small", "AR100", "AP - OpenVINO fp32",
+                                "false boxes shown / picture"],
+                               [[label, *metric_cells(m), f"{100 * (m['AP'] - fp32):+.1f}",
+                                 f"{m['false_per_picture']:.2f}"] for label, m in model["precisions"].items()]))
+        if model.get("slicing"):
+            lines.append(table(["tiny objects in large pictures", "AP", "AP50", "AP_small", "AR100",
+                                "false boxes shown / picture"],
+                               [[label, *metric_cells(m), f"{m['false_per_picture']:.2f}"]
+                                for label, m in model["slicing"].items()]))
         if model.get("tracking"):
             lines.append(table(["--detect-every", "IDF1", "MOTA", "HOTA", "ID switches",
                                 "IoU with the truth: detected boxes", "carried boxes"],
@@ -299,6 +302,9 @@ def measure_quality() -> int:
     parser.add_argument("--device", default="cpu", help="where to train: cpu or cuda (measuring is on the CPU)")
     parser.add_argument("--no-int8", action="store_true", help="leave out int8 (its calibration takes minutes)")
     parser.add_argument("--no-tracking", action="store_true", help="leave out the video measurements")
+    parser.add_argument("--only", nargs="+", choices=MEASUREMENTS, default=list(MEASUREMENTS),
+                        help="measure only these: precisions (AP of each runtime and option), slicing (the tiny "
+                             "objects), tracking (the video); default all")
     parser.add_argument("--max-images", type=positive_int, nargs=2, metavar=("VAL", "TINY"),
                         help="measure only the first VAL held-out and TINY tiny-object pictures (default: all)")
     parser.add_argument("--cache", type=Path, help="where the world and the models are kept (default: the user cache)")
@@ -324,10 +330,12 @@ def measure_quality() -> int:
         model_dir = trained_root / name
         measured = trained_root / "measured"
         entry = {"trained": train(name, world_dir, settings, model_dir, size.train)}
-        entry["precisions"] = measure_precisions(name, model_dir, world_dir, settings.imgsz, measured,
-                                                 bf16 and not args.quick, not (args.no_int8 or args.quick))
-        entry["slicing"] = measure_slicing(name, model_dir, world_dir, settings.imgsz, measured)
-        if not args.no_tracking:
+        if "precisions" in args.only:
+            entry["precisions"] = measure_precisions(name, model_dir, world_dir, settings.imgsz, measured,
+                                                     bf16 and not args.quick, not (args.no_int8 or args.quick))
+        if "slicing" in args.only:
+            entry["slicing"] = measure_slicing(name, model_dir, world_dir, settings.imgsz, measured)
+        if "tracking" in args.only and not args.no_tracking:
             entry["tracking"] = measure_tracking(name, model_dir, world_dir, settings.imgsz, measured)
         report["models"][name] = entry
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
