@@ -247,9 +247,10 @@ def format_report(report: dict) -> str:
                                [[label, *metric_cells(m), f"{m['false_per_picture']:.2f}"]
                                 for label, m in model["slicing"].items()]))
         if model.get("tracking"):
-            lines.append(table(["--detect-every", "IDF1", "MOTA", "HOTA", "ID switches",
-                                "IoU with the truth: detected boxes", "carried boxes"],
+            lines.append(table(["--detect-every", "IDF1", "MOTA", "HOTA", "ID switches", "boxes / frame",
+                                "objects / frame", "IoU with the truth: detected boxes", "carried boxes"],
                                [[every, percent(t["IDF1"]), percent(t["MOTA"]), percent(t["HOTA"]), t["IDSW"],
+                                 cell(t.get("boxes_per_frame"), ".1f"), cell(t.get("objects_per_frame"), ".1f"),
                                  cell(t.get("detected_iou"), ".3f"), cell(t.get("carried_iou"), ".3f")]
                                 for every, t in model["tracking"].items()]))
     return "\n".join(lines)

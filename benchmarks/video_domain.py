@@ -32,6 +32,7 @@ from frcnn.runtimes.cache import cache_dir
 from frcnn.synthetic import world
 
 SHOWN_SCORE, MATCH_IOU = 0.5, 0.5
+FALSE_KINDS = ("other class", "duplicate", "poor fit", "background")
 # Where each batch norm of a torchvision Faster R-CNN lies (v1 from scratch has them in the ResNet only).
 REGIONS = (("backbone", "backbone.body."), ("FPN", "backbone.fpn."), ("box head", "roi_heads.box_head."))
 # quality.py's world: the video is drawn from its seed + 3 (world.json holds the seed and the frame count).
@@ -147,6 +148,7 @@ def measure(module: nn.Module, items: list[tuple], imgsz: int) -> dict:
     module.transform.min_size, module.transform.max_size = (imgsz,), max_size_for(imgsz)
     handles = [layer.register_forward_pre_hook(record(name)) for name, layer in batch_norms(module).items()]
     shown = objects = found = 0
+    kinds = dict.fromkeys(FALSE_KINDS, 0)
     area = 0.0
     try:
         with torch.no_grad():
@@ -155,7 +157,11 @@ def measure(module: nn.Module, items: list[tuple], imgsz: int) -> dict:
                 keep = output["scores"] >= SHOWN_SCORE
                 boxes, labels = output["boxes"][keep].numpy(), output["labels"][keep].numpy()
                 same_class = classes[:, None] == labels[None, :]
-                found += len(greedy_pairs(overlap_matrix(truth, boxes), MATCH_IOU, allowed=same_class))
+                overlaps = overlap_matrix(truth, boxes)
+                pairs = greedy_pairs(overlaps, MATCH_IOU, allowed=same_class)
+                found += len(pairs)
+                for kind in false_kinds(overlaps, same_class, {column for _, column in pairs}):
+                    kinds[kind] += 1
                 shown, objects = shown + len(boxes), objects + len(truth)
                 scale = imgsz / min(picture.shape[:2])
                 area += picture.shape[0] * picture.shape[1] * scale * scale / 160 ** 2
@@ -168,7 +174,22 @@ def measure(module: nn.Module, items: list[tuple], imgsz: int) -> dict:
                     for region, prefix in REGIONS if any(name.startswith(prefix) for name in shifts)}
     return {"pictures": len(items), "shown": shown / count, "objects": objects / count, "found": found / count,
             "false": (shown - found) / count, "false_per_160": (shown - found) / max(area, 1e-9),
-            "bn_shift": region_shift}
+            "false_kinds": {kind: number / count for kind, number in kinds.items()}, "bn_shift": region_shift}
+
+
+def false_kinds(overlaps: np.ndarray, same_class: np.ndarray, matched: set[int]) -> list[str]:
+    """What each shown box that found no object lies on: an object of another class (IoU >= 0.5), an object of its
+    class that another box found (a duplicate), part of an object or of several (IoU 0.1 to 0.5), or nothing."""
+    kinds = []
+    for column in range(overlaps.shape[1]):
+        if column in matched:
+            continue
+        best = overlaps[:, column].max() if overlaps.shape[0] else 0.0
+        if best >= MATCH_IOU:
+            kinds.append("duplicate" if same_class[overlaps[:, column].argmax(), column] else "other class")
+        else:
+            kinds.append("poor fit" if best >= 0.1 else "background")
+    return kinds
 
 
 def rows_of(module: nn.Module, settings: dict, world_dir: Path, video_seed: int, frames: int, every: int,
@@ -206,9 +227,11 @@ def rows_of(module: nn.Module, settings: dict, world_dir: Path, video_seed: int,
 def format_rows(rows: dict[str, dict]) -> str:
     regions = [region for region, _ in REGIONS if any(region in row["bn_shift"] for row in rows.values())]
     return table(["input", "pictures", "objects / picture", "shown / picture", "found / picture", "false / picture",
-                  "false per 160x160 seen", *(f"BN shift: {region}" for region in regions)],
+                  *(f"false: {kind}" for kind in FALSE_KINDS), "false per 160x160 seen",
+                  *(f"BN shift: {region}" for region in regions)],
                  [[label, row["pictures"], f"{row['objects']:.1f}", f"{row['shown']:.1f}", f"{row['found']:.1f}",
-                   f"{row['false']:.1f}", f"{row['false_per_160']:.2f}",
+                   f"{row['false']:.1f}", *(f"{row['false_kinds'][kind]:.1f}" for kind in FALSE_KINDS),
+                   f"{row['false_per_160']:.2f}",
                    *(f"{row['bn_shift'].get(region, float('nan')):.2f}" for region in regions)]
                   for label, row in rows.items()])
 

@@ -88,5 +88,6 @@ def test_video_domain_measures_each_input_against_the_truth_it_was_drawn_with(ti
     for label, row in rows.items():
         assert 0 <= row["found"] <= min(row["shown"], row["objects"]), label
         assert row["false"] == row["shown"] - row["found"] and "backbone" in row["bn_shift"]
+        assert abs(sum(row["false_kinds"].values()) - row["false"]) < 1e-9, label  # every false box has its kind
     assert all(row["objects"] == 0 for label, row in rows.items() if "alone" in label)
     assert "BN shift: backbone" in result.stdout and "CPU: " in result.stdout

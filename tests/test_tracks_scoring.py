@@ -36,6 +36,15 @@ def test_a_perfect_run_scores_one(tmp_path):
     assert scores["IDF1"] == pytest.approx(1.0) and scores["MOTA"] == pytest.approx(1.0)
     assert scores["HOTA"] == pytest.approx(1.0, abs=1e-6) and scores["IDSW"] == 0 and scores["frames"] == 10
     assert scores["carried_iou"] is None and scores["detected_iou"] == pytest.approx(1.0)  # every frame detected
+    assert scores["boxes_per_frame"] == scores["objects_per_frame"] == 2
+
+
+def test_boxes_with_no_object_under_them_raise_the_boxes_per_frame(tmp_path):
+    write_truth(tmp_path / "gt.txt", OBJECTS, 10)
+    write_run(tmp_path / "run.jsonl", {**OBJECTS, 3: (200, 200), 4: (300, 10)}, 10, lambda f, i: i)  # 2 false
+    scores = score_tracks(tmp_path / "run.jsonl", tmp_path / "gt.txt")
+    assert (scores["boxes_per_frame"], scores["objects_per_frame"]) == (4, 2)
+    assert scores["MOTA"] == pytest.approx(0.0)  # 20 false boxes against 20 objects: 1 - 20 / 20
 
 
 def test_swapped_identities_and_carried_boxes_are_seen(tmp_path):

@@ -37,7 +37,8 @@ def read_tracks(path: Path) -> list[tuple[int, bool, np.ndarray, np.ndarray]]:
 
 
 def score_tracks(tracks_path: Path, truth_path: Path) -> dict:
-    """IDF1, MOTA, HOTA and ID switches over the frames the run wrote; the mean IoU of boxes with the object they
+    """IDF1, MOTA, HOTA and ID switches over the frames the run wrote; tracked boxes and true objects per frame (a
+    detector that fires too often shows it here before MOTA does); the mean IoU of boxes with the object they
     follow (best match, IoU above 0.1), on detected frames and, for the carried boxes, on frames that were not
     detected (None when there were none): the difference is how far carrying drifts."""
     from trackers.eval.clear import compute_clear_metrics
@@ -59,6 +60,9 @@ def score_tracks(tracks_path: Path, truth_path: Path) -> dict:
     clear = compute_clear_metrics(gt_ids, tracker_ids, similarities)
     identity = compute_identity_metrics(gt_ids, tracker_ids, similarities)
     hota = compute_hota_metrics(gt_ids, tracker_ids, similarities)
+    frames = max(1, len(gt_ids))
     return {"IDF1": identity["IDF1"], "MOTA": clear["MOTA"], "HOTA": hota["HOTA"], "IDSW": int(clear["IDSW"]),
-            "frames": len(gt_ids), "detected_iou": float(np.mean(fits[True])) if fits[True] else None,
+            "frames": len(gt_ids), "boxes_per_frame": sum(len(ids) for ids in tracker_ids) / frames,
+            "objects_per_frame": sum(len(ids) for ids in gt_ids) / frames,
+            "detected_iou": float(np.mean(fits[True])) if fits[True] else None,
             "carried_iou": float(np.mean(fits[False])) if fits[False] else None}
