@@ -113,6 +113,7 @@ def recalibrated(module: nn.Module, split: Path, settings: dict, pictures: int) 
     """A copy whose batch-norm statistics are the exact averages over `pictures` training pictures, taken in training
     batches as train.py makes them (its box-head samples included), instead of the running averages of training."""
     copy_ = copy.deepcopy(module)
+    torch.manual_seed(0)  # the box-head samples are drawn at random: the same ones every run
     for layer in batch_norms(copy_).values():
         layer.reset_running_stats()
         layer.momentum = None  # a cumulative average over every batch seen
