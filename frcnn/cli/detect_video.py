@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"how long an object that is not seen keeps its ID (default {DEFAULT_TRACK_BUFFER_S:g}; "
                              f"implies --track)")
     add_analytics_options(parser)
+    following = parser.add_argument_group("following the run from another program (frcnn-serve's jobs use these)")
+    following.add_argument("--status", metavar="FILE",
+                           help="append the progress (a few times a second) and each analytics event, as they "
+                                "happen, to FILE as JSON lines")
+    following.add_argument("--preview", metavar="FILE", help="keep FILE the newest drawn frame, as JPEG")
     return parser
 
 
@@ -200,10 +205,12 @@ def video_job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Vide
     ray = options.ray_options(args, parser)
     if ray is not None and args.show:
         parser.error("--show is not available with --ray: the videos are drawn on the workers")
+    if ray is not None and (args.status or args.preview):
+        parser.error("--status and --preview are not available with --ray: the videos are drawn on the workers")
     tracking = track_options(args, parser)
     run = VideoRun(frame_stride=args.frame_stride, max_frames=args.max_frames, batch=args.batch, show=args.show,
                    model_option=args.model, draw=options.draw_options(args), threshold=detect.threshold,
-                   tracking=tracking)
+                   tracking=tracking, status=args.status, preview=args.preview)
     if tracking is not None:  # the tracker's second association needs the low-score boxes too
         detect = dataclasses.replace(detect, threshold=min(detect.threshold, LOW_SCORE_FLOOR),
                                      asked_threshold=detect.threshold)

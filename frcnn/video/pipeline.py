@@ -29,6 +29,7 @@ from frcnn.core.progress import progress_bar
 from frcnn.core.specs import DrawOptions, TrackOptions
 from frcnn.video.analytics_step import AnalyticsOverlay, RunAnalytics
 from frcnn.video.sources import VideoSource, describe_source, open_source
+from frcnn.video.status import StatusFeed
 from frcnn.video.steps import FrameDrawer, FrameRecords, FrameSteps
 from frcnn.video.tracking_step import RunTracking
 from frcnn.video.window import show_window
@@ -155,6 +156,8 @@ class VideoRun:
     threshold: float = 0.5  # what is drawn and recorded (the predictor keeps lower scores for the tracker)
     tracking: TrackOptions | None = None
     progress: bool = True  # a progress bar per video on stderr (not on a Ray worker: nobody sees it)
+    status: str | None = None  # a file to append progress and analytics events to, as JSON lines (status.py)
+    preview: str | None = None  # a JPEG file kept the newest drawn frame
 
     @property
     def detect_every(self) -> int:
@@ -211,15 +214,16 @@ def _next_batch(decoded: queue.Queue, size: int, abort: threading.Event) -> tupl
 
 
 def run_pipeline(source: VideoSource, predictors: list, run: VideoRun, finish_frame: FrameSteps, stats: RunStats,
-                 window: Window | None, stop: threading.Event) -> RunStats:
+                 window: Window | None, stop: threading.Event, feed: StatusFeed | None = None) -> RunStats:
     """Decode → detect → draw + encode, overlapped in three threads; returns the counts and timings."""
     from frcnn.inference.predictor import predict_all
 
     decoded: queue.Queue = queue.Queue(maxsize=2 * run.batch)
     detected: queue.Queue = queue.Queue(maxsize=2 * run.batch)
     abort = threading.Event()  # set when any stage fails, so the others stop too
-    progress = progress_bar(total=_expected_frames(source, run), desc=source.name, unit="frame",
-                            dynamic_ncols=True, disable=not run.progress)
+    expected = _expected_frames(source, run)
+    progress = progress_bar(total=expected, desc=source.name, unit="frame", dynamic_ncols=True,
+                            disable=not run.progress)
 
     def draw_and_write() -> None:
         while (item := _get(detected, abort)) is not _END:
@@ -228,6 +232,10 @@ def run_pipeline(source: VideoSource, predictors: list, run: VideoRun, finish_fr
             progress.update(1)
             if window is not None:
                 window.offer(picture)
+            if feed is not None:
+                feed.frame(stats.written, expected, picture)
+        if feed is not None:
+            feed.frame(stats.written, expected, last=True)
 
     reader = _Worker(lambda: _read_frames(source, run, decoded, stop, abort), "decode", abort)
     drawer = _Worker(draw_and_write, "encode", abort)
@@ -291,18 +299,22 @@ def process_video(source: VideoSource, predictors: Sequence, run: VideoRun, vide
     model's analytics to these paths."""
     writer = H264Writer(video_path, source.fps / run.frame_stride)
     with contextlib.ExitStack() as handles:
+        feed = None
+        if run.status or run.preview:
+            feed = StatusFeed(run.status, run.preview)
+            handles.callback(feed.close)
         records, tracks = (_open_text(handles, path) for path in (json_path, tracks_path))
         handles.callback(writer.close)  # the video is finished whatever fails after this
         tracking = None if run.tracking is None else RunTracking(
             predictors, run.tracking, run.threshold, source.fps / run.frame_stride, (source.width, source.height),
             tracks)
-        analytics = _analytics_step(handles, tracking, source, run, analytics_files)
+        analytics = _analytics_step(handles, tracking, source, run, analytics_files, feed)
         stats = RunStats()
         decorations = [*([AnalyticsOverlay(analytics)] if analytics else []),
                        *([tracking.decorate] if tracking else [])]
         steps = FrameSteps(source.fps, tracking, FrameDrawer(run.draw, stats.speed_badge, decorations), writer,
                            FrameRecords(records, source.fps) if records is not None else None, analytics)
-        stats = run_pipeline(source, predictors, run, steps, stats, window, stop)
+        stats = run_pipeline(source, predictors, run, steps, stats, window, stop, feed)
         summaries = analytics.close() if analytics else tracking.close() if tracking else []
     return VideoResult(stats.written, source.unreadable, summaries, stats.summary(json_path is not None))
 
@@ -312,11 +324,14 @@ def _open_text(handles: contextlib.ExitStack, path: Path | None) -> TextIO | Non
 
 
 def _analytics_step(handles: contextlib.ExitStack, tracking: RunTracking | None, source: VideoSource, run: VideoRun,
-                    files: dict[str, AnalyticsFiles] | None) -> RunAnalytics | None:
-    """The analysis step when the run measures anything, with each model's events log open."""
+                    files: dict[str, AnalyticsFiles] | None, feed: StatusFeed | None = None) -> RunAnalytics | None:
+    """The analysis step when the run measures anything, with each model's events log open (and copied to the
+    status feed, where there is one)."""
     if tracking is None or not run.tracking.analytics.enabled:
         return None
     events = {name: _open_text(handles, f.events) for name, f in (files or {}).items()}
+    if feed is not None:
+        events = {name: feed.tee(name, events.get(name)) for name in tracking.per_model}
     return RunAnalytics(tracking, run.tracking.analytics, (source.width, source.height),
                         run.frame_stride / source.fps, files, events)
 

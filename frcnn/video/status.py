@@ -1,0 +1,78 @@
+"""A running video's progress as it happens, for a program that follows the run (the service's job events and
+preview): JSON lines appended to a status file, and the newest drawn frame as a JPEG file.
+
+The status file gets a `progress` line per processed frame (at most a few a second, and always the last one) and
+an `analytics` line for each event the analytics' events file writes, as it writes it. Lines are appended whole and
+flushed, so a reader that polls the file sees complete lines only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from frcnn.core.files import encode_jpeg
+
+PROGRESS_EVERY_S = 0.25  # a progress line per frame would be thousands per minute on a GPU
+PREVIEW_EVERY_S = 0.2
+
+
+class StatusFeed:
+    """Appends the run's progress and analytics events to `status`; keeps `preview` the newest drawn frame."""
+
+    def __init__(self, status: str | os.PathLike | None, preview: str | os.PathLike | None = None):
+        self._lock = threading.Lock()
+        self._handle: TextIO | None = open(status, "a", encoding="utf-8") if status else None
+        self._preview = Path(preview) if preview else None
+        self._last_progress = self._last_preview = 0.0
+        self._started = time.monotonic()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def _append(self, record: dict) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.write(json.dumps(record) + "\n")
+                self._handle.flush()
+
+    def frame(self, done: int, total: int | None, picture: np.ndarray | None = None, last: bool = False) -> None:
+        """One more frame processed: a progress line and the preview, when their time has come (or `last`)."""
+        now = time.monotonic()
+        if last or now - self._last_progress >= PROGRESS_EVERY_S:
+            self._last_progress = now
+            elapsed = now - self._started
+            self._append({"type": "progress", "frames_done": done, "frames_total": total,
+                          "fps": round(done / elapsed, 3) if elapsed > 0 else 0.0})
+        if picture is not None and self._preview is not None and now - self._last_preview >= PREVIEW_EVERY_S:
+            self._last_preview = now
+            temporary = self._preview.with_name(f".{self._preview.name}.tmp")
+            temporary.write_bytes(encode_jpeg(picture))
+            os.replace(temporary, self._preview)  # a reader never sees half a picture
+
+    def tee(self, model: str, events: TextIO | None) -> "_EventsTee":
+        """An events handle that also appends each event line to the status file, naming its model."""
+        return _EventsTee(self, model, events)
+
+
+class _EventsTee:
+    """What the events log writes to: the events file, and the status file beside it."""
+
+    def __init__(self, feed: StatusFeed, model: str, events: TextIO | None):
+        self.feed, self.model, self.events = feed, model, events
+
+    def write(self, text: str) -> int:
+        if self.events is not None:
+            self.events.write(text)
+        for line in text.splitlines():
+            if line.strip():
+                self.feed._append({"type": "analytics", "model": self.model, "event": json.loads(line)})
+        return len(text)
