@@ -9,10 +9,13 @@ from helpers import ROOT
 
 # Top to bottom. A module belongs to the layer of the longest prefix that names it.
 SCRIPTS = ["detect_image", "detect_video", "evaluate", "train", "export_cache", "export"]
+# The service is an entry point built over the scripts' own option code (it checks a video job as detect_video.py).
 # The short files at the top of a clone that hand on to the package (never imported by it).
-TOP_LEVEL = SCRIPTS + ["model", "detect_utils", "coco_names"]
+TOP_LEVEL = SCRIPTS + ["serve", "model", "detect_utils", "coco_names"]
 LAYERS = [
     ("the clone's top-level files", TOP_LEVEL),
+    ("the service's command", ["frcnn.cli.serve"]),
+    ("the service", ["frcnn.serve"]),
     ("entry scripts", [f"frcnn.cli.{name}" for name in SCRIPTS]),
     ("what the scripts share", ["frcnn.cli"]),
     ("pipelines", ["frcnn.pipelines", "frcnn.video", "frcnn.training"]),

@@ -31,7 +31,7 @@ from frcnn.core.files import (
 from frcnn.core.progress import progress_bar
 from frcnn.core.specs import DrawOptions
 from frcnn.pipelines import yolo_dataset as yolo
-from frcnn.pipelines.jobs import PictureResult, detect_picture, open_pool
+from frcnn.pipelines.jobs import PictureResult, detect_picture, open_pool, picture_record
 from frcnn.pipelines.resume import ResumeBook, models_settings, pending, skipped_line
 from frcnn.samples import SAMPLE_PHOTO
 from frcnn.video.window import show_window
@@ -107,8 +107,7 @@ def write_outputs(source: str, name: str, data: bytes, result: PictureResult, ru
     with AtomicOutputs(written, stale=[json_path]) as temporary:
         temporary[picture_path].write_bytes(result.jpeg)
         if run.json:
-            write_json(temporary[json_path], {"file": source, "width": result.width, "height": result.height,
-                                                 "results": [p.record() for p in result.predictions]})
+            write_json(temporary[json_path], picture_record(source, result.width, result.height, result.predictions))
     image = decode_picture(data, source) if run.save_crops else None
     for prediction in result.predictions:
         written += write_extras(source, name, data, image, prediction, result, run)

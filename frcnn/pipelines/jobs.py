@@ -27,6 +27,11 @@ class PictureResult:
     jpeg: bytes
 
 
+def picture_record(source: str, width: int, height: int, predictions: Sequence[Prediction]) -> dict:
+    """One picture's JSON record: what `--json` writes and the service answers."""
+    return {"file": source, "width": width, "height": height, "results": [p.record() for p in predictions]}
+
+
 def detect_picture(predictors: Sequence, data: bytes, origin: str, draw: DrawOptions) -> PictureResult:
     """Decode a picture, run every model on it and draw their boxes (side by side for several models)."""
     from frcnn.inference.predictor import predict_all  # PyTorch: where the models run

@@ -31,6 +31,7 @@ class StatusFeed:
         self._handle: TextIO | None = open(status, "a", encoding="utf-8") if status else None
         self._preview = Path(preview) if preview else None
         self._last_progress = self._last_preview = 0.0
+        self._reported = -1  # frames done at the last progress line
         self._started = time.monotonic()
 
     def close(self) -> None:
@@ -47,8 +48,8 @@ class StatusFeed:
     def frame(self, done: int, total: int | None, picture: np.ndarray | None = None, last: bool = False) -> None:
         """One more frame processed: a progress line and the preview, when their time has come (or `last`)."""
         now = time.monotonic()
-        if last or now - self._last_progress >= PROGRESS_EVERY_S:
-            self._last_progress = now
+        if (last and done != self._reported) or (not last and now - self._last_progress >= PROGRESS_EVERY_S):
+            self._last_progress, self._reported = now, done
             elapsed = now - self._started
             self._append({"type": "progress", "frames_done": done, "frames_total": total,
                           "fps": round(done / elapsed, 3) if elapsed > 0 else 0.0})
