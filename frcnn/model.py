@@ -20,6 +20,7 @@ from torchvision.models.detection import (
     fasterrcnn_resnet50_fpn_v2,
 )
 
+from frcnn.core.checkpoint_files import complete_spec, read_beside
 from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES, read_labels
 from frcnn.core.errors import FrcnnError, first_line
 from frcnn.core.log import log
@@ -41,6 +42,12 @@ OFFICIAL_WEIGHTS = {
 _V2_ONLY_KEY = "rpn.head.conv.1.0.weight"
 _CLASSIFIER_KEY = "roi_heads.box_predictor.cls_score.weight"
 
+# How a message names what its caller set: the scripts' options, or ModelSpec's fields for Python callers.
+OPTION_WORDS = {"name": "--model", "weights": "--weights PATH", "labels": "--labels FILE", "cpu": "--device cpu",
+                "half": "--half"}
+FIELD_WORDS = {"name": "ModelSpec.name", "weights": "ModelSpec(weights=PATH)", "labels": "ModelSpec(labels=FILE)",
+               "cpu": 'ModelSpec(device="cpu")', "half": "ModelSpec.half"}
+
 
 @dataclass
 class LoadedModel:
@@ -58,14 +65,22 @@ class LoadedModel:
     backend: str = "torch"
     half: bool = False  # run under CUDA float16 autocast
     module: FasterRCNN | None = None  # the PyTorch model; not kept when an exported runtime runs it
+    read_beside: str = ""  # what was read beside its checkpoint (class names, trained size, architecture)
+
+    def __repr__(self) -> str:
+        beside = f"; {self.read_beside}" if self.read_beside else ""
+        return (f"LoadedModel({self.name} from {self.weights_source}: {len(self.class_names) - 1} classes, "
+                f"{self.min_size} px, {self.proposals} proposals, {self.backend} {self.precision} on "
+                f"{self.device}{beside})")
 
     def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """torchvision's detection output (boxes, labels, scores per picture) from whichever runtime runs it."""
         return self.run(images)
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
-    """Turn auto|cpu|cuda|cuda:N|mps into a device that exists here, or raise FrcnnError."""
+def resolve_device(spec: str = "auto", words: Mapping[str, str] = OPTION_WORDS) -> torch.device:
+    """Turn auto|cpu|cuda|cuda:N|mps into a device that exists here, or raise FrcnnError (naming the setting as
+    `words` do)."""
     spec = spec.strip().lower()
     if spec == "auto":
         if torch.cuda.is_available():
@@ -77,11 +92,11 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     if spec == "mps":
         if not _mps_available():
-            raise FrcnnError("device 'mps' is not available on this machine (use --device cpu)")
+            raise FrcnnError(f"device 'mps' is not available on this machine (use {words['cpu']})")
         return torch.device("mps")
     if spec == "cuda" or spec.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise FrcnnError(f"device '{spec}' is not available: PyTorch sees no CUDA GPU (use --device cpu)")
+            raise FrcnnError(f"device '{spec}' is not available: PyTorch sees no CUDA GPU (use {words['cpu']})")
         device = torch.device(spec)
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
@@ -118,20 +133,20 @@ def official_weights_path(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(OFFICIAL_WEIGHTS[name].url)
 
 
-def official_state_dict(name: str) -> dict[str, torch.Tensor]:
+def official_state_dict(name: str, words: Mapping[str, str] = OPTION_WORDS) -> dict[str, torch.Tensor]:
     weights = OFFICIAL_WEIGHTS[name]
     try:
         return torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True, weights_only=True)
     except (urllib.error.URLError, OSError, RuntimeError) as error:
-        raise FrcnnError(_missing_weights_message([name], getattr(error, "reason", None) or error)) from error
+        raise FrcnnError(_missing_weights_message([name], getattr(error, "reason", None) or error, words)) from error
 
 
-def _missing_weights_message(names: list[str], reason: object) -> str:
+def _missing_weights_message(names: list[str], reason: object, words: Mapping[str, str] = OPTION_WORDS) -> str:
     folder = official_weights_path(names[0]).parent
     files = "".join(f"\n  {OFFICIAL_WEIGHTS[n].url}" for n in names)
     which = " and ".join(names)
     return (f"the {which} COCO weights are not cached and could not be downloaded ({reason}): "
-            f"pass --weights PATH to a local checkpoint, or download{files}\n"
+            f"pass {words['weights']} to a local checkpoint, or download{files}\n"
             f"and put {'them' if len(names) > 1 else 'it'} in {folder} (set TORCH_HOME to cache elsewhere)")
 
 
@@ -198,6 +213,14 @@ def architecture_of(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     return "v2" if _V2_ONLY_KEY in state_dict else "v1"
 
 
+def checkpoint_architecture(path: str | os.PathLike) -> str:
+    """Which of v1 / v2 a checkpoint file holds; FrcnnError where it is neither."""
+    found = architecture_of(read_checkpoint(path))
+    if found is None:
+        raise FrcnnError(f"{path} is not a Faster R-CNN ResNet50 FPN checkpoint")
+    return found
+
+
 def prepare_specs(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
     """Check every model's device, precision, runtime and weights before any is loaded, naming every problem of
     a kind at once; return the specs with device and runtime resolved."""
@@ -229,15 +252,22 @@ def _cache_writable() -> bool:
     return os.access(folder, os.W_OK)
 
 
-def load(spec: ModelSpec) -> LoadedModel:
-    """The model a ModelSpec describes, loaded and ready: the way in for scripts, workers and Python users."""
-    return load_model(spec.name, resolve_device(spec.device), imgsz=spec.imgsz, weights=spec.weights,
-                      labels=spec.labels, half=spec.half, backend=spec.backend, proposals=spec.proposals,
-                      precision=spec.precision, calibration=spec.calibration, threads=spec.threads)
+def load(spec: ModelSpec, words: Mapping[str, str] = FIELD_WORDS) -> LoadedModel:
+    """The model a ModelSpec describes, loaded and ready: the way in for scripts, workers and Python users. What the
+    spec leaves open is read beside a train.py checkpoint, as the scripts read it (`complete_spec`), and said in the
+    model's repr and the log. Messages name the spec's fields (`words`: the scripts pass their options')."""
+    spec = complete_spec(spec)
+    model = load_model(spec.name, resolve_device(spec.device, words), imgsz=spec.imgsz, weights=spec.weights,
+                       labels=spec.labels, half=spec.half, backend=spec.backend, proposals=spec.proposals,
+                       precision=spec.precision, calibration=spec.calibration, threads=spec.threads, words=words)
+    model.read_beside = read_beside(dataclasses.replace(spec, name=model.name))
+    if model.read_beside:
+        log.info(f"{model.name}: {model.read_beside}")
+    return model
 
 
 def load_model(
-    name: str,
+    name: str | None,
     device: torch.device,
     imgsz: int = DEFAULT_IMGSZ,
     weights: str | os.PathLike | None = None,
@@ -248,13 +278,15 @@ def load_model(
     precision: str = "fp32",
     calibration: tuple[str, ...] = (),
     threads: int = 0,
+    words: Mapping[str, str] = OPTION_WORDS,
 ) -> LoadedModel:
-    """Build v1 or v2 with the official COCO weights or a local checkpoint, on `device`, run by `backend` at
-    `precision` (int8: quantized with the `calibration` pictures or videos), on `threads` CPU threads (0: all)."""
-    backend = check_runtime(device, half, backend, precision)
-    state_dict, source = _weights(name, weights)
+    """Build v1 or v2 (None: the checkpoint's own) with the official COCO weights or a local checkpoint, on
+    `device`, run by `backend` at `precision` (int8: quantized with the `calibration` pictures or videos), on
+    `threads` CPU threads (0: all). Messages name the settings as `words` do."""
+    backend = check_runtime(device, half, backend, precision, words)
+    state_dict, source, name = _weights(name, weights, words)
     num_classes = state_dict[_CLASSIFIER_KEY].shape[0]
-    class_names = _class_names(num_classes, weights, labels)
+    class_names = _class_names(num_classes, weights, labels, words)
     build = functools.partial(_build_with_state, name, num_classes, imgsz, proposals, state_dict, source)
     sizes = dict(min_size=imgsz, max_size=max_size_for(imgsz), proposals=proposals, precision=precision)
     if backend == "torch":
@@ -272,29 +304,34 @@ def load_model(
                        backend=backend)
 
 
-def check_runtime(device: torch.device, half: bool, backend: str, precision: str) -> str:
+def check_runtime(device: torch.device, half: bool, backend: str, precision: str,
+                  words: Mapping[str, str] = OPTION_WORDS) -> str:
     """The runtime that will run a model on `device`, once --half, --backend and --precision are known to fit."""
     if half and device.type != "cuda":
-        raise FrcnnError(f"--half needs a CUDA device, and the device is {device}")
+        raise FrcnnError(f"{words['half']} needs a CUDA device, and the device is {device}")
     backend = choose_backend(backend, device)
     check_precision(precision, device, backend)
     return backend
 
 
-def _weights(name: str, weights: str | os.PathLike | None) -> tuple[dict[str, torch.Tensor], str]:
-    """The state dict to load (the COCO weights, or a checkpoint of the right architecture) and how to name it."""
+def _weights(name: str | None, weights: str | os.PathLike | None,
+             words: Mapping[str, str]) -> tuple[dict[str, torch.Tensor], str, str]:
+    """The state dict to load (the COCO weights, or a checkpoint of the right architecture), how to name it, and
+    the architecture (`name`, or the checkpoint's where None)."""
     if weights is None:
-        return official_state_dict(name), f"COCO weights ({official_weights_path(name).name})"
+        name = name or "v2"
+        return official_state_dict(name, words), f"COCO weights ({official_weights_path(name).name})", name
     state_dict = read_checkpoint(weights)
     found = architecture_of(state_dict)
     if found is None:
         raise FrcnnError(f"{weights} is not a Faster R-CNN ResNet50 FPN checkpoint")
-    if found != name:
-        raise FrcnnError(f"{weights} is a {found} checkpoint, but --model asks for {name}")
-    return state_dict, str(weights)
+    if name is not None and found != name:
+        raise FrcnnError(f"{weights} is a {found} checkpoint, but {words['name']} asks for {name}")
+    return state_dict, str(weights), found
 
 
-def _class_names(num_classes: int, weights: str | os.PathLike | None, labels: str | os.PathLike | None) -> list[str]:
+def _class_names(num_classes: int, weights: str | os.PathLike | None, labels: str | os.PathLike | None,
+                 words: Mapping[str, str] = OPTION_WORDS) -> list[str]:
     """The names of the checkpoint's classes: from the labels file, or COCO's when it predicts COCO's 91."""
     if labels is not None:
         class_names = read_labels(labels)
@@ -305,7 +342,7 @@ def _class_names(num_classes: int, weights: str | os.PathLike | None, labels: st
     if num_classes == len(COCO_INSTANCE_CATEGORY_NAMES):
         return list(COCO_INSTANCE_CATEGORY_NAMES)
     raise FrcnnError(f"{weights} predicts {num_classes} classes, not COCO's {len(COCO_INSTANCE_CATEGORY_NAMES)}: "
-                      f"pass --labels FILE with their names, one per line")
+                      f"pass {words['labels']} with their names, one per line")
 
 
 def _build_with_state(name: str, num_classes: int, imgsz: int, proposals: int, state_dict: Mapping[str, torch.Tensor],

@@ -21,16 +21,17 @@ from pathlib import Path
 
 from frcnn.cli import options
 from frcnn.cli import shared as du
-from frcnn.core.coco_names import LABELS_BESIDE_CHECKPOINT, labels_beside, trained_size_beside
+from frcnn.core.checkpoint_files import LABELS_BESIDE_CHECKPOINT
 from frcnn.core.errors import FrcnnError, first_line
 from frcnn.core.files import AtomicOutputs, write_json
-from frcnn.core.specs import DEFAULT_IMGSZ, DEFAULT_PROPOSALS, DEFAULT_THRESHOLD, MODEL_NAMES
+from frcnn.core.specs import DEFAULT_IMGSZ, DEFAULT_PROPOSALS, DEFAULT_THRESHOLD, MODEL_NAMES, ModelSpec
 
 # PyTorch, OpenVINO and NNCF are imported once the options are known to be good.
 
 FORMATS = ("onnx", "openvino")
 PRECISIONS = ("fp32", "int8")
 MODEL_FILES = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin")}
+RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}  # what runs each format's model (in model.json)
 METADATA = "model.json"
 
 
@@ -53,7 +54,9 @@ class ExportRequest:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Export Faster R-CNN v1 or v2 to ONNX or OpenVINO IR.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--model", choices=MODEL_NAMES, default="v2", help="v1 or v2 (default)")
+    parser.add_argument("--model", choices=MODEL_NAMES,
+                        help="v1 or v2 (default: a train.py checkpoint's own, from the settings.json beside it, or "
+                             "the checkpoint's; v2 for the COCO weights)")
     parser.add_argument("--weights", metavar="PATH",
                         help="a checkpoint of this project (train.py's best.pth or last.pth) or any v1/v2 "
                              "state_dict (default: the COCO weights)")
@@ -89,13 +92,13 @@ def request_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> E
         parser.error("--precision int8 needs pictures like yours to calibrate on: give --calibration DIR")
     if args.calibration and args.precision != "int8":
         parser.error("--calibration is for --precision int8")
-    labels = args.labels or labels_beside(args.weights)
-    output = args.output or os.path.join("outputs", "export", f"{args.model}-{args.format}-{args.precision}")
-    return ExportRequest(args.model, os.path.abspath(args.weights) if args.weights else None,
-                         os.path.abspath(labels) if labels else None,
-                         args.imgsz or trained_size_beside(args.weights) or DEFAULT_IMGSZ, args.proposals, args.format,
-                         args.precision, tuple(os.path.abspath(p) for p in args.calibration or ()), args.threshold,
-                         os.path.abspath(output))
+    spec = options.resolved_spec(ModelSpec(args.model, weights=args.weights, labels=args.labels,
+                                           imgsz=args.imgsz), parser)
+    output = args.output or os.path.join("outputs", "export", f"{spec.name}-{args.format}-{args.precision}")
+    return ExportRequest(spec.name, os.path.abspath(spec.weights) if spec.weights else None,
+                         os.path.abspath(spec.labels) if spec.labels else None, spec.imgsz, args.proposals,
+                         args.format, args.precision, tuple(os.path.abspath(p) for p in args.calibration or ()),
+                         args.threshold, os.path.abspath(output))
 
 
 def export(request: ExportRequest) -> Path:
@@ -104,10 +107,14 @@ def export(request: ExportRequest) -> Path:
     import torch
 
     from frcnn.model import fetch_official_weights, load_model, official_weights_path
-    from frcnn.runtimes.backends import runtime_version
+    from frcnn.runtimes.backends import backend_installed, runtime_version
     from frcnn.runtimes.export import cached_export, graph_description
     from frcnn.runtimes.quantize import cached_int8
 
+    runtime = RUNTIMES[request.format]
+    if not backend_installed(runtime):  # model.json names its version, and the export cache is keyed by it
+        raise FrcnnError(f"--format {request.format} needs the '{runtime}' package: pip install {runtime} (or "
+                         f"pip install -r requirements.txt)")
     missing = [path for path in request.calibration if not Path(path).exists()]
     if missing:
         raise FrcnnError(f"--calibration: not found: {', '.join(missing)}")
@@ -118,7 +125,6 @@ def export(request: ExportRequest) -> Path:
                         labels=request.labels, backend="torch", proposals=request.proposals)
     weights_file = Path(request.weights) if request.weights else official_weights_path(request.model)
     started = time.perf_counter()
-    runtime = "onnxruntime" if request.format == "onnx" else "openvino"
     graph = cached_export(lambda: loaded.module, request.model, request.imgsz, request.proposals, weights_file,
                           runtime)
     if request.precision == "int8":

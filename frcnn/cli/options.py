@@ -6,6 +6,7 @@ Nothing here imports PyTorch: `--help` and usage errors answer at once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -24,14 +25,8 @@ from frcnn.core.arguments import (  # noqa: F401
     seconds_up_to_an_hour,
     slice_size,
 )
-from frcnn.core.coco_names import (
-    COCO_INSTANCE_CATEGORY_NAMES,
-    SETTINGS_BESIDE_CHECKPOINT,
-    is_real_class,
-    labels_beside,
-    read_labels,
-    trained_size_beside,
-)
+from frcnn.core.checkpoint_files import DEFAULT_MODEL, complete_spec
+from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class, read_labels
 from frcnn.core.errors import FrcnnError
 from frcnn.core.specs import (
     BACKENDS,
@@ -61,8 +56,9 @@ SLICE_MATCHES = ("ios", "iou")
 def add_model_options(parser: argparse.ArgumentParser,
                       both_means: str = "both side by side (v1 left, v2 right)") -> None:
     """Which model, on what, with which weights: the same in every script."""
-    parser.add_argument("--model", choices=[*MODEL_NAMES, "both"], default="v2",
-                        help=f"v1, v2 (default), or {both_means}")
+    parser.add_argument("--model", choices=[*MODEL_NAMES, "both"],
+                        help=f"v1, v2, or {both_means} (default: a train.py checkpoint's own, from the "
+                             f"settings.json beside it, or the checkpoint's; {DEFAULT_MODEL} for the COCO weights)")
     parser.add_argument("--imgsz", type=imgsz,
                         help=f"shorter side the model sees, in pixels (default: the size a train.py checkpoint was "
                              f"trained at, from the settings.json beside it; else {DEFAULT_IMGSZ}; smaller is faster)")
@@ -70,7 +66,8 @@ def add_model_options(parser: argparse.ArgumentParser,
                         help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     parser.add_argument("--weights", nargs="+", metavar="PATH",
                         help="local checkpoint instead of the COCO weights (with --model both: v1's, then v2's)")
-    parser.add_argument("--labels", metavar="FILE", help="class names of a fine-tuned checkpoint, one per line")
+    parser.add_argument("--labels", metavar="FILE", help="class names of a fine-tuned checkpoint, one per line "
+                                                         "(default: the labels.txt beside it)")
     parser.add_argument("--half", action="store_true",
                         help="half precision on CUDA (faster, same detections within rounding)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
@@ -205,9 +202,10 @@ def model_specs(args: argparse.Namespace, parser: argparse.ArgumentParser,
                 default_calibration: Sequence[str] = ()) -> list[ModelSpec]:
     """One ModelSpec per model the options ask for; a usage error where they do not fit together.
     `default_calibration`: what int8 is calibrated on without --calibration (the run's own inputs)."""
-    names = model_names(args.model)
+    names = model_names(args.model) if args.model else [None]
     if args.weights is not None and len(args.weights) != len(names):
-        parser.error(f"--model {args.model} takes {len(names)} --weights path(s), got {len(args.weights)}")
+        parser.error(f"--model {args.model or 'v1 or v2'} takes {len(names)} --weights path(s), got "
+                     f"{len(args.weights)}")
     if args.labels and not Path(args.labels).is_file():
         parser.error(f"--labels {args.labels}: file not found")
     if args.calibration and args.precision != "int8":
@@ -221,19 +219,28 @@ def model_specs(args: argparse.Namespace, parser: argparse.ArgumentParser,
             parser.error(f"--precision int8 needs pictures like yours to calibrate on: give --calibration DIR "
                          f"(a folder of at least {MIN_DEFAULT_CALIBRATION} pictures)")
     weights = args.weights or [None] * len(names)
-    return [ModelSpec(name, weights=path, labels=args.labels or labels_beside(path), **_size_of(args.imgsz, path),
-                      device=args.device,
-                      backend=args.backend, half=args.half, proposals=args.proposals, precision=args.precision,
-                      calibration=calibration) for name, path in zip(names, weights)]
+    specs = [resolved_spec(ModelSpec(name, weights=path, labels=args.labels, imgsz=args.imgsz, device=args.device,
+                                     backend=args.backend, half=args.half, proposals=args.proposals,
+                                     precision=args.precision, calibration=calibration), parser)
+             for name, path in zip(names, weights)]
+    if args.model is None:  # the outputs are named by the model that runs
+        args.model = specs[0].name
+    return specs
 
 
-def _size_of(asked: int | None, checkpoint: str | None) -> dict:
-    """--imgsz where given; else the size the checkpoint was trained at, where train.py's settings say it, and the
-    file that said so; else the default."""
-    trained = None if asked else trained_size_beside(checkpoint)
-    if trained:
-        return {"imgsz": trained, "imgsz_from": str(Path(checkpoint).parent / SETTINGS_BESIDE_CHECKPOINT)}
-    return {"imgsz": asked or DEFAULT_IMGSZ}
+def resolved_spec(spec: ModelSpec, parser: argparse.ArgumentParser) -> ModelSpec:
+    """`spec` completed as `frcnn.model.load` completes it (the labels, size and architecture beside a train.py
+    checkpoint), the architecture of a checkpoint without them read from the checkpoint itself: every script names
+    the same model before loading it. A file that is no checkpoint is one line and exit 1."""
+    spec = complete_spec(spec)
+    if spec.name is not None:
+        return spec
+    from frcnn.model import checkpoint_architecture  # PyTorch: only for a checkpoint without train.py's settings
+
+    try:
+        return dataclasses.replace(spec, name=checkpoint_architecture(spec.weights))
+    except FrcnnError as error:
+        parser.exit(1, f"error: {error}\n")
 
 
 def detect_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> DetectOptions:
@@ -268,7 +275,7 @@ def draw_options(args: argparse.Namespace) -> DrawOptions:
 def _classes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> frozenset[int] | None:
     if not getattr(args, "classes", None):
         return None
-    labels = args.labels or labels_beside(args.weights[0] if args.weights else None)
+    labels = complete_spec(ModelSpec(weights=args.weights[0] if args.weights else None, labels=args.labels)).labels
     if labels:
         try:
             class_names = read_labels(labels)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from frcnn.cli import options
 from frcnn.cli import shared as du
 from frcnn.core.errors import FrcnnError
-from frcnn.core.specs import DEFAULT_IMGSZ, MODEL_NAMES
+from frcnn.core.specs import DEFAULT_IMGSZ, MODEL_NAMES, ModelSpec
 from frcnn.core.tables import percent
 from frcnn.training.data import TrainingData, data_source, load_training_data, own_split
 from frcnn.training.run_folder import BEST, LABELS, STATE, RunFolder
@@ -108,7 +108,8 @@ def _add_recipe_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Fine-tune Faster R-CNN v1 or v2 on your own boxes.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=MODEL_NAMES, default="v2", help="v1 or v2 (default)")
+    parser.add_argument("--model", choices=MODEL_NAMES,
+                        help="v1 or v2 (default: the architecture of --weights, else v2)")
     _add_data_options(parser)
     _add_start_options(parser)
     _add_recipe_options(parser)
@@ -160,7 +161,10 @@ def _data_source(args: argparse.Namespace, parser: argparse.ArgumentParser, val:
 
 
 def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TrainSettings:
-    """The options as one value; a usage error where they do not fit together."""
+    """The options as one value; a usage error where they do not fit together. A --model left out becomes the
+    architecture of --weights (else v2), in `args` too, which names the default output folder."""
+    if args.model is None:
+        args.model = options.resolved_spec(ModelSpec(weights=args.weights), parser).name
     train = _data_source(args, parser, val=False)
     if train is None:
         parser.error("give the training set: --images DIR --annotations FILE (COCO), or --data PATH (data.yaml, "

@@ -6,7 +6,6 @@ The list index is the label id the model predicts: id 0 is the background and
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -43,26 +42,3 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     if not names:
         raise FrcnnError(f"labels file {path} holds no names")
     return names if names[0] == "__background__" else ["__background__", *names]
-
-
-LABELS_BESIDE_CHECKPOINT = "labels.txt"  # what train.py writes beside best.pth and last.pth
-SETTINGS_BESIDE_CHECKPOINT = "settings.json"  # how that run trained, its --imgsz among them
-
-
-def labels_beside(checkpoint: str | os.PathLike | None) -> str | None:
-    """The class names file train.py wrote beside a checkpoint, if it is there (None for the COCO weights)."""
-    if checkpoint is None:
-        return None
-    path = Path(checkpoint).parent / LABELS_BESIDE_CHECKPOINT
-    return str(path) if path.is_file() else None
-
-
-def trained_size_beside(checkpoint: str | os.PathLike | None) -> int | None:
-    """The --imgsz the train.py run beside a checkpoint trained at (None where no readable settings say so)."""
-    if checkpoint is None:
-        return None
-    try:
-        size = json.loads((Path(checkpoint).parent / SETTINGS_BESIDE_CHECKPOINT).read_text(encoding="utf-8"))["imgsz"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return size if isinstance(size, int) and size > 0 else None

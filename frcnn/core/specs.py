@@ -24,12 +24,13 @@ def max_size_for(imgsz: int) -> int:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model, with which weights and labels, at what size, on which device and runtime."""
+    """Which model, with which weights and labels, at what size, on which device and runtime. What it leaves open
+    is read beside a train.py checkpoint when it is loaded (`frcnn.core.checkpoint_files.complete_spec`)."""
 
-    name: str  # "v1" or "v2"
+    name: str | None = None  # "v1" or "v2"; None: a checkpoint's own architecture, v2 for the COCO weights
     weights: str | None = None  # a local checkpoint; None: the official COCO weights
-    labels: str | None = None  # class names of a fine-tuned checkpoint
-    imgsz: int = DEFAULT_IMGSZ
+    labels: str | None = None  # class names of a fine-tuned checkpoint; None: the labels.txt beside it, else COCO's
+    imgsz: int | None = None  # None: the size a train.py checkpoint was trained at (its settings.json), else 800
     device: str = "auto"
     backend: str = "auto"
     half: bool = False
@@ -37,7 +38,8 @@ class ModelSpec:
     precision: str = "fp32"  # fp32, int8 or bf16 (the CPU with OpenVINO)
     calibration: tuple[str, ...] = ()  # pictures or videos an int8 model is calibrated on
     threads: int = 0  # CPU threads the runtime may use (0: its default, every core); set for Ray workers
-    imgsz_from: str | None = None  # the settings file imgsz was read from, where --imgsz was not given
+    imgsz_from: str | None = None  # the settings file imgsz was read from, where it was not given
+    name_from: str | None = None  # the settings file the name was read from, where it was not given
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from frcnn.core.detections import PredictionSettings
 from frcnn.core.specs import DetectOptions, ModelSpec
 from frcnn.inference.predictor import PicturePredictor, Predictor
 from frcnn.inference.slicing import SlicedPredictor
-from frcnn.model import LoadedModel, load, prepare_specs
+from frcnn.model import OPTION_WORDS, LoadedModel, load, prepare_specs
 
 
 def make_predictor(model: LoadedModel, options: DetectOptions) -> PicturePredictor:
@@ -31,14 +31,12 @@ def load_predictors(specs: Sequence[ModelSpec], options: DetectOptions, announce
     for index, spec in enumerate(prepare_specs(specs)):
         if announce:
             announce(f"Loading {spec.name} on {spec.device} ...")
-        model = load(spec)
+        model = load(spec, OPTION_WORDS)  # it logs what it read beside the checkpoint
         if weights_named is not None and weights_named[index] is not None:
             model.weights_source = weights_named[index]
         predictor = make_predictor(model, options)
         if announce:
-            names = f"; class names from {spec.labels}" if spec.labels else ""
-            names += f"; {spec.imgsz} px as trained ({spec.imgsz_from})" if spec.imgsz_from else ""
-            announce(f"Loaded {spec.name}: {loaded_line(predictor.settings, options)}{names}")
+            announce(f"Loaded {model.name}: {loaded_line(predictor.settings, options)}")
         predictors.append(predictor)
     return predictors
 
