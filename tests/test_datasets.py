@@ -242,6 +242,71 @@ def test_difficult_objects_are_neither_misses_nor_false_positives_in_scoring(tmp
     assert coco.dataset["images"][0]["file_name"] == "val_0001.jpg"
 
 
+# ---------------------------------------------------------------- typos and near-miss paths
+
+
+def read_train(path: Path):
+    source = data_source(str(path), None, "train")
+    return load_training_data(settings_for(source, own_split(source, "val")))
+
+
+@pytest.mark.parametrize("typo, said", [
+    ("names:", "no class names (a data.yaml needs names:, a list or 0: name, 1: name, ...); unknown key 'nmaes' "
+               "(did you mean 'names'?), ignored"),
+    ("train:", "no train split (a data.yaml needs train: and names:); unknown key 'trian' (did you mean 'train'?), "
+               "ignored")])
+def test_a_typo_in_a_needed_key_stops_naming_the_key_meant(tmp_path, typo, said):
+    yaml_path = roboflow(tmp_path / "rf", {"train": 2})
+    wrong = {"names:": "nmaes:", "train:": "trian:"}[typo]
+    yaml_path.write_text(yaml_path.read_text().replace(typo, wrong))
+    with pytest.raises(FrcnnError) as caught:
+        read_train(yaml_path)
+    assert str(caught.value) == f"{yaml_path}: {said}"
+
+
+def test_other_unknown_keys_warn_once_and_nc_alone_is_no_names(tmp_path):
+    yaml_path = roboflow(tmp_path / "rf", {"train": 3, "valid": 2})
+    yaml_path.write_text(yaml_path.read_text() + "tset: ../test/images\ncolour: blue\n")
+    warnings = read_train(yaml_path).warnings
+    assert [line for line in warnings if "unknown key" in line] == [
+        f"train: {yaml_path}: unknown key 'tset' (did you mean 'test'?), ignored",
+        f"train: {yaml_path}: unknown key 'colour', ignored"]
+    yaml_path.write_text("train: ../train/images\nnc: 5\n")
+    with pytest.raises(FrcnnError, match="no class names"):
+        read_train(yaml_path)
+
+
+def test_the_one_set_below_a_folder_is_found(tmp_path):
+    yaml_path = roboflow(tmp_path / "above" / "boats", {"train": 2})
+    assert data_source(str(tmp_path / "above"), None, "train") == DataSource("ultralytics", data=str(yaml_path),
+                                                                               split="train")
+    # torchvision's VOCDetection root: VOCdevkit/VOC2012 below it
+    tree = voc_tree(tmp_path / "voc-root" / "VOCdevkit" / "VOC2012", {"train": 2, "val": 1})
+    source = data_source(str(tmp_path / "voc-root"), None, "train")
+    assert source == DataSource("voc", data=str(tree), split="train")
+    assert len(load_training_data(settings_for(source)).train.samples) == 2
+    # two sets below: named, not guessed
+    voc_tree(tmp_path / "voc-root" / "VOCdevkit" / "VOC2007", {"train": 2})
+    with pytest.raises(FrcnnError) as caught:
+        read_train(tmp_path / "voc-root")
+    older = tmp_path / "voc-root" / "VOCdevkit" / "VOC2007"
+    assert str(caught.value) == f"{tmp_path / 'voc-root'}: holds 2 sets, not one: {older}, {tree}; give one of them " \
+                                f"to --data"
+
+
+def test_a_path_that_nearly_names_a_set_says_what_it_is(tmp_path):
+    yaml_path = roboflow(tmp_path / "boats", {"train": 2})
+    with pytest.raises(FrcnnError) as caught:
+        read_train(tmp_path / "boats" / "data.yml")
+    assert str(caught.value) == f"{tmp_path / 'boats' / 'data.yml'}: not found (did you mean {yaml_path}?)"
+    notes = tmp_path / "boats" / "notes.txt"
+    notes.write_text("boats\n")
+    with pytest.raises(FrcnnError) as caught:
+        read_train(notes)
+    assert str(caught.value) == (f"{notes}: a .txt file, not a data.yaml (.yaml or .yml), a Pascal VOC tree or a "
+                                 f"YOLO-format folder")
+
+
 # ---------------------------------------------------------------- train.py: bad sets, and real runs
 
 
@@ -253,6 +318,12 @@ def _bad_yaml(tmp_path: Path) -> list[str]:
 def _missing_split(tmp_path: Path) -> list[str]:
     yaml_path = roboflow(tmp_path / "rf", {"train": 2})
     yaml_path.write_text(yaml_path.read_text().replace("../train/images", "../training/images"))
+    return ["--data", str(yaml_path)]
+
+
+def _typo(tmp_path: Path, key: str, typo: str) -> list[str]:
+    yaml_path = roboflow(tmp_path / "rf", {"train": 2})
+    yaml_path.write_text(yaml_path.read_text().replace(key, typo))
     return ["--data", str(yaml_path)]
 
 
@@ -281,6 +352,7 @@ BAD_SETS = {
     "class beyond names": (_class_beyond_names, "000002.txt:1: class 5 is not in the class names", 1),
     "unreadable xml": (_bad_xml, "train_0002.xml: not a readable VOC annotation file", 1),
     "bad voc box": (_bad_box, "train_0001.xml: object 1", 1),
+    "typo'd names": (lambda t: _typo(t, "names:", "nmaes:"), "unknown key 'nmaes' (did you mean 'names'?)", 1),
     "labels with a yaml": (lambda t: [*_class_beyond_names(t), "--labels", str(t / "names.txt")], "--labels", 2),
 }
 

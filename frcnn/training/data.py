@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from frcnn.core.errors import FrcnnError
 from frcnn.core.files import write_json
 from frcnn.evaluation.coco import CocoSet
 from frcnn.training import ultralytics_format, voc_format
@@ -34,15 +36,48 @@ class TrainingData:
 
 
 def data_source(path: str, labels: str | None, split: str) -> DataSource:
-    """What a --data path holds: a data.yaml (or a folder with one), a Pascal VOC tree, else a YOLO folder. `split`:
-    the part of a data.yaml or VOC tree meant (a VOC tree without ImageSets/Main/: all of it)."""
+    """What a --data path holds: a data.yaml (or a folder with one), a Pascal VOC tree, the one such set below it
+    (see `sets_below`), else a YOLO folder. `split`: the part of a data.yaml or VOC tree meant (a VOC tree without
+    ImageSets/Main/: all of it)."""
     path = os.path.abspath(path)
     found = ultralytics_format.yaml_file(Path(path))
     if found is not None:
         return DataSource("ultralytics", data=str(found), split=split)
     if voc_format.is_voc(Path(path)):
         return DataSource("voc", data=path, labels=labels, split=split if voc_format.has_splits(Path(path)) else None)
+    below = sets_below(Path(path))
+    if len(below) == 1:
+        return data_source(str(below[0]), labels, split)
     return DataSource("yolo", data=path, labels=labels)
+
+
+def sets_below(folder: Path) -> list[Path]:
+    """The sets one level below a folder that is no set itself: data.yaml files in its subfolders and Pascal VOC
+    trees (also two levels down in VOCdevkit/, as torchvision's VOCDetection root holds VOCdevkit/VOC2012)."""
+    if not folder.is_dir() or (folder / "images").is_dir():
+        return []
+    found = []
+    for child in sorted(entry for entry in folder.iterdir() if entry.is_dir()):
+        found += [child / name for name in ultralytics_format.YAML_NAMES if (child / name).is_file()][:1]
+        trees = [child] if child.name != "VOCdevkit" else sorted(entry for entry in child.iterdir() if entry.is_dir())
+        found += [tree for tree in trees if voc_format.is_voc(tree)]
+    return found
+
+
+def check_near_miss(path: Path) -> None:
+    """FrcnnError in one line for a --data path that is no set but nearly names one: a file of another kind, a name
+    close to one beside it, a folder with several sets below it."""
+    if path.is_file():
+        kind = f"a {path.suffix} file" if path.suffix else "a file"
+        raise FrcnnError(f"{path}: {kind}, not a data.yaml (.yaml or .yml), a Pascal VOC tree or a YOLO-format folder")
+    if not path.exists():
+        beside = [entry.name for entry in path.parent.iterdir()] if path.parent.is_dir() else []
+        near = difflib.get_close_matches(path.name, beside, n=1, cutoff=0.6)
+        raise FrcnnError(f"{path}: not found" + (f" (did you mean {path.parent / near[0]}?)" if near else ""))
+    below = sets_below(path)
+    if below:
+        raise FrcnnError(f"{path}: holds {len(below)} sets, not one: {', '.join(str(p) for p in below)}; give one "
+                         f"of them to --data")
 
 
 def scoring_source(path: str, split: str) -> DataSource | None:
@@ -79,6 +114,7 @@ def read_source(source: DataSource, role: str, train_classes: list[str] | None =
         return ultralytics_format.read_ultralytics(source.data, source.split, role, train_classes)
     if source.format == "voc":
         return voc_format.read_voc(source.data, source.split, source.labels, role, train_classes)
+    check_near_miss(Path(source.data))
     return read_yolo(source.data, source.labels, role, train_classes)
 
 

@@ -8,6 +8,7 @@ YOLO format `yolo_format` reads."""
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from frcnn.training.yolo_format import note_orphans, pictures_in, read_pictures
 
 SPLITS = ("train", "val", "test")
 YAML_NAMES = ("data.yaml", "data.yml")
+# The keys Ultralytics' detection sets and Roboflow's exports use; any other is most likely a typo.
+KNOWN_KEYS = ("path", "train", "val", "test", "names", "nc", "download", "validation", "minival", "roboflow",
+              "channels", "kpt_shape", "flip_idx")
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class DataYaml:
     file: Path
     class_names: list[str]
     splits: dict[str, list[Path]]
+    unknown: tuple[str, ...] = ()  # one line per key it does not know, with the closest known key
 
 
 def yaml_file(path: Path) -> Path | None:
@@ -50,26 +55,32 @@ def read_data_yaml(file: Path) -> DataYaml:
         raise FrcnnError(f"{file}: not a readable YAML file ({first_line(error)})") from error
     if not isinstance(record, dict):
         raise FrcnnError(f"{file}: not a data.yaml (expected keys such as train, val and names)")
+    unknown = tuple(_unknown_key(key) for key in record if key not in KNOWN_KEYS)
+    typos = f"; {unknown[0]}" if unknown else ""
     if "val" not in record and "validation" in record:  # an older spelling Ultralytics accepts too
         record["val"] = record["validation"]
     if not record.get("train"):
-        raise FrcnnError(f"{file}: no train split (a data.yaml needs train: and names:)")
+        raise FrcnnError(f"{file}: no train split (a data.yaml needs train: and names:){typos}")
+    if record.get("names") is None:  # Ultralytics requires names too: made-up ones would end up in labels.txt
+        raise FrcnnError(f"{file}: no class names (a data.yaml needs names:, a list or 0: name, 1: name, ...)"
+                         f"{typos}")
     names = _class_names(record, file)
     root = _root(record, file)
     splits = {split: [_resolve(root, entry) for entry in _entries(record[split], file, split)]
               for split in SPLITS if record.get(split)}
-    return DataYaml(file, [BACKGROUND, *names], splits)
+    return DataYaml(file, [BACKGROUND, *names], splits, tuple(f"{file}: {line}" for line in unknown))
+
+
+def _unknown_key(key: object) -> str:
+    near = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1, cutoff=0.6)
+    return f"unknown key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else "") + ", ignored"
 
 
 def _class_names(record: dict, file: Path) -> list[str]:
-    """`names` as a list or as {0: name, 1: name, ...}, or `nc` alone (class_0, class_1, ...)."""
-    names, count = record.get("names"), record.get("nc")
+    """`names` as a list or as {0: name, 1: name, ...}, checked against `nc` where it is given."""
+    names, count = record["names"], record.get("nc")
     if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
         raise FrcnnError(f"{file}: nc must be a whole number of classes, not {count!r}")
-    if names is None:
-        if count is None:
-            raise FrcnnError(f"{file}: no class names (names: or nc:)")
-        return [f"class_{number}" for number in range(count)]
     if isinstance(names, dict):
         if sorted(names) != list(range(len(names))):
             raise FrcnnError(f"{file}: names must number the classes 0, 1, 2, ... (got {sorted(names)[:5]} ...)")
@@ -166,6 +177,8 @@ def read_ultralytics(file: str, split: str, role: str,
         raise FrcnnError(f"{file}: the {split} split has no pictures "
                           f"({', '.join(str(entry) for entry in described.splits[split])})")
     findings = Findings(role)
+    if train_classes is None:  # said once: a validation split of the same file would say it again
+        findings.notes += described.unknown
     expected = {picture: label_file(picture) for picture in pictures}
     samples = read_pictures(expected, class_names, role, findings)
     note_orphans(label_folders, set(expected.values()), findings)
