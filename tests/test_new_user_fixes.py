@@ -169,3 +169,37 @@ def test_a_given_imgsz_wins_over_the_trained_size(tiny_trained):
     assert (str(trained.imgsz), trained.imgsz_from) == (TINY_IMGSZ, str(tiny_trained / "settings.json"))
     coco = model_specs(parser.parse_args(["--model", "v1"]), parser)[0]
     assert (coco.imgsz, coco.imgsz_from) == (DEFAULT_IMGSZ, None)
+
+
+# ---------------------------------------------------------------- analytics from Python: which class names
+
+
+def test_lines_and_zones_take_the_models_class_names_or_one_per_box():
+    from frcnn.analytics import LineSet, ZoneSet
+
+    table = ["__background__", "person", "car"]  # as prediction.class_names
+    events = {}
+    for given in ("table", "per box"):
+        lines = LineSet(name_lines([parse_line("gate=0.5,0,0.5,1")]), 640, 360)
+        zones = ZoneSet(name_zones([parse_zone("right=rect:0.5,0,1,1")]), 640, 360, frame_interval=0.04)
+        found = []
+        for frame in range(30):
+            x = 200 + 10 * frame
+            tracked = Detections(np.array([[x, 150, x + 40, 250], [x, 10, x + 30, 40]], np.float32),
+                                 np.array([0.9, 0.8], np.float32), np.array([2, 1]), np.array([7, 8]))
+            classes = table if given == "table" else ["car", "person"]
+            found += lines.update(frame, frame * 0.04, tracked, classes)
+            found += zones.update(frame, frame * 0.04, tracked, classes)
+        events[given] = sorted((event.kind, event.track_id, event.label) for event in found)
+    assert events["table"] == events["per box"]
+    assert ("cross", 7, "car") in events["table"] and ("enter", 8, "person") in events["table"]
+    with_one_name = Detections(np.array([[0, 0, 10, 10], [5, 5, 20, 20]], np.float32), np.ones(2, np.float32),
+                               np.array([1, 1]), np.array([1, 2]))
+    lines = LineSet(name_lines([parse_line("0.5,0,0.5,1")]), 640, 360)
+    try:
+        lines.update(0, 0.0, with_one_name, ["person"])
+    except ValueError as error:
+        assert str(error) == ("1 class names for 2 boxes: give one name per box, or the model's class names "
+                              "(prediction.class_names, which start with __background__)")
+    else:
+        raise AssertionError("a list of the wrong length was taken")

@@ -9,7 +9,7 @@ import numpy as np
 from frcnn.analytics.crossing import LineCounter, line_in_pixels, parse_count_line
 from frcnn.analytics.events import Event
 from frcnn.analytics.geometry import anchor_points, check_unique, split_name
-from frcnn.core.detections import Detections
+from frcnn.core.detections import Detections, names_per_box
 from frcnn.core.specs import CountLine
 
 UNNAMED = "line"  # what the one unnamed line is called in records
@@ -39,11 +39,11 @@ class LineSet:
         self.lines = [(line.name, LineCounter(line_in_pixels(line.points, width, height))) for line in lines]
 
     def update(self, frame: int, time_s: float, tracked: Detections, classes: Sequence[str]) -> list[Event]:
-        """Note where each tracked box's centre is now (`classes`: each box's class name); one event per crossing
-        this frame. Boxes without a track id are not counted."""
+        """Note where each tracked box's centre is now; one event per crossing this frame. `classes`: the model's
+        class names (`prediction.class_names`), or one name per box. Boxes without a track id are not counted."""
         known = tracked.track_ids >= 0 if tracked.track_ids is not None else np.zeros(len(tracked), bool)
         centres = anchor_points(tracked.boxes[known], "center")
-        names = [label for label, keep in zip(classes, known) if keep]
+        names = [label for label, keep in zip(names_per_box(tracked, classes), known) if keep]
         events = []
         for name, counter in self.lines:
             for track_id, label, centre in zip(tracked.track_ids[known].tolist(), names, centres):

@@ -20,7 +20,7 @@ from frcnn.analytics.geometry import (
     polygon_area,
     split_name,
 )
-from frcnn.core.detections import Detections
+from frcnn.core.detections import Detections, names_per_box
 from frcnn.core.specs import Zone
 
 RECTANGLE = "rect:"
@@ -165,12 +165,12 @@ class ZoneSet:
         self.anchor = anchor  # the point of a box that is in a zone: "bottom" (centre) or "center"
 
     def update(self, frame: int, time_s: float, tracked: Detections, classes: Sequence[str]) -> list[Event]:
-        """Who is inside each zone on this frame (`classes`: each box's class name); an event for each entry and
-        exit. Boxes without a track id are not counted."""
+        """Who is inside each zone on this frame; an event for each entry and exit. `classes`: the model's class
+        names (`prediction.class_names`), or one name per box. Boxes without a track id are not counted."""
         known = tracked.track_ids >= 0 if tracked.track_ids is not None else np.zeros(len(tracked), bool)
         ids = tracked.track_ids[known] if tracked.track_ids is not None else np.zeros(0, np.int64)
         anchors = anchor_points(tracked.boxes[known], self.anchor)
-        names = [label for label, keep in zip(classes, known) if keep]
+        names = [label for label, keep in zip(names_per_box(tracked, classes), known) if keep]
         return [event for zone in self.zones for event in zone.update(frame, time_s, ids, names, anchors)]
 
     def track_ended(self, track_id: int, in_view: bool) -> list[Event]:

@@ -72,6 +72,17 @@ class Detections:
         return records
 
 
+def names_per_box(detections: Detections, classes: Sequence[str]) -> list[str]:
+    """Each box's class name: `classes` as one name per box, or a model's class names (`Prediction.class_names`,
+    the background first) looked up by the boxes' labels; ValueError in one line where it is neither."""
+    if len(classes) and classes[0] == "__background__":
+        return [class_name(classes, label) for label in detections.labels]
+    if len(classes) != len(detections):
+        raise ValueError(f"{len(classes)} class names for {len(detections)} boxes: give one name per box, or the "
+                         f"model's class names (prediction.class_names, which start with __background__)")
+    return [str(name) for name in classes]
+
+
 def class_name(class_names: Sequence[str], label: int) -> str:
     """The name of a label id, or the id itself where the names do not reach it."""
     label = int(label)
