@@ -203,3 +203,59 @@ def test_lines_and_zones_take_the_models_class_names_or_one_per_box():
                               "(prediction.class_names, which start with __background__)")
     else:
         raise AssertionError("a list of the wrong length was taken")
+
+
+# ---------------------------------------------------------------- from Python: paths, supervision, tracking
+
+
+def test_a_predictor_takes_paths_as_the_scripts_read_them(checkpoints, photo):
+    from frcnn.core.files import read_image
+    from frcnn.core.specs import ModelSpec, SliceOptions
+    from frcnn.inference.predictor import Predictor
+    from frcnn.inference.slicing import SlicedPredictor
+    from frcnn.model import load
+
+    model = load(ModelSpec("v1", weights=str(checkpoints["v1"]), imgsz=int(SMALL_IMGSZ), backend="torch",
+                           device="cpu"))
+    for predictor in (Predictor(model, 0.5), SlicedPredictor(Predictor(model, 0.5), SliceOptions(size=160))):
+        by_path, by_str, by_array = predictor([photo, str(photo), read_image(photo)])
+        assert len(by_array.detections) > 0
+        for other in (by_path, by_str):
+            assert other.detections.to_records(other.class_names) == by_array.detections.to_records(
+                by_array.class_names)
+        for wrong, said in ((str(photo), "a predictor takes a list of pictures, not one str"),
+                            ([np.zeros((10, 10), np.uint8)], "not a ndarray of shape (10, 10)"),
+                            ([3], "not a int")):
+            try:
+                predictor(wrong)
+            except TypeError as error:
+                assert said in str(error) and "\n" not in str(error)
+            else:
+                raise AssertionError(f"{wrong!r} was taken")
+
+
+def test_detections_go_to_and_from_supervision_and_track_from_python():
+    import pytest
+
+    sv = pytest.importorskip("supervision")
+    from frcnn.inference.tracking import ObjectTracker
+
+    ours = Detections(np.array([[1, 2, 30, 40], [5, 5, 9, 9]], np.float32), np.array([0.9, 0.4], np.float32),
+                      np.array([2, 1]), np.array([4, -1]))
+    theirs = ours.to_supervision(CLASSES)
+    assert isinstance(theirs, sv.Detections) and list(theirs.data["class_name"]) == ["dog", "cat"]
+    assert np.array_equal(theirs.tracker_id, [4, -1]) and np.array_equal(theirs.class_id, [2, 1])
+    back = Detections.from_supervision(theirs)
+    for field in ("boxes", "scores", "labels", "track_ids"):
+        assert np.array_equal(getattr(back, field), getattr(ours, field))
+    bare = Detections.from_supervision(sv.Detections(xyxy=np.array([[0, 0, 4, 4]], np.float32)))
+    assert (bare.scores.tolist(), bare.labels.tolist(), bare.track_ids) == ([1.0], [0], None)
+    # The tracker from Python, as its docstring shows: one object moving right keeps one id.
+    tracker = ObjectTracker(frame_rate=10.0, threshold=0.5)
+    ids = set()
+    for index in range(8):
+        x = 10.0 + 5 * index
+        frame = Detections(np.array([[x, 20, x + 30, 60]], np.float32), np.array([0.9], np.float32), np.array([1]))
+        tracked = tracker.update(frame, time_s=index / 10.0)
+        ids |= set(tracked.track_ids[tracked.track_ids >= 0].tolist())
+    assert len(ids) == 1

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from frcnn.core.coco_names import is_real_class
+from frcnn.core.errors import FrcnnError
 
 
 @dataclass
@@ -55,6 +56,27 @@ class Detections:
         return Detections(self.boxes + np.array([dx, dy, dx, dy], dtype=self.boxes.dtype), self.scores, self.labels,
                           self.track_ids)
 
+    def to_supervision(self, class_names: Sequence[str] | None = None):
+        """These detections as a `supervision.Detections` (supervision is optional: pip install supervision): boxes,
+        scores, labels as class ids, track ids once tracked, and with `class_names` (the model's) each box's name
+        in `data["class_name"]`."""
+        sv = _supervision()
+        data = {} if class_names is None else {"class_name": np.array(names_per_box(self, class_names), dtype=str)}
+        return sv.Detections(xyxy=self.boxes.astype(np.float32).reshape(-1, 4),
+                             confidence=self.scores.astype(np.float32), class_id=self.labels.astype(int),
+                             tracker_id=None if self.track_ids is None else self.track_ids.astype(int), data=data)
+
+    @classmethod
+    def from_supervision(cls, detections) -> "Detections":
+        """A `supervision.Detections` as these: its boxes, confidences (1 where it has none), class ids (0 where it
+        has none) and tracker ids."""
+        count = len(detections)
+        scores = detections.confidence if detections.confidence is not None else np.ones(count)
+        labels = detections.class_id if detections.class_id is not None else np.zeros(count)
+        tracks = detections.tracker_id
+        return cls(np.asarray(detections.xyxy, np.float32).reshape(-1, 4), np.asarray(scores, np.float32),
+                   np.asarray(labels, np.int64), None if tracks is None else np.asarray(tracks, np.int64))
+
     def to_records(self, class_names: Sequence[str]) -> list[dict]:
         """One JSON-ready dict per detection: label, label_id, score, box [x1, y1, x2, y2] (track_id once tracked)."""
         records = [
@@ -70,6 +92,15 @@ class Detections:
             for record, track_id in zip(records, self.track_ids):
                 record["track_id"] = int(track_id) if track_id >= 0 else None
         return records
+
+
+def _supervision():
+    try:
+        import supervision
+    except ImportError as error:
+        raise FrcnnError("converting to supervision's Detections needs the supervision package: "
+                         "pip install supervision") from error
+    return supervision
 
 
 def names_per_box(detections: Detections, classes: Sequence[str]) -> list[str]:

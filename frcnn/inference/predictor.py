@@ -5,24 +5,47 @@
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Protocol, Sequence
+from typing import Protocol, Sequence, Union
 
 import numpy as np
 import torch
 
 from frcnn.core.detections import Detections, Prediction, PredictionSettings
+from frcnn.core.files import read_image
 from frcnn.model import LoadedModel
 from frcnn.runtimes.preprocess import input_tensor
 
+# A picture as a predictor takes it: an 8-bit BGR array (as OpenCV reads it), or a file's path.
+Picture = Union[np.ndarray, str, os.PathLike]
+
 
 class PicturePredictor(Protocol):
-    """Anything that turns a batch of BGR pictures into one Prediction each (plain or sliced)."""
+    """Anything that turns a batch of BGR pictures (or their paths) into one Prediction each (plain or sliced)."""
 
     name: str
     class_names: list[str]
 
-    def __call__(self, images: Sequence[np.ndarray]) -> list[Prediction]: ...
+    def __call__(self, images: Sequence[Picture]) -> list[Prediction]: ...
+
+
+def as_pictures(images: Sequence[Picture]) -> list[np.ndarray]:
+    """BGR arrays as they are, and paths read as the scripts read them (EXIF orientation applied); TypeError in one
+    line for anything else."""
+    if isinstance(images, (np.ndarray, str, os.PathLike)) and not (isinstance(images, np.ndarray) and images.ndim == 4):
+        raise TypeError(f"a predictor takes a list of pictures, not one {type(images).__name__}: "
+                        f"predictor([picture]) (each an 8-bit BGR array or a file's path)")
+    pictures = []
+    for image in images:
+        if isinstance(image, (str, os.PathLike)):
+            image = read_image(image)
+        elif not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3):
+            shape = f" of shape {image.shape}" if isinstance(image, np.ndarray) else ""
+            raise TypeError(f"a predictor takes 8-bit BGR arrays (height x width x 3, as cv2.imread gives) or file "
+                            f"paths, not a {type(image).__name__}{shape}")
+        pictures.append(image)
+    return pictures
 
 
 def to_model_input(image: np.ndarray, model: LoadedModel) -> tuple[torch.Tensor, float, float]:
@@ -64,7 +87,9 @@ class Predictor:
         self.settings = PredictionSettings(model.weights_source, model.min_size, model.backend, model.precision,
                                            model.proposals, threshold)
 
-    def __call__(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+    def __call__(self, images: Sequence[Picture]) -> list[Prediction]:
+        """One Prediction per picture: BGR arrays, or paths read as the scripts read them."""
+        images = as_pictures(images)
         if not images:
             return []
         batch, milliseconds = predict(self.model, images)

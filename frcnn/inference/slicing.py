@@ -20,7 +20,7 @@ from torchvision.ops import batched_nms
 from frcnn.core.boxes import overlap_matrix
 from frcnn.core.detections import Detections, Prediction, SliceSettings
 from frcnn.core.specs import SliceOptions
-from frcnn.inference.predictor import Predictor
+from frcnn.inference.predictor import Picture, Predictor, as_pictures
 
 # How many tiles go to the runtime in one call: CUDA runs a batch in one go; the CPU runtimes take one picture
 # per call anyway, so a small number only bounds the memory of tiles in flight.
@@ -100,8 +100,9 @@ class SlicedPredictor:
                                      options.match, options.match_threshold)
         self.settings = inner.settings.with_slice(self.slicing)
 
-    def __call__(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        return [self._predict_one(image) for image in images]
+    def __call__(self, images: Sequence[Picture]) -> list[Prediction]:
+        """One Prediction per picture: BGR arrays, or paths read as the scripts read them."""
+        return [self._predict_one(image) for image in as_pictures(images)]
 
     def tile_size(self, width: int, height: int) -> int:
         return self.options.size or auto_tile_size(width, height, self.options.overlap)

@@ -24,13 +24,23 @@ LOW_SCORE_FLOOR = 0.1
 
 
 class ObjectTracker:
-    """ByteTrack over our `Detections`: IDs for detections, and predicted boxes of live tracks in between."""
+    """ByteTrack over our `Detections`: IDs for detections, and predicted boxes of live tracks in between.
+
+    One per video (or stream) and model, fed every frame's detections in order with the frame's time; `threshold`
+    is the score a box needs to start a track. ByteTrack also matches boxes scoring down to `LOW_SCORE_FLOOR`, so
+    give it a predictor's boxes down to there and keep `threshold` for what you show:
+
+        predictor = Predictor(load(ModelSpec("v2")), threshold=LOW_SCORE_FLOOR)
+        tracker = ObjectTracker(frame_rate=25.0, threshold=0.5)
+        for index, frame in enumerate(frames):                      # BGR arrays, in order
+            (prediction,) = predictor([frame])
+            tracked = tracker.update(prediction.detections, time_s=index / 25.0)
+            shown = tracked[tracked.track_ids >= 0]                 # -1: not (yet) in a confirmed track
+    """
 
     def __init__(self, frame_rate: float, threshold: float, lost_seconds: float = 1.0):
-        import supervision
         from trackers import ByteTrackTracker
 
-        self._sv = supervision
         self.frame_rate = frame_rate
         # The package counts its lost-track buffer in frames at 30 fps and scales it to `frame_rate`.
         self._tracker = ByteTrackTracker(lost_track_buffer=max(0, round(lost_seconds * 30)), frame_rate=frame_rate,
@@ -40,17 +50,14 @@ class ObjectTracker:
 
     def update(self, detections: Detections, time_s: float) -> Detections:
         """The detections of the frame at `time_s` seconds with `track_ids` (-1: not, or not yet, in a track)."""
-        given = self._sv.Detections(xyxy=detections.boxes.astype(np.float32).reshape(-1, 4),
-                                    confidence=detections.scores.astype(np.float32),
-                                    class_id=detections.labels.astype(int))
+        given = Detections(detections.boxes, detections.scores, detections.labels).to_supervision()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a repeated timestamp (a duplicated frame) only skips the prediction
             tracked = self._tracker.update(given, timestamp=time_s)
         self._last_time = time_s
         if len(tracked) == 0:
             return Detections.empty().with_track_ids(np.zeros(0, np.int64))
-        return Detections(tracked.xyxy.astype(np.float32), tracked.confidence.astype(np.float32),
-                          tracked.class_id.astype(np.int64)).with_track_ids(tracked.tracker_id.astype(np.int64))
+        return Detections.from_supervision(tracked)
 
     def predicted_boxes(self, time_s: float) -> dict[int, np.ndarray]:
         """Where each confirmed live track is expected at `time_s`, by its motion; the tracker is not changed."""
