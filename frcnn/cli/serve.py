@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"jobs waiting to run (default {defaults.max_jobs}; 429 above)")
     jobs.add_argument("--job-workers", type=options.positive_int, default=defaults.job_workers, metavar="N",
                       help=f"jobs running at once, each a detect_video.py process (default {defaults.job_workers})")
+    labelling = parser.add_argument_group("labelling tools")
+    labelling.add_argument("--write-cvat-function", metavar="DIR",
+                           help="write CVAT's detector function for each model (DIR/v1, DIR/v2: function.yaml with "
+                                "the model's labels, and main.py, which hands CVAT's requests on to this server at "
+                                "--host and --port), then exit without serving")
     return parser
 
 
@@ -124,7 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     detect = options.detect_options(args, parser)
     settings = serve_settings(args, parser)
     show_messages_on_stderr()
+    if args.write_cvat_function:
+        return du.run_main(lambda: write_cvat_function(Path(args.write_cvat_function), specs, settings), "stopped")
     return du.run_main(lambda: serve(specs, detect, args.model, settings), "stopped")
+
+
+def write_cvat_function(folder: Path, specs: list[ModelSpec], settings: ServeSettings) -> int:
+    """CVAT's detector function per model, pointing at this server's address; nothing is served."""
+    from frcnn.serve.cvat import write_cvat_functions
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    url = f"http://{host}:{settings.port}"
+    for path in write_cvat_functions(folder, specs, url, api_key=bool(settings.api_key)):
+        print(path)
+    log.info(f"deploy each with: nuctl deploy --project-name cvat --path {folder / specs[-1].name} --platform local "
+             f"(the functions call {url}: set FRCNN_URL in function.yaml to an address CVAT's functions can reach)")
+    return 0
 
 
 def serve(specs: list[ModelSpec], detect, default_model: str, settings: ServeSettings) -> int:
