@@ -27,6 +27,7 @@ from frcnn.serve.sources import allowed_source, read_allowed
 from frcnn.serve.streams import MJPEG_BOUNDARY, job_events, preview_frames
 
 PICTURE_TYPES = ("image/", "application/octet-stream")
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 DISCONNECT_POLL_S = 0.2
 _MULTIPART_BODY = {"requestBody": {"content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -189,8 +190,9 @@ def _job_routes(api: APIRouter, runner: JobRunner, settings: ServeSettings) -> N
     async def create_job(request: Request) -> JSONResponse:
         """A clip as multipart `file` (or `source`: a stream URL or server path the server allows), with
         detect_video.py's options as form fields (track, count_line, zone, detect_every, meters_per_pixel, ...)."""
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise ServiceError(415, "send the clip and its options as multipart/form-data")
+        if not request.headers.get("content-type", "").startswith(FORM_TYPES):
+            raise ServiceError(415, "send the clip and its options as multipart/form-data (or a source and the "
+                                    "options as a form)")
         form = await request.form(max_files=1, max_fields=64)
         fields: dict[str, list[str]] = {}
         upload = None

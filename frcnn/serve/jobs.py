@@ -147,6 +147,13 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _job_environment() -> dict[str, str]:
+    """The server's environment, with this package importable however the server was started (from a clone too)."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    paths = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+
+
 def _last_error(log: Path) -> str:
     """The job's one-line reason: the last `error:` line detect_video.py wrote, else its last line."""
     try:
@@ -249,7 +256,8 @@ class JobRunner:
         self._count()
         with open(folder / LOG_FILE, "ab") as log:
             process = await asyncio.create_subprocess_exec(*command, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                                                           stderr=log, preexec_fn=_die_with_parent)
+                                                           stderr=log, env=_job_environment(),
+                                                           preexec_fn=_die_with_parent)
         self._processes[job["id"]] = process
         self.store.update(job["id"], pid=process.pid)
         follower = asyncio.get_running_loop().create_task(self._follow(job["id"]))

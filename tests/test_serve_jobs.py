@@ -1,0 +1,192 @@
+"""Video jobs on a real server: a clip with tracking and a counting line runs as detect_video.py would, its events
+arrive as they happen (and resume), its H.264 video is served with Range requests, a cancelled job keeps a playable
+partial video, and a server killed mid-job runs the job again when it starts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import av
+import httpx
+import pytest
+from helpers import SMALL_IMGSZ, make_video, read_video
+from serving import Server
+
+JOB_TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("serve-jobs")
+
+
+def server_args(folder, checkpoints) -> list[str]:
+    return ["--model", "v1", "--weights", str(checkpoints["v1"]), "--imgsz", SMALL_IMGSZ, "--backend", "torch",
+            "--jobs-dir", str(folder / "jobs"), "--allow-sources", str(folder / "allowed")]
+
+
+@pytest.fixture(scope="module")
+def server(folder, checkpoints):
+    (folder / "allowed").mkdir()
+    with Server(folder, *server_args(folder, checkpoints)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def clip(folder):
+    return make_video(folder / "clip.mp4", frames=12)
+
+
+def post_job(server, clip, **fields) -> httpx.Response:
+    data = {key: value for key, value in fields.items()}
+    with open(clip, "rb") as handle:
+        return httpx.post(f"{server.url}/v1/jobs", files={"file": (clip.name, handle, "video/mp4")}, data=data,
+                          timeout=60)
+
+
+def wait_for(server, job_id: str, states=("done", "failed", "cancelled"), frames: int = 0) -> dict:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{server.url}/v1/jobs/{job_id}", timeout=30).json()
+        if job["state"] in states and job["frames_done"] >= frames:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} still {job}: {server.output()[-3000:]}")
+
+
+def events(server, job_id: str, last_event_id: str | None = None) -> list[tuple[str | None, str, dict]]:
+    """Every server-sent event of the job until its stream ends: (id, event, data)."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    found, event_id, kind = [], None, None
+    with httpx.stream("GET", f"{server.url}/v1/jobs/{job_id}/events", headers=headers,
+                      timeout=JOB_TIMEOUT_S) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                found.append((event_id if kind != "state" else None, kind, json.loads(line[6:])))
+                event_id = None
+    return found
+
+
+def test_a_tracked_clip_streams_its_events_and_serves_a_seekable_h264_video(server, clip):
+    answer = post_job(server, clip, track="true", count_line="0.5,0,0.5,1", threshold="0.3")
+    assert answer.status_code == 202, answer.text
+    job = answer.json()
+    assert answer.headers["location"] == job["links"]["self"] == f"/v1/jobs/{job['id']}"
+    streamed = events(server, job["id"])
+    kinds = [kind for _, kind, _ in streamed]
+    assert kinds[-1] == "state" and streamed[-1][2]["state"] == "done", streamed[-1]
+    progress = [data for _, kind, data in streamed if kind == "progress"]
+    assert progress[-1]["frames_done"] == progress[-1]["frames_total"] == 12
+    numbered = [int(event_id) for event_id, _, _ in streamed if event_id is not None]
+    assert numbered == sorted(numbered) and len(set(numbered)) == len(numbered)
+    files = {f["name"]: f for f in httpx.get(f"{server.url}/v1/jobs/{job['id']}/files").json()}
+    assert {"clip_v1.mp4", "clip_v1.jsonl", "clip_v1_events.jsonl", "clip_v1_summary.json"} <= set(files)
+    # the analytics events streamed are the events file's lines, in order
+    logged = httpx.get(f"{server.url}{files['clip_v1_events.jsonl']['url']}").text.splitlines()
+    assert [data["event"] for _, kind, data in streamed if kind == "analytics"] == [json.loads(x) for x in logged]
+    # resuming after an event gives only what came after it
+    middle = numbered[len(numbered) // 2]
+    resumed = events(server, job["id"], last_event_id=str(middle))
+    assert [int(i) for i, _, _ in resumed if i is not None] == [n for n in numbered if n > middle]
+    video_url = f"{server.url}{files['clip_v1.mp4']['url']}"
+    whole = httpx.get(video_url)
+    assert whole.headers["content-type"] == "video/mp4" and len(whole.content) == files["clip_v1.mp4"]["size"]
+    part = httpx.get(video_url, headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == whole.content[100:200]
+    (server.folder / "served.mp4").write_bytes(whole.content)
+    with av.open(str(server.folder / "served.mp4")) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+    assert len(read_video(server.folder / "served.mp4")[0]) == 12
+    done = httpx.get(f"{server.url}/v1/jobs/{job['id']}").json()
+    assert (done["state"], done["frames_done"], done["frames_total"]) == ("done", 12, 12) and done["fps"] > 0
+
+
+def test_a_cancelled_job_keeps_a_playable_partial_video(server, folder):
+    long_clip = make_video(folder / "long.mp4", frames=400)
+    job = post_job(server, long_clip).json()
+    wait_for(server, job["id"], states=("running",), frames=3)
+    cancelled = httpx.delete(f"{server.url}/v1/jobs/{job['id']}")
+    assert cancelled.status_code == 200
+    final = wait_for(server, job["id"])
+    assert final["state"] == "cancelled"
+    video = httpx.get(f"{server.url}/v1/jobs/{job['id']}/files/long_v1.mp4")
+    assert video.status_code == 200
+    (folder / "partial.mp4").write_bytes(video.content)
+    frames = len(read_video(folder / "partial.mp4")[0])
+    assert 3 <= frames < 400
+    gone = httpx.delete(f"{server.url}/v1/jobs/{job['id']}")  # a finished job is deleted with its files
+    assert gone.json() == {"id": job["id"], "deleted": True}
+    assert httpx.get(f"{server.url}/v1/jobs/{job['id']}").status_code == 404
+    assert not (folder / "jobs" / job["id"]).exists()
+
+
+@pytest.mark.parametrize("fields, status, words", [
+    ({"count_line": "0.5,0,0.5"}, 422, "count-line"),
+    ({"detect_every": "0"}, 422, "detect-every"),
+    ({"colour": "red"}, 422, "'colour' is no job option"),
+    ({"track": "maybe"}, 422, "track"),
+    ({"model": "v2"}, 422, "this server runs v1"),
+])
+def test_bad_job_options_get_one_line_and_leave_nothing(server, clip, folder, fields, status, words):
+    before = sorted(p.name for p in (folder / "jobs").iterdir())
+    answer = post_job(server, clip, **fields)
+    assert answer.status_code == status, answer.text
+    assert words in answer.json()["error"] and "\n" not in answer.json()["error"]
+    assert sorted(p.name for p in (folder / "jobs").iterdir()) == before
+
+
+def test_job_sources_and_file_names_stay_inside(server, folder, clip):
+    refused = httpx.post(f"{server.url}/v1/jobs", data={"source": str(clip)})
+    assert refused.status_code == 403
+    for source in ("0", "rtsp://127.0.0.1:9/stream"):
+        assert httpx.post(f"{server.url}/v1/jobs", data={"source": source}).status_code == 403
+    (folder / "allowed" / "here.mp4").write_bytes(clip.read_bytes())
+    job = httpx.post(f"{server.url}/v1/jobs", data={"source": str(folder / "allowed" / "here.mp4"),
+                                                    "max_frames": "2"}).json()
+    assert wait_for(server, job["id"])["state"] == "done"
+    for name in ("../jobs.sqlite3", "../../jobs.sqlite3", "%2e%2e/log.txt", "/etc/passwd"):
+        assert httpx.get(f"{server.url}/v1/jobs/{job['id']}/files/{name}").status_code == 404
+    assert httpx.get(f"{server.url}/v1/jobs/nosuchjob").status_code == 404
+
+
+def test_a_server_killed_mid_job_runs_it_again_when_it_starts(folder, checkpoints, clip):
+    restart = folder / "restart"
+    (restart / "allowed").mkdir(parents=True)
+    first = Server(restart, *server_args(restart, checkpoints)).start()
+    finished = post_job(first, clip, max_frames="2").json()
+    wait_for(first, finished["id"])
+    job = post_job(first, make_video(restart / "kill.mp4", frames=20), track="true").json()
+    wait_for(first, job["id"], states=("running",), frames=2)
+    first.stop(signal.SIGKILL)
+    time.sleep(1)  # the job's process dies with its server
+    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if job["id"] in read_text(p)]
+    second = Server(restart, *server_args(restart, checkpoints), port=first.port).start()
+    try:
+        final = wait_for(second, job["id"])
+        assert (final["state"], final["frames_done"]) == ("done", 20), second.output()[-3000:]
+        assert len(read_video_bytes(second, job["id"], "kill_v1.mp4", restart)) == 20
+        assert httpx.get(f"{second.url}/v1/jobs/{finished['id']}/files/clip_v1.mp4").status_code == 200
+    finally:
+        second.stop()
+    assert "Finished server process" in second.output()  # SIGTERM stops it gracefully
+
+
+def read_video_bytes(server, job_id: str, name: str, folder):
+    path = folder / f"fetched-{name}"
+    path.write_bytes(httpx.get(f"{server.url}/v1/jobs/{job_id}/files/{name}").content)
+    return read_video(path)[0]
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode(errors="ignore")
+    except OSError:  # a process that ended meanwhile
+        return ""
