@@ -48,13 +48,15 @@ def error_response(status: int, message: str, headers: dict | None = None) -> JS
 
 
 def create_app(service: DetectionService, runner: JobRunner | None, settings: ServeSettings,
-               metrics: Metrics, on_load_error: Callable[[str], None] = lambda message: None) -> FastAPI:
-    """The API over a service whose models load in the background (/readyz says when they are ready);
-    `on_load_error` hears why they could not."""
+               metrics: Metrics, on_load_error: Callable[[str], None] = lambda message: None,
+               load: Callable[[DetectionService], None] | None = None) -> FastAPI:
+    """The API over a service whose models load in the background (/readyz says when they are ready):
+    `load(service)` loads them (blocking; default: in this process) and attaches them; `on_load_error` hears why
+    they could not."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        loading = asyncio.get_running_loop().create_task(_load(service, on_load_error))
+        loading = asyncio.get_running_loop().create_task(_load(service, on_load_error, load))
         if runner is not None:
             await runner.start()
         yield
@@ -159,16 +161,18 @@ def create_app(service: DetectionService, runner: JobRunner | None, settings: Se
     return app
 
 
-async def _load(service: DetectionService, on_load_error: Callable[[str], None]) -> None:
+async def _load(service: DetectionService, on_load_error: Callable[[str], None],
+                load: Callable[[DetectionService], None] | None) -> None:
     try:
-        await asyncio.to_thread(service.load)
+        await asyncio.to_thread(load or DetectionService.load, service)
     except Exception as error:  # said by /readyz; the command stops the server
         if service.load_error is None:
             service.load_error = str(error).splitlines()[0] if str(error) else type(error).__name__
             log.exception("the models could not load")
         on_load_error(service.load_error)
         return
-    service.start()
+    if load is None:
+        service.start()
     log.info(f"ready: {', '.join(service.predictors)}")
 
 

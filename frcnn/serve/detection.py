@@ -74,7 +74,8 @@ class DetectionService:
         self.load_error: str | None = None
         self.predictors: dict = {}
         self.hashes: dict[str, str] = {}
-        self.queues: dict[str, ModelQueue] = {}
+        self.queues: dict = {}
+        self._loaded: list = []
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")  # one inference at a time
         self._admitted = 0
 
@@ -95,15 +96,23 @@ class DetectionService:
         except FrcnnError as error:
             self.load_error = str(error)
             raise
-        self.predictors = {predictor.name: predictor for predictor in predictors}
+        self._loaded = predictors
 
     def start(self) -> None:
-        """Start each model's queue (in the event loop), once loaded: from now on /readyz says yes."""
-        for name, predictor in self.predictors.items():
-            queue = ModelQueue(predictor, self._executor, self.settings.max_batch,
-                               self.settings.batch_wait_ms / 1000.0, self.metrics)
+        """Start each loaded model's queue (in the event loop): from now on /readyz says yes."""
+        self.attach({predictor.name: predictor for predictor in self._loaded},
+                    {predictor.name: ModelQueue(predictor, self._executor, self.settings.max_batch,
+                                                self.settings.batch_wait_ms / 1000.0, self.metrics)
+                     for predictor in self._loaded})
+        for queue in self.queues.values():
             queue.start()
-            self.queues[name] = queue
+
+    def attach(self, models: dict, queues: dict, hashes: dict[str, str] | None = None) -> None:
+        """Serve these models (anything with `name`, `class_names` and `settings`) through these queues (anything
+        with `async predict(image)`, `seconds_per_picture` and `async stop()`): this process's, or a cluster's."""
+        self.predictors, self.queues = models, queues
+        if hashes is not None:
+            self.hashes = hashes
         self.ready = True
 
     async def stop(self) -> None:
