@@ -259,3 +259,13 @@ def test_detections_go_to_and_from_supervision_and_track_from_python():
         tracked = tracker.update(frame, time_s=index / 10.0)
         ids |= set(tracked.track_ids[tracked.track_ids >= 0].tolist())
     assert len(ids) == 1
+
+
+def test_training_shows_the_whole_runs_time_left():
+    from frcnn.training.loop import run_time_left
+    from frcnn.training.state import Progress
+
+    # 4 epochs of 10 steps at 2.5 s a step: after 3 steps of the second epoch, 27 steps are left
+    assert run_time_left(Progress(epoch=1, step=3), 10, 4, 2.5) == "01:07"
+    assert run_time_left(Progress(epoch=3, step=10), 10, 4, 2.5) == "00:00"
+    assert run_time_left(Progress(epoch=0, step=0), 1000, 26, 12.0) == "86:40:00"

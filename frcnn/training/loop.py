@@ -108,13 +108,21 @@ def _add(sums: dict[str, float], losses: dict[str, float] | None, pictures: int,
     sums["seconds"] = sums.get("seconds", 0.0) + seconds
 
 
+def run_time_left(progress: Progress, steps_per_epoch: int, epochs: int, seconds_per_step: float) -> str:
+    """The whole run's training steps still to take at the pace so far, as time (validation not counted): what the
+    bar shows beside its own estimate, which is the epoch's."""
+    steps = (epochs - progress.epoch) * steps_per_epoch - progress.step
+    return tqdm.format_interval(max(0, steps) * seconds_per_step)
+
+
 def train_epoch(trainer: Trainer, batches: TrainBatches, progress: Progress, settings: TrainSettings,
                 log: StepLog, hooks: Hooks) -> bool:
     """The rest of the epoch under way, from its next step; False if told to stop (after a finished step)."""
     bar = progress_bar(total=batches.steps_per_epoch, initial=progress.step, unit="step", dynamic_ncols=True,
                        desc=f"epoch {progress.epoch + 1}/{settings.epochs}", leave=False, disable=not hooks.show_bar)
     loader = batches.epoch(progress.epoch, progress.step)
-    last = time.perf_counter()
+    last = started = time.perf_counter()
+    taken = 0
     try:
         for batch in loader:
             hooks.unreadable(batch.failed)
@@ -125,10 +133,12 @@ def train_epoch(trainer: Trainer, batches: TrainBatches, progress: Progress, set
             now = time.perf_counter()
             _add(progress.sums, losses, len(batch.images) * batches.world if losses is not None else 0, now - last)
             progress.sums["lr"] = rate
-            last = now
+            last, taken = now, taken + 1
             if losses is not None:
                 log.add(progress.epoch + 1, progress.step, rate, losses)
-                bar.set_postfix(loss=f"{losses['loss']:.3f}", refresh=False)
+            left = run_time_left(progress, batches.steps_per_epoch, settings.epochs, (now - started) / taken)
+            bar.set_postfix_str((f"loss {losses['loss']:.3f}, " if losses is not None else "") + f"run {left} left",
+                                refresh=False)
             bar.update(1)
             hooks.on_step(progress, losses)
             if hooks.should_stop():
