@@ -269,3 +269,28 @@ def test_training_shows_the_whole_runs_time_left():
     assert run_time_left(Progress(epoch=1, step=3), 10, 4, 2.5) == "01:07"
     assert run_time_left(Progress(epoch=3, step=10), 10, 4, 2.5) == "00:00"
     assert run_time_left(Progress(epoch=0, step=0), 1000, 26, 12.0) == "86:40:00"
+
+
+def test_the_help_hides_old_spellings_and_names_what_an_install_has():
+    import contextlib
+    import io
+
+    from frcnn.cli import detect_image, detect_video, evaluate, train
+
+    for script in (detect_image, detect_video, evaluate, train):
+        parser = script.build_parser()
+        text = parser.format_help()
+        assert "--workers" not in text and "requirements-ray.txt in a clone" in text, script.__name__
+        # the old spelling still works, with its notice
+        with contextlib.redirect_stderr(io.StringIO()) as said:
+            args = parser.parse_args(["--workers", "2"])
+        assert args.workers == 2 and "--workers is now" in said.getvalue()
+    save_txt = " ".join(detect_image.build_parser().format_help().split())
+    assert "the model's classes numbered from 0" in save_txt
+
+
+def test_the_documented_commands_write_nothing_git_tracks():
+    from helpers import ROOT
+
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert {"outputs/*", "world/", "exported/"} <= set(ignored)

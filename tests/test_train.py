@@ -220,7 +220,8 @@ def test_an_output_folder_keeps_its_run(tiny_trained, tmp_path):
     images, annotations = set_of(tiny_trained)
     other = run_script("train.py", *tiny_train_args(images, annotations, tiny_trained, "--epochs", "7"), cwd=tmp_path)
     assert_one_line_error(other)
-    assert "holds another training run (its epochs differs)" in other.stderr and "--resume" in other.stderr
+    assert "holds another training run (its epochs setting differs: 6 there, 7 now)" in other.stderr
+    assert "--resume" in other.stderr
     again = run_script("train.py", *tiny_train_args(images, annotations, tiny_trained), cwd=tmp_path)
     assert_one_line_error(again)
     assert "finished" in again.stderr

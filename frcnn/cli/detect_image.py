@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-crops", action="store_true",
                         help="also cut each detection out into crops/<model>/<class>/<name>_<n>.jpg")
     parser.add_argument("--save-txt", action="store_true",
-                        help="also write a YOLO dataset: label files labels/<model>/<name>.txt (COCO's 80 classes "
-                             "numbered 0-79), the pictures in images/<model>/, and labels/<model>/data.yaml")
+                        help="also write a YOLO dataset: label files labels/<model>/<name>.txt (the model's classes "
+                             "numbered from 0: COCO's 80 as 0-79 with the COCO weights), the pictures in "
+                             "images/<model>/, and labels/<model>/data.yaml")
     parser.add_argument("--resume", action="store_true",
                         help="skip each input whose outputs an earlier run with the same settings wrote completely "
                              "(an interrupted run carries on)")

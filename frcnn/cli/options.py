@@ -48,6 +48,8 @@ SLICE_MERGES = ("greedy-nmm", "nms")
 # A run's own pictures calibrate int8 only when there are at least this many; else --calibration is asked for.
 MIN_DEFAULT_CALIBRATION = 8
 SLICE_MATCHES = ("ios", "iou")
+# How to get Ray, in a clone or with the package installed (requirements-ray.txt is only in a clone).
+RAY_INSTALL = "pip install 'ray[train]>=2.40,<3', or -r requirements-ray.txt in a clone"
 
 
 # ---------------------------------------------------------------- options
@@ -156,12 +158,12 @@ class _RenamedOption(argparse.Action):
 def add_renamed_option(group, old: str, new: str, dest: str, type) -> None:
     """`old` as a deprecated spelling of `new` (same destination and type)."""
     group.add_argument(old, dest=dest, type=type, action=_RenamedOption, new_name=new, metavar="N",
-                       help=f"the old spelling of {new}")
+                       help=argparse.SUPPRESS)  # still read, no longer shown
 
 
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
     """--ray and its workers: the same run shared out over a Ray cluster."""
-    group = parser.add_argument_group("many machines (Ray; pip install -r requirements-ray.txt)")
+    group = parser.add_argument_group(f"many machines (Ray: {RAY_INSTALL})")
     group.add_argument("--ray", nargs="?", const="", type=ray_address, metavar="ADDRESS",
                        help="run on a Ray cluster: HOST:PORT of its head, or auto for the one started on this machine "
                             "by 'ray start'; with no address (and no RAY_ADDRESS), a local Ray for this run")

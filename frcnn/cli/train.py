@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_ray_options(parser: argparse.ArgumentParser) -> None:
-    ray = parser.add_argument_group("many GPUs or machines (Ray Train; pip install -r requirements-ray.txt)")
+    ray = parser.add_argument_group(f"many GPUs or machines (Ray Train: {options.RAY_INSTALL})")
     ray.add_argument("--ray", nargs="?", const="", type=options.ray_address, metavar="ADDRESS",
                      help="train data-parallel on a Ray cluster: HOST:PORT of its head, or auto for the one started "
                           "on this machine by 'ray start'; with no address (and no RAY_ADDRESS), a local Ray for "
@@ -234,13 +234,18 @@ def open_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple
                                        lr=saved.lr if args.lr is None else settings.lr)
     differ = settings.differences(saved)
     if differ:
-        raise FrcnnError(f"{folder.path} holds another training run (its {differ[0].replace('_', ' ')} differs): "
+        raise FrcnnError(f"{folder.path} holds another training run (its {differ[0]} setting differs: "
+                          f"{_shown(getattr(saved, differ[0]))} there, {_shown(getattr(settings, differ[0]))} now): "
                           f"continue it with --resume {folder.path}, or give another --output")
     if args.ray is None and settings.replicas > 1:
         raise FrcnnError(f"{folder.path} holds a run of {settings.replicas} Ray training workers: continue it "
                           f"with --ray")
     return folder, (dataclasses.replace(settings, replicas=args.ray_workers)
                     if args.ray is not None and args.ray_workers else settings), True
+
+
+def _shown(value: object) -> str:
+    return value.describe() if isinstance(value, DataSource) else repr(value)
 
 
 def read_data(settings: TrainSettings) -> TrainingData:
