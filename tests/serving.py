@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from helpers import ROOT, offline_env
 
 READY_TIMEOUT_S = 300
