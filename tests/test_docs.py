@@ -85,7 +85,7 @@ def test_every_python_example_of_the_docs_runs(example, printed, checkpoints, tm
             assert float(score) >= threshold and len(json.loads(box)) == 4
 
 
-@pytest.mark.parametrize("script", ["detect_image", "detect_video", "evaluate", "train"])
+@pytest.mark.parametrize("script", ["detect_image", "detect_video", "evaluate", "train", "serve"])
 def test_every_option_of_the_scripts_is_in_the_docs(script):
     pages = "\n".join(page.read_text(encoding="utf-8") for page in doc_pages())
     parser = importlib.import_module(f"frcnn.cli.{script}").build_parser()
