@@ -4,13 +4,14 @@ queue per model. A request's answer is, picture by picture, the record `detect_i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Awaitable, Sequence
 
 import numpy as np
 
@@ -177,28 +178,41 @@ class DetectionService:
         self._admitted -= pictures
         self.metrics.queue_depth.set(self._admitted)
 
-    async def predictions(self, images: Sequence[np.ndarray], request: DetectRequest) -> list[list[Prediction]]:
-        """Each asked model's prediction of each picture, filtered as the request asks: one list per picture."""
-        self._check_ready()
-        names = self._models(request.model)
-        threshold = self.detect.threshold if request.threshold is None else request.threshold
-        classes = {name: self._class_ids(request.classes, name) for name in names}
-        self._admit(len(images))
+    @contextlib.contextmanager
+    def _places(self, pictures: int):
+        """The pictures' places in the queue, from their arrival (before decoding) to their answer."""
+        self._admit(pictures)
         try:
-            raw = await asyncio.wait_for(
-                asyncio.gather(*[self.queues[name].predict(image) for image in images for name in names]),
-                self.settings.timeout_s)
+            yield
+        finally:
+            self._release(pictures)
+
+    async def _in_time(self, work: Awaitable):
+        """The work's result, or 504 past the server's time limit (its pictures then leave the queue)."""
+        try:
+            return await asyncio.wait_for(work, self.settings.timeout_s)
         except asyncio.TimeoutError:
             self.metrics.rejected.labels("timeout").inc()
             raise ServiceError(504, f"no answer within {self.settings.timeout_s:g} s (the server's --timeout-s); "
                                     f"the server is busy or the pictures are large") from None
         except FrcnnError as error:
             raise ServiceError(500, str(error)) from None
-        finally:
-            self._release(len(images))
-        per_picture = [raw[i * len(names):(i + 1) * len(names)] for i in range(len(images))]
-        return [[_kept(prediction, threshold, classes[prediction.model], request.max_det) for prediction in row]
-                for row in per_picture]
+
+    def _plan(self, request: DetectRequest) -> _Plan:
+        """The models, threshold and classes a request asks for, checked before any work: 503 or 422."""
+        self._check_ready()
+        names = self._models(request.model)
+        threshold = self.detect.threshold if request.threshold is None else request.threshold
+        return _Plan(names, threshold, {name: self._class_ids(request.classes, name) for name in names},
+                     request.max_det)
+
+    async def _predict(self, images: Sequence[np.ndarray], plan: _Plan) -> list[list[Prediction]]:
+        """Each planned model's prediction of each picture, filtered as planned: one list per picture."""
+        models = plan.models
+        raw = await asyncio.gather(*[self.queues[name].predict(image) for image in images for name in models])
+        per_picture = [raw[i * len(models):(i + 1) * len(models)] for i in range(len(images))]
+        return [[_kept(prediction, plan.threshold, plan.classes[prediction.model], plan.max_det)
+                 for prediction in row] for row in per_picture]
 
     async def decode(self, picture: Picture) -> np.ndarray:
         """A picture's bytes as the scripts decode them, off the event loop; 413, 415 or 422 when they cannot be."""
@@ -207,7 +221,11 @@ class DetectionService:
     async def records(self, pictures: Sequence[Picture], request: DetectRequest) -> list[dict]:
         """What `detect_image.py --json` writes for each picture; a picture that cannot be read gives its error
         and status in its place (when it is the only one, the request fails with them)."""
-        self._check_ready()
+        plan = self._plan(request)
+        with self._places(len(pictures)):
+            return await self._in_time(self._records(pictures, plan))
+
+    async def _records(self, pictures: Sequence[Picture], plan: _Plan) -> list[dict]:
         decoded: list[np.ndarray | ServiceError] = []
         for picture in pictures:
             try:
@@ -217,7 +235,7 @@ class DetectionService:
                     raise
                 decoded.append(error)
         good = [image for image in decoded if isinstance(image, np.ndarray)]
-        found = iter(await self.predictions(good, request) if good else [])
+        found = iter(await self._predict(good, plan) if good else [])
         answers = []
         for picture, image in zip(pictures, decoded):
             if isinstance(image, ServiceError):
@@ -228,11 +246,26 @@ class DetectionService:
 
     async def drawn(self, picture: Picture, request: DetectRequest) -> bytes:
         """The picture drawn as `detect_image.py` draws it (several models side by side), as JPEG."""
+        plan = self._plan(request)
+        with self._places(1):
+            return await self._in_time(self._drawn(picture, plan))
+
+    async def _drawn(self, picture: Picture, plan: _Plan) -> bytes:
         from frcnn.drawing import render
 
         image = await self.decode(picture)
-        (predictions,) = await self.predictions([image], request)
+        (predictions,) = await self._predict([image], plan)
         return await asyncio.to_thread(lambda: encode_jpeg(render(image, predictions, self.draw)))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A request's models, threshold, classes (ids per model) and box limit, checked."""
+
+    models: list[str]
+    threshold: float
+    classes: dict[str, frozenset[int] | None]
+    max_det: int | None
 
 
 def _kept(prediction: Prediction, threshold: float, classes: frozenset[int] | None, max_det: int | None) -> Prediction:
