@@ -52,13 +52,14 @@ def peak_memory_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_server(model_options: list[str], queue_size: int, folder: Path) -> tuple[subprocess.Popen, str]:
+def start_server(model_options: list[str], queue_size: int, max_batch: int,
+                 folder: Path) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = free_port()
     log = open(folder / "server.log", "wb")
     server = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), *model_options, "--port", str(port),
-                               "--queue-size", str(queue_size), "--timeout-s", "600",
+                               "--queue-size", str(queue_size), "--max-batch", str(max_batch), "--timeout-s", "600",
                                "--jobs-dir", str(folder / "jobs")], stdout=log, stderr=log, cwd=folder)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -141,6 +142,8 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=300, help="time limit per level (default 300)")
     parser.add_argument("--queue-size", type=int, default=16, help="the server's --queue-size (default 16)")
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[1],
+                        help="the server's --max-batch; several values load one server each in turn (default 1)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="frcnn-serve-load-") as scratch:
@@ -152,16 +155,18 @@ def main() -> int:
         info = machine()
         print(machine_line(info), file=sys.stderr)
         others = OthersLoad()
-        server, url = start_server(model_options, args.queue_size, folder)
-        try:
-            levels = []
-            for concurrency in args.levels:
-                levels.append(asyncio.run(load_level(url, paths, concurrency, args.requests, args.max_seconds)))
-                print(f"concurrency {concurrency}: {levels[-1]}", file=sys.stderr)
-            peak = peak_memory_mb(server.pid)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
+        levels, peak = [], 0.0
+        for max_batch in args.max_batch:
+            server, url = start_server(model_options, args.queue_size, max_batch, folder)
+            try:
+                for concurrency in args.levels:
+                    level = asyncio.run(load_level(url, paths, concurrency, args.requests, args.max_seconds))
+                    levels.append({"max_batch": max_batch, **level})
+                    print(f"--max-batch {max_batch}, concurrency {concurrency}: {level}", file=sys.stderr)
+                peak = max(peak, peak_memory_mb(server.pid))
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=60)
         cli = cli_pictures_per_s(model_options, paths, args.requests, folder)
         load = others.others()
     report = {"machine": info, "weights": kind, "model": args.model, "imgsz": args.imgsz, "backend": args.backend,
@@ -171,8 +176,10 @@ def main() -> int:
     print(machine_line(info))
     print(f"{args.model} at {args.imgsz} px ({kind} weights, --backend {args.backend}), {len(paths)} real photos in "
           f"turn; other processes kept {load['cores']:.2f} cores busy meanwhile")
-    print(table(["concurrency", "requests", "pictures/s", "p50 s", "p95 s", "p99 s", "429", "errors", "lost"],
-                [[level["concurrency"], level["requests"], f"{level['pictures_per_s']:.2f}", level["p50_s"],
+    print(table(["max batch", "concurrency", "requests", "pictures/s", "p50 s", "p95 s", "p99 s", "429", "errors",
+                 "lost"],
+                [[level["max_batch"], level["concurrency"], level["requests"], f"{level['pictures_per_s']:.2f}",
+                  level["p50_s"],
                   level["p95_s"], level["p99_s"], level["rejected_429"], level["errors"], level["lost"]]
                  for level in levels]))
     print(f"detect_image.py: {cli['pictures_per_s']:.2f} pictures/s ({cli['pictures']} pictures in "
