@@ -71,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"jobs waiting to run (default {defaults.max_jobs}; 429 above)")
     jobs.add_argument("--job-workers", type=options.positive_int, default=defaults.job_workers, metavar="N",
                       help=f"jobs running at once, each a detect_video.py process (default {defaults.job_workers})")
+    cluster = parser.add_argument_group(f"Ray Serve (many machines: {options.RAY_INSTALL}, with ray[serve])")
+    cluster.add_argument("--ray", nargs="?", const="", type=options.ray_address, metavar="ADDRESS",
+                         help="serve from a Ray cluster: HOST:PORT of its head, or auto for the one 'ray start' "
+                              "began on this machine; with no address (and no RAY_ADDRESS), a local Ray for the server")
+    cluster.add_argument("--replicas", type=options.positive_int, metavar="N",
+                         help="replicas of each model, each with its own copy (default 1; with --min-replicas or "
+                              "--max-replicas: how many to start with)")
+    cluster.add_argument("--min-replicas", type=options.positive_int, metavar="N",
+                         help="autoscale each model's replicas, down to N (default 1)")
+    cluster.add_argument("--max-replicas", type=options.positive_int, metavar="N",
+                         help="autoscale each model's replicas, up to N (default: --replicas, or --min-replicas)")
+    cluster.add_argument("--cpus-per-replica", type=options.positive_number, metavar="C",
+                         help="CPUs each model replica reserves, and the threads its model uses (default 1)")
     labelling = parser.add_argument_group("labelling tools")
     labelling.add_argument("--write-cvat-function", metavar="DIR",
                            help="write CVAT's detector function for each model (DIR/v1, DIR/v2: function.yaml with "
@@ -131,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     show_messages_on_stderr()
     if args.write_cvat_function:
         return du.run_main(lambda: write_cvat_function(Path(args.write_cvat_function), specs, settings), "stopped")
+    if args.ray is not None:
+        for name, value in (("--min-replicas", args.min_replicas), ("--replicas", args.replicas)):
+            if value is not None and args.max_replicas is not None and value > args.max_replicas:
+                parser.error(f"{name} {value} is above --max-replicas {args.max_replicas}")
+        return du.run_main(lambda: serve_on_ray(specs, detect, args.model, settings, args), "stopped")
+    options.refuse_without_ray(args, parser, {"--replicas": args.replicas, "--min-replicas": args.min_replicas,
+                                              "--max-replicas": args.max_replicas,
+                                              "--cpus-per-replica": args.cpus_per_replica})
     return du.run_main(lambda: serve(specs, detect, args.model, settings), "stopped")
 
 
@@ -145,6 +166,18 @@ def write_cvat_function(folder: Path, specs: list[ModelSpec], settings: ServeSet
     log.info(f"deploy each with: nuctl deploy --project-name cvat --path {folder / specs[-1].name} --platform local "
              f"(the functions call {url}: set FRCNN_URL in function.yaml to an address CVAT's functions can reach)")
     return 0
+
+
+def serve_on_ray(specs: list[ModelSpec], detect, default_model: str, settings: ServeSettings,
+                 args: argparse.Namespace) -> int:
+    """The same API deployed on Ray Serve: a deployment per model, scaled as the options say."""
+    from frcnn.serve import on_ray
+
+    scaling = on_ray.Scaling(replicas=args.replicas or 1, min_replicas=args.min_replicas,
+                             max_replicas=args.max_replicas, cpus=args.cpus_per_replica or 1.0)
+    return on_ray.serve_on_ray(specs, detect, default_model, settings, args.ray or None, scaling,
+                               job_model_arguments([on_ray.anchored(spec) for spec in specs], default_model,
+                                                   detect.threshold, detect.classes))
 
 
 def serve(specs: list[ModelSpec], detect, default_model: str, settings: ServeSettings) -> int:

@@ -307,9 +307,12 @@ class JobRunner:
                 raise ServiceError(429, f"{waiting} video jobs are waiting already (the server's --max-jobs); try "
                                         f"again when one has finished", {"Retry-After": "30"})
             folder = self.folder(job_id)
+            models = self.model_arguments(model)
+            # With --ray the video is drawn on a worker: no progress lines or preview, only the finished outputs.
+            follow = [] if "--ray" in models else ["--status", str(folder / STATUS_FILE),
+                                                   "--preview", str(folder / PREVIEW_FILE)]
             arguments = ["--input", source, "--output", str(folder / "outputs"), "--json", "--resume",
-                         *self.model_arguments(model), *job_arguments(fields),
-                         "--status", str(folder / STATUS_FILE), "--preview", str(folder / PREVIEW_FILE)]
+                         *models, *job_arguments(fields), *follow]
             check_arguments(arguments)
         except BaseException:
             shutil.rmtree(self.folder(job_id), ignore_errors=True)
