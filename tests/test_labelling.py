@@ -2,7 +2,8 @@
 the /v1/detect boxes as percentages of the original size (read back by Label Studio's own converter), reads task
 pictures only where --allow-sources allows (Label Studio's own /data/upload addresses from its host, with its key),
 and says once which labels and classes match nothing; CVAT's detector route answers the same boxes in pixels, and
-serve.py --write-cvat-function writes a Nuclio function declaring the model's labels."""
+serve.py --write-cvat-function writes a Nuclio function declaring the model's labels; detect_image.py
+--save-labelstudio writes tasks whose predictions are its --json boxes."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ import cv2
 import httpx
 import pytest
 import yaml
-from helpers import SMALL_IMGSZ, run_script, scene
+from helpers import SMALL_IMGSZ, run_detector, run_script, scene
 from serving import Server, free_port
 
 from frcnn.core.coco_names import COCO_INSTANCE_CATEGORY_NAMES, is_real_class
+
+pytestmark = pytest.mark.slow  # a server with both models, and detect_image.py: over a minute on 2 cores
 
 KEY = "labelling-key"
 TOKEN = "label-studio-token"
@@ -209,3 +212,34 @@ def test_write_cvat_function_declares_the_models_labels(folder, checkpoints):
     assert function["spec"]["handler"] == "main:handler"
     assert {"name": "FRCNN_URL", "value": "http://127.0.0.1:8123"} in function["spec"]["env"]
     compile((folder / "cvat" / "v1" / "main.py").read_text(), "main.py", "exec")
+
+
+TEMPLATE = """<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="label" toName="image"><Label value="person"/></RectangleLabels>
+</View>"""
+
+
+def test_save_labelstudio_writes_tasks_whose_predictions_are_the_json_boxes(folder, checkpoints, photo):
+    out = folder / "detected"
+    result = run_detector("detect_image.py", folder, checkpoints, "--input", str(photo), "--output", str(out),
+                          "--save-labelstudio", "--threshold", "0.9")
+    assert result.returncode == 0, result.stderr
+    assert "1 Label Studio tasks ->" in result.stderr
+    record = json.loads((out / "street_v1.json").read_text())
+    (task,) = json.loads((out / "labelstudio_v1.json").read_text())
+    assert task["data"] == {"image": str(photo)}
+    (prediction,) = task["predictions"]
+    assert prediction["model_version"] == "frcnn-v1"
+    detections = record["results"][0]["detections"]
+    assert len(prediction["result"]) == len(detections) > 0
+    converter = pytest.importorskip("label_studio_converter", reason="label-studio-converter is not installed")
+    export = folder / "accepted.json"  # the tasks as Label Studio exports them once the predictions are accepted
+    export.write_text(json.dumps([{"id": 1, "data": task["data"], "annotations": [{"result": prediction["result"]}]}]))
+    converter.Converter(TEMPLATE, str(folder), download_resources=False).convert_to_coco(
+        str(export), str(folder / "coco-cli"), is_dir=False)
+    coco = json.loads((folder / "coco-cli" / "result.json").read_text())
+    converted = sorted(a["bbox"] for a in coco["annotations"])
+    expected = sorted([x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in (d["box"] for d in detections))
+    assert len(converted) == len(expected)
+    assert max(abs(a - b) for got, want in zip(converted, expected) for a, b in zip(got, want)) <= 0.5

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from frcnn.core.files import (
 )
 from frcnn.core.progress import progress_bar
 from frcnn.core.specs import DrawOptions
+from frcnn.pipelines import labelstudio_tasks
 from frcnn.pipelines import yolo_dataset as yolo
 from frcnn.pipelines.jobs import PictureResult, detect_picture, open_pool, picture_record
 from frcnn.pipelines.resume import ResumeBook, models_settings, pending, skipped_line
@@ -54,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write a YOLO dataset: label files labels/<model>/<name>.txt (the model's classes "
                              "numbered from 0: COCO's 80 as 0-79 with the COCO weights), the pictures in "
                              "images/<model>/, and labels/<model>/data.yaml")
+    parser.add_argument("--save-labelstudio", nargs="?", const="", default=None, metavar="ROOT",
+                        help="also write labelstudio_<model>.json: a Label Studio task per picture with each model's "
+                             "boxes as predictions, to import and correct (implies --json); with ROOT, Label "
+                             "Studio's LOCAL_FILES_DOCUMENT_ROOT, local pictures are named as its local-files "
+                             "storage serves them")
     parser.add_argument("--resume", action="store_true",
                         help="skip each input whose outputs an earlier run with the same settings wrote completely "
                              "(an interrupted run carries on)")
@@ -160,20 +167,41 @@ def main(argv: list[str] | None = None) -> int:
     if not sources:
         return 1
 
+    labelstudio = args.save_labelstudio is not None
+    if labelstudio and args.save_labelstudio and not Path(args.save_labelstudio).is_dir():
+        parser.error(f"--save-labelstudio {args.save_labelstudio}: no such folder (Label Studio's document root)")
+
     def body(stopper: du.StopOnSignal) -> int:
-        run = ImageRun(du.prepare_output_dir(args.output), args.model, args.json, options.draw_options(args),
+        run = ImageRun(du.prepare_output_dir(args.output), args.model, args.json or labelstudio,
+                       options.draw_options(args),
                        tuple(sources), save_crops=args.save_crops, save_txt=args.save_txt, resume=args.resume)
         with contextlib.ExitStack() as stack:
             pool = open_pool(stack, ray, specs, detect, len(sources))
             book = ResumeBook(run.out_dir, {**models_settings(pool.models, specs), "classes": detect.classes,
                                             "outputs": run.settings()})
             failed = process_all(pool, sources, run, book, stopper, args.show) + len(errors)
+        if labelstudio:
+            write_labelstudio_tasks(run, sources, args.save_labelstudio or None)
         if failed:
             print(f"{failed} of {len(sources) + len(errors)} inputs failed", file=sys.stderr)
         return 1 if failed else 0
 
     return du.run_stoppable(body, "interrupted: the pictures written so far are kept; the same command with "
                                   "--resume carries on", in_flight="the pictures in progress")
+
+
+def write_labelstudio_tasks(run: ImageRun, sources: list[str], root: str | None) -> Path:
+    """Label Studio's task file of every picture whose record is written (this run's or a resumed run's)."""
+    names = du.output_names(sources)
+    tasks = []
+    for source in sources:
+        record_path = output_paths(names[source], run)[1]
+        if record_path.is_file():
+            tasks.append(labelstudio_tasks.task(json.loads(record_path.read_text(encoding="utf-8")), source, root))
+    path = run.out_dir / f"labelstudio_{run.model_option}.json"
+    labelstudio_tasks.write_tasks(path, tasks)
+    print(f"{len(tasks)} Label Studio tasks -> {path}", file=sys.stderr)
+    return path
 
 
 def process_all(pool, sources: list[str], run: ImageRun, book: ResumeBook, stopper: du.StopOnSignal,

@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse
 
 from frcnn.core.files import URL_MAX_BYTES, URL_TIMEOUT_S
 from frcnn.core.log import log
+from frcnn.pipelines.labelstudio_tasks import prediction
 from frcnn.serve.detection import DetectionService, DetectRequest, Picture, upload_name
 from frcnn.serve.errors import ServiceError
 from frcnn.serve.settings import ServeSettings
@@ -207,24 +208,9 @@ class LabelStudioBackend:
 
 def task_prediction(record: dict, config: LabelConfig, label_of: dict[str, str], version: str) -> dict:
     """A --json record's boxes as one Label Studio prediction: percentages of the original size."""
-    width, height = record["width"], record["height"]
     (result,) = record["results"]
-    regions, scores = [], []
-    for number, detection in enumerate(result["detections"]):
-        label = label_of.get(detection["label"])
-        if label is None:
-            continue
-        x1, y1, x2, y2 = detection["box"]
-        regions.append({
-            "id": f"r{number}", "from_name": config.from_name, "to_name": config.to_name,
-            "type": "rectanglelabels", "original_width": width, "original_height": height, "image_rotation": 0,
-            "value": {"x": 100.0 * x1 / width, "y": 100.0 * y1 / height, "width": 100.0 * (x2 - x1) / width,
-                      "height": 100.0 * (y2 - y1) / height, "rotation": 0, "rectanglelabels": [label]},
-            "score": detection["score"],
-        })
-        scores.append(detection["score"])
-    return {"result": regions, "score": round(sum(scores) / len(scores), 4) if scores else 0.0,
-            "model_version": version}
+    return prediction(result, record["width"], record["height"], version, config.from_name, config.to_name,
+                      label_of)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
