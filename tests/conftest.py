@@ -104,7 +104,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rpartition(".")[2]
         fixtures = set(getattr(item, "fixturenames", ()))
-        if module == "test_ray":
+        if module in ("test_ray", "test_serve_ray"):
             item.add_marker(pytest.mark.ray)
         if "virtual_display" in fixtures:
             item.add_marker(pytest.mark.gui)
