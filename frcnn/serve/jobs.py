@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 from frcnn.cli import detect_video
 from frcnn.serve.errors import ServiceError
@@ -165,15 +165,34 @@ def _last_error(log: Path) -> str:
     return (errors[-1][len("error: "):] if errors else lines[-1] if lines else "the job stopped")[:500]
 
 
-def read_status(path: Path, after: int = 0) -> Iterator[tuple[int, dict]]:
-    """The status file's complete lines after line number `after`, numbered from 1."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if number > after and line.endswith("\n"):
-                    yield number, json.loads(line)
-    except FileNotFoundError:
-        return
+class StatusReader:
+    """Reads a job's status file as it grows: each call gives the complete lines written since the last one,
+    numbered from 1, without reading the file again from its start."""
+
+    def __init__(self, path: Path, after: int = 0):
+        self.path, self.after = path, after
+        self._offset, self._number = 0, 0
+        self._lock = threading.Lock()  # a reader may be asked from two threads at once
+
+    def new_lines(self) -> list[tuple[int, dict]]:
+        with self._lock:
+            return self._read()
+
+    def _read(self) -> list[tuple[int, dict]]:
+        found = []
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self._offset)
+                for raw in handle:
+                    if not raw.endswith(b"\n"):
+                        break  # a line still being written: read it whole next time
+                    self._offset += len(raw)
+                    self._number += 1
+                    if self._number > self.after:
+                        found.append((self._number, json.loads(raw)))
+        except FileNotFoundError:
+            pass
+        return found
 
 
 class JobRunner:
@@ -185,6 +204,7 @@ class JobRunner:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self._cancelled: set[str] = set()
+        self._progress: dict[str, StatusReader] = {}
         self._stopping = False
         self._workers: list[asyncio.Task] = []
 
@@ -265,6 +285,7 @@ class JobRunner:
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
         self._record_progress(job["id"])
+        self._progress.pop(job["id"], None)
         if self._stopping:
             self.store.update(job["id"], state="queued", pid=None)  # run again at the next start
         elif job["id"] in self._cancelled:
@@ -275,11 +296,10 @@ class JobRunner:
             self.store.update(job["id"], state="failed", pid=None, error=_last_error(folder / LOG_FILE))
 
     def _record_progress(self, job_id: str) -> None:
-        last = None
-        for _, line in read_status(self.folder(job_id) / STATUS_FILE):
-            if line.get("type") == "progress":
-                last = line
-        if last is not None:
+        reader = self._progress.setdefault(job_id, StatusReader(self.folder(job_id) / STATUS_FILE))
+        progress = [line for _, line in reader.new_lines() if line.get("type") == "progress"]
+        if progress:
+            last = progress[-1]
             self.store.update(job_id, frames_done=last["frames_done"], frames_total=last["frames_total"],
                               fps=last["fps"])
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
-from frcnn.serve.jobs import FINISHED, PREVIEW_FILE, STATUS_FILE, read_status
+from frcnn.serve.jobs import FINISHED, PREVIEW_FILE, STATUS_FILE, StatusReader
 
 POLL_S = 0.25
 KEEP_ALIVE_S = 15.0
@@ -22,13 +22,13 @@ def _event(kind: str, data: dict, event_id: int | None = None) -> str:
 async def job_events(folder: Path, describe: Callable[[], dict], after: int = 0) -> AsyncIterator[str]:
     """The job's status lines after line `after` as events with their line number as id (so Last-Event-ID
     resumes), a `state` event whenever the state changes, until the job has finished and every line is sent."""
-    sent, state, quiet = after, None, 0.0
+    reader, state, quiet = StatusReader(folder / STATUS_FILE, after), None, 0.0
     yield "retry: 2000\n\n"
     while True:
         job = describe()
-        for number, line in await asyncio.to_thread(lambda: list(read_status(folder / STATUS_FILE, sent))):
+        for number, line in await asyncio.to_thread(reader.new_lines):
             yield _event(line.pop("type", "progress"), line, number)
-            sent, quiet = number, 0.0
+            quiet = 0.0
         if job["state"] != state:
             state = job["state"]
             yield _event("state", job)
