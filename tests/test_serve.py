@@ -132,6 +132,7 @@ def test_health_readiness_models_docs_and_metrics(server, checkpoints):
     assert httpx.get(f"{server.url}/readyz").json() == {"ready": True, "models": ["v1", "v2"]}
     described = httpx.get(f"{server.url}/v1/models", headers=AUTH).json()
     assert described["default_model"] == "both" and described["threshold"] == 0.5
+    assert described["limits"]["max_files"] == 16 and described["sources_allowed"] is True
     for model in described["models"]:
         digest = hashlib.sha256(checkpoints[model["name"]].read_bytes()).hexdigest()[:12]
         assert model["weights_hash"] == digest

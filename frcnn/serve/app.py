@@ -97,9 +97,13 @@ def create_app(service: DetectionService, runner: JobRunner | None, settings: Se
 
     @api.get("/models", tags=["pictures"])
     def models() -> dict:
-        """Each model's name, classes, runtime, precision, size, proposals and weights."""
+        """Each model's name, classes, runtime, precision, size, proposals and weights; what a request may send."""
         return {"default_model": service.default_model, "threshold": service.detect.threshold,
-                "models": service.describe()}
+                "models": service.describe(),
+                "limits": {"max_files": settings.max_files, "max_upload_mb": settings.max_upload_mb,
+                           "max_video_mb": settings.max_video_mb, "max_megapixels": settings.max_pixels / 1e6,
+                           "queue_size": settings.queue_size, "timeout_s": settings.timeout_s},
+                "sources_allowed": bool(settings.allow_sources)}
 
     @api.post("/detect", tags=["pictures"], openapi_extra=_MULTIPART_BODY,
               responses={200: {"content": {"image/jpeg": {}}}})
