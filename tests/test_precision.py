@@ -133,3 +133,45 @@ def test_bf16_under_an_instruction_set_cap_is_one_clear_line(tmp_path, photo, ch
                         env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
     assert_one_line_error(result)
     assert "does not compute in bf16" in result.stderr
+
+
+INT8_KINDS = ("u8", "i8")
+
+
+def test_int8_runs_every_convolution_and_matrix_product_in_int8(tmp_path, checkpoints, monkeypatch):
+    """No fp32 island: the backbone's first convolution and the first box-head layer after RoIAlign's level merge
+    get int8 input too (each of them ran in fp32 before), in v2 (convolutions) and v1 (linear layers)."""
+    import openvino
+
+    monkeypatch.setenv("FRCNN_CACHE", str(tmp_path / "cache"))
+    calibration = pictures(tmp_path / "calibration", [1, 2, 3])
+    for name in ("v1", "v2"):
+        loaded = load_model(name, CPU, imgsz=64, weights=checkpoints[name], backend="openvino", precision="int8",
+                            calibration=(str(calibration),))
+        (found,), _ = predict(loaded, [scene(120, 160, seed=7)])
+        assert found.boxes.shape == (len(found), 4)
+        (graph,) = (tmp_path / "cache").glob(f"{name}-64-*-int8-*.xml")
+        compiled = openvino.Core().compile_model(str(graph), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        layers = {}
+        for op in compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            if info["layerType"].astype(str) in ("Convolution", "FullyConnected", "FullyConnectedCompressed"):
+                layers[op.get_friendly_name()] = info["runtimePrecision"].astype(str)
+        in_float = sorted(layer for layer, precision in layers.items() if precision not in INT8_KINDS)
+        assert in_float == [], f"{name}: layers left in floating point: {in_float}"
+        first = "/roi_heads/box_head/box_head.0/box_head.0.0/Conv" if name == "v2" else "/roi_heads/box_head/fc6/"
+        assert any(layer.startswith(first) for layer in layers), sorted(layers)
+        assert any(layer.startswith("/backbone/body/conv1/") for layer in layers)
+
+
+def test_the_exported_level_merge_gives_the_proposals_order():
+    """The export's RoIAlign merge (concatenate the levels, one gather) puts every proposal's features where
+    torchvision's scatter does, including levels with no proposal."""
+    from frcnn.runtimes.export import _merge_levels_by_gather
+
+    levels = torch.tensor([2, 0, 0, 3, 2, 0, 3, 3])
+    per_level = [torch.randn(int((levels == level).sum()), 2, 1, 1) for level in range(4)]
+    expected = torch.zeros(len(levels), 2, 1, 1)
+    for level, features in enumerate(per_level):
+        expected[torch.where(levels == level)[0]] = features
+    assert torch.equal(_merge_levels_by_gather(levels, per_level), expected)

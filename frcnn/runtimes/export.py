@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -47,6 +48,7 @@ def cached_export(build: Callable[[], FasterRCNN], name: str, imgsz: int, propos
         "proposals": proposals,
         "max_size": max_size_for(imgsz),
         "input": "one CHW float picture of any size, resized and padded to /32 inside the graph",
+        "roi_merge": _ROI_MERGE,
         "opset": _ONNX_OPSET,
         "torch": torch.__version__,
         backend: runtime_version(backend),
@@ -89,11 +91,43 @@ def cached_export(build: Callable[[], FasterRCNN], name: str, imgsz: int, propos
 
 
 
+# How the export merges RoIAlign's pyramid levels (a cache key: a graph merged otherwise is another graph).
+_ROI_MERGE = "concat-gather"
+
+
+def _merge_levels_by_gather(levels: torch.Tensor, unmerged_results: list[torch.Tensor]) -> torch.Tensor:
+    """RoIAlign's per-level results back in the proposals' order: the levels concatenated, then one gather.
+
+    torchvision's traced merge scatters each level into a tensor of zeros (ScatterElementsUpdate). A quantizer
+    cannot follow a scatter into the zeros, so the box head's first layer got floating-point input and ran in fp32
+    (v2: a 3x3 convolution over every proposal, a sixth of an int8 picture). Concat and Gather only move values:
+    the quantizer NNCF puts on the first layer's input reaches RoIAlign's outputs, and OpenVINO runs the layer in
+    int8. The result is the same tensor, copied instead of scattered."""
+    order = torch.cat([torch.where(levels == level)[0] for level in range(len(unmerged_results))])
+    # Row i of the concatenation is proposal order[i]; proposal j's row is where order equals j.
+    positions = torch.ones_like(order).cumsum(0) - 1
+    inverse = torch.zeros_like(order).scatter(0, order, positions)
+    return torch.cat(unmerged_results).index_select(0, inverse)
+
+
+@contextlib.contextmanager
+def _levels_merged_by_gather():
+    """torchvision's traced RoIAlign merge replaced by `_merge_levels_by_gather` while exporting."""
+    from torchvision.ops import poolers
+
+    original = poolers._onnx_merge_levels
+    poolers._onnx_merge_levels = _merge_levels_by_gather
+    try:
+        yield
+    finally:
+        poolers._onnx_merge_levels = original
+
+
 def _export_onnx(module: FasterRCNN, imgsz: int, path: Path) -> None:
     # The TorchScript-based exporter handles torchvision's detection models; the graph keeps torchvision's
     # own resize and pad-to-32, so any picture size gives the feature-map sizes eager PyTorch gives.
     example = torch.rand(3, imgsz, imgsz * 4 // 3, generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _levels_merged_by_gather():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module.cpu().eval(), ([example],), str(path), opset_version=_ONNX_OPSET, dynamo=False,

@@ -34,7 +34,14 @@ FRAMES_PER_VIDEO = 30
 # models 1-3 AP; kept in float, int8 stays within about half a point of fp32 at the same speed. Keeping only the
 # arithmetic outside the backbone in float (its residual additions in int8) was no faster on an AVX2 CPU and
 # scored 0.3-0.4 AP lower.
-_KEPT_IN_FLOAT = ["Interpolate", "ROIAlign", "NonMaxSuppression", "TopK", "Add", "Multiply", "Subtract", "Divide"]
+# Sqrt: RoIAlign's level mapper takes the square root of each proposal's area; quantized, the area lost its
+# precision and proposals near a level's edge were pooled from the wrong pyramid level.
+# Pad: the picture's padding to a multiple of 32, whose amounts are computed in the graph. NNCF moves a layer's
+# input quantizer up through such copying operations; past this Pad it landed on the resize's output, where OpenVINO
+# could not carry int8 through the computed padding, and the backbone's first convolution ran in fp32. Kept out, the
+# Pad stops the quantizer at the convolution's input, which then runs in int8.
+_KEPT_IN_FLOAT = ["Interpolate", "ROIAlign", "NonMaxSuppression", "TopK", "Add", "Multiply", "Subtract", "Divide",
+                  "Sqrt", "Pad"]
 
 
 def calibration_pictures(sources: Sequence[str]) -> list[np.ndarray]:
