@@ -91,3 +91,44 @@ def test_video_domain_measures_each_input_against_the_truth_it_was_drawn_with(ti
         assert abs(sum(row["false_kinds"].values()) - row["false"]) < 1e-9, label  # every false box has its kind
     assert all(row["objects"] == 0 for label, row in rows.items() if "alone" in label)
     assert "BN shift: backbone" in result.stdout and "CPU: " in result.stdout
+
+
+def test_tradeoff_measures_time_and_accuracy_per_setting_and_draws_the_chart(tiny_trained, tmp_path):
+    world_dir = tmp_path / "world"
+    world_dir.mkdir()
+    for split in ("train", "val"):  # the tiny run's own set stands for both
+        (world_dir / split).symlink_to(tiny_trained.parent / "set", target_is_directory=True)
+    world.write_video(world_dir / "video", 3, frames=4, size=(96, 64), objects=2)
+    report_path = tmp_path / "tradeoff.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "tradeoff.py"), "--quick", "--models", "v1",
+               "--world", str(world_dir), "--v1", str(tiny_trained), "--max-images", "2",
+               "--json-out", str(report_path)]
+    env = {**os.environ, "FRCNN_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    labels = [point["label"] for point in report["pictures"]]
+    assert labels == ["v1 PyTorch p1000 800px", "v1 fp32 p1000 800px", "v1 fp32 p300 800px", "v1 fp32 p300 640px",
+                      "v1 fp32 p300 512px"]
+    for point in report["pictures"]:
+        assert 0 < point["min_s"] <= point["median_s"] and 0 <= point["AP"] <= 1 and point["images"] == 2
+    assert [point["every"] for point in report["videos"]] == [1, 2, 4]
+    assert all(point["median_fps"] > 0 and 0 <= point["IDF1"] <= 1 for point in report["videos"])
+    assert report["front"]["pictures"] and set(report["front"]["pictures"]) <= set(labels)
+    assert "CPU: " in result.stdout and "v1 fp32 p300 512px" in result.stdout and "IDF1" in result.stdout
+    chart = cv2.imread(str(report_path.with_suffix(".png")))
+    assert chart is not None and chart.shape[1] > 1000  # pictures and video side by side
+
+    # --resume keeps what was measured: nothing is timed again.
+    again = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(report_path.read_text())["pictures"] == report["pictures"]
+
+
+def test_the_pareto_front_keeps_only_settings_nothing_beats():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tradeoff import pareto
+
+    points = [{"label": "slow good", "s": 3, "AP": 0.5}, {"label": "fast poor", "s": 1, "AP": 0.2},
+              {"label": "beaten", "s": 2, "AP": 0.2}, {"label": "middle", "s": 2, "AP": 0.4}]
+    assert pareto(points, "s", "AP") == {"slow good", "fast poor", "middle"}
