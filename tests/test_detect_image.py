@@ -182,7 +182,8 @@ def test_missing_weights_offline_is_one_clear_line(tmp_path, photo, model):
 def test_bad_checkpoint_and_device_are_one_clear_line(tmp_path, checkpoints, photo):
     bad = tmp_path / "bad.pth"
     bad.write_text("nonsense")
-    for args in (["--weights", str(bad)], ["--weights", str(checkpoints["v1"])], ["--device", "cuda:7"]):
+    for args in (["--weights", str(bad)], ["--model", "v2", "--weights", str(checkpoints["v1"])],
+                 ["--device", "cuda:7"]):
         result = run_script("detect_image.py", "--input", str(photo), *args, cwd=tmp_path)
         assert_one_line_error(result)
 
