@@ -247,7 +247,8 @@ def measure(args, scratch: Path, env: dict, report: dict) -> dict:
     report.setdefault("reference", {})
     report.setdefault("loads", [])
     settings = {"pictures": picture_settings(args.models, args.precisions),
-                "videos": [] if args.skip_video else video_settings(args.models, args.precisions)}
+                "videos": video_settings(args.models, args.precisions)}
+    measured = ["pictures"] + ([] if args.skip_video else ["videos"])
     for kind in settings:
         known = {point["label"]: point for point in report.get(kind, [])}
         report[kind] = [known.get(s.label, {"label": s.label, **dataclasses.asdict(s)}) for s in settings[kind]]
@@ -265,8 +266,8 @@ def measure(args, scratch: Path, env: dict, report: dict) -> dict:
                 save(report, args.json_out)
             log(f"{model} original-style loop: median {report['reference'][model]['median_s']:.2f} s")
     for part in args.parts:
-        for kind, kind_settings in settings.items():
-            for setting, point in zip(kind_settings, report[kind]):
+        for kind in measured:
+            for setting, point in zip(settings[kind], report[kind]):
                 if PARTS[part][kind] in point:
                     continue
                 point.update(MEASURE[part, kind](setting, args, weights if part == "speed" else trained, env,
@@ -278,6 +279,8 @@ def measure(args, scratch: Path, env: dict, report: dict) -> dict:
                                                      if k in ("median_s", "median_fps", "AP", "IDF1")))
         report["loads"].append({"part": part, "uptime": load_average()})
     report["seconds"] = report.get("seconds", 0) + time.perf_counter() - started
+    report["videos"] = [point for point in report["videos"] if "median_fps" in point or "IDF1" in point
+                        or not args.skip_video]  # --skip-video from the start: no video points
     complete = all(PARTS[part][kind] in point for part in PARTS for kind in settings for point in report[kind])
     report["front"] = {"pictures": sorted(pareto(report["pictures"], "median_s", "AP")),
                        "videos": sorted(pareto([{**p, "s_per_frame": 1 / p["median_fps"]} for p in report["videos"]],
