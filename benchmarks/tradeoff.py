@@ -266,6 +266,7 @@ def measure(args, scratch: Path, env: dict, report: dict) -> dict:
                 save(report, args.json_out)
             log(f"{model} original-style loop: median {report['reference'][model]['median_s']:.2f} s")
     for part in args.parts:
+        measured_any = False
         for kind in measured:
             for setting, point in zip(settings[kind], report[kind]):
                 if PARTS[part][kind] in point:
@@ -275,9 +276,11 @@ def measure(args, scratch: Path, env: dict, report: dict) -> dict:
                 if part == "speed" and kind == "pictures":
                     point["speedup"] = report["reference"][setting.model]["median_s"] / point["median_s"]
                 save(report, args.json_out)
+                measured_any = True
                 log(f"{setting.label}: " + ", ".join(f"{k} {v:.3g}" for k, v in point.items()
                                                      if k in ("median_s", "median_fps", "AP", "IDF1")))
-        report["loads"].append({"part": part, "uptime": load_average()})
+        if measured_any:  # the load average at the end of the part (/proc/loadavg: 1, 5, 15 minutes)
+            report["loads"].append({"part": part, "uptime": load_average()})
     report["seconds"] = report.get("seconds", 0) + time.perf_counter() - started
     report["videos"] = [point for point in report["videos"] if "median_fps" in point or "IDF1" in point
                         or not args.skip_video]  # --skip-video from the start: no video points
