@@ -34,12 +34,15 @@ def test_runtime_detections_equal_eager_pytorch(checkpoints, name, backend):
     assert exported.backend == backend
     pictures = [scene(h, w, seed=i) for i, (h, w) in enumerate(SHAPES)]
     pictures += [np.roll(pictures[-1], 4 * step, axis=1) for step in range(1, 3)]  # more frames of the video size
+    pictures.append(scene(240, 320, seed=9))  # another size after them
     for picture in pictures:
         (expected,), _ = predict(eager, [picture])
         (got,), _ = predict(exported, [picture])
         assert len(expected.filter(0.5)) > 0
         check = equivalent(as_dict(expected), as_dict(got))
         assert check["equivalent"], (picture.shape, check)
+    if backend == "openvino":  # the video's frames ran on the copy compiled for their size
+        assert exported.run.sized[0] == (3, *SHAPES[-1])
 
 
 @pytest.mark.skipif(not RUNTIMES, reason="no exported runtime installed")
