@@ -57,6 +57,37 @@ def test_three_objects_keep_one_id_each_through_noise_and_dropped_detections():
     assert follow.close()["distinct"] == {"person": 3}
 
 
+
+def test_carried_boxes_follow_the_motion_and_leave_the_tracks_as_they_were():
+    """Predicting where tracks go (frames not detected) is Kalman's constant-velocity step on a copy: the boxes are
+    those a full copy of each filter predicts, and predicting changes nothing in what the tracker does next."""
+    import copy
+
+    from frcnn.inference.tracking import ObjectTracker
+
+    def detections(frame: int) -> Detections:
+        return Detections(truth_boxes(frame).astype(np.float32), np.full(3, 0.9, np.float32), np.ones(3, np.int64))
+
+    predicting, untouched = ObjectTracker(FPS, 0.5), ObjectTracker(FPS, 0.5)
+    for frame in range(0, 40, 2):
+        tracked = predicting.update(detections(frame), frame / FPS)
+        expected = untouched.update(detections(frame), frame / FPS)
+        np.testing.assert_array_equal(tracked.boxes, expected.boxes)
+        np.testing.assert_array_equal(tracked.track_ids, expected.track_ids)
+        carried = predicting.predicted_boxes((frame + 1) / FPS)
+        assert carried == {} if frame == 0 else len(carried) == 3
+        for track in predicting._tracker.tracks:
+            if track.tracker_id >= 0:
+                full = copy.deepcopy(track.state_estimator)
+                full.predict(1.0, FPS)
+                np.testing.assert_array_equal(carried[int(track.tracker_id)], np.float32(full.state_to_bbox()))
+    # Objects move 2-3 px a frame: the carried box sits between the last detected one and the next.
+    last = predicting.update(detections(40), 40 / FPS)
+    carried = predicting.predicted_boxes(41 / FPS)
+    for box, track_id in zip(last.boxes, last.track_ids):
+        step = carried[int(track_id)] - box
+        assert 1.5 <= abs(step[0]) <= 3.5
+
 @pytest.mark.parametrize("gap, same_id", [(10, True), (40, False)])
 def test_an_object_unseen_for_a_while_keeps_its_id_only_within_the_buffer(gap, same_id):
     finished = []

@@ -66,7 +66,7 @@ class ObjectTracker:
         for track in self._tracker.tracks:
             if track.tracker_id < 0:
                 continue
-            estimator = copy.deepcopy(track.state_estimator)
+            estimator = _state_copy(track.state_estimator)
             if step > 0:
                 estimator.predict(step, self.frame_rate)
             boxes[int(track.tracker_id)] = np.asarray(estimator.state_to_bbox(), np.float32)
@@ -75,6 +75,19 @@ class ObjectTracker:
     def live_ids(self) -> set[int]:
         return {int(t.tracker_id) for t in self._tracker.tracks if t.tracker_id >= 0}
 
+
+
+def _state_copy(estimator):
+    """A copy of a track's motion estimator that can predict without changing the track's own.
+
+    Only what a prediction writes is copied: the state vector (the velocity clamp writes into it in place) and
+    the objects whose attributes it reassigns (the filter's state, covariance and matrices; the motion model's
+    cached matrices). A deep copy of every track's filter cost 6 ms a frame with a hundred tracks."""
+    copied = copy.copy(estimator)
+    copied.kf = copy.copy(estimator.kf)
+    copied.kf.state = estimator.kf.state.copy()
+    copied.motion = copy.copy(estimator.motion)
+    return copied
 
 @dataclass
 class TrackRecord:
