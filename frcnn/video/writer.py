@@ -48,7 +48,7 @@ class H264Writer:
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p"
         self.stream.codec_context.time_base = 1 / self.rate
-        self.stream.options = {"preset": "veryfast", "crf": "20"}
+        self.stream.options = {"preset": "superfast", "crf": "20"}
         self._frame_type = av.VideoFrame
 
     def close(self) -> None:
