@@ -104,6 +104,12 @@ def others_load(before: tuple[float, float], own_cpu: float, seconds: float) -> 
     return {"cores": max(0.0, (busy - before[0] - own_cpu) / seconds), "steal": (steal - before[1]) / seconds}
 
 
+def children_cpu() -> float:
+    """CPU seconds of this process and of its finished children (the scripts it ran): ours, not the others'."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime + time.process_time()
+
+
 class OthersLoad:
     """The load other processes put on the machine from its making until `others()`."""
 
@@ -148,6 +154,33 @@ def installed_backends() -> list[str]:
 
     return [b for b in ("torch", "onnxruntime", "openvino") if backend_installed(b)]
 
+
+def clip_of(height: int) -> Path:
+    """scooters.mp4 (or the sample clip) scaled to `height` px high, made once in the user cache: what a user's
+    800-px video costs to decode, draw and encode."""
+    import cv2
+
+    from frcnn.runtimes.cache import cache_dir
+
+    source = default_media("scooters.mp4", SAMPLES / "sample.mp4")
+    path = cache_dir() / "benchmarks" / f"{source.stem}-{height}p.mp4"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    capture = cv2.VideoCapture(str(source))
+    width = round(capture.get(cv2.CAP_PROP_FRAME_WIDTH) * height / capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.mp4")
+    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), capture.get(cv2.CAP_PROP_FPS),
+                             (width, height))
+    for _ in range(120):  # enough for any --video-frames used here
+        ok, frame = capture.read()
+        if not ok:
+            break
+        writer.write(cv2.resize(frame, (width, height), interpolation=cv2.INTER_CUBIC))
+    writer.release()
+    capture.release()
+    os.replace(temporary, path)
+    return path
 
 # ---------------------------------------------------------------- child processes
 

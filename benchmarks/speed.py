@@ -41,11 +41,15 @@ from common import (
     SHARED_MEDIA,
     OthersLoad,
     child_result,
+    children_cpu,
+    clip_of,
     default_media,
     detect_video,
     installed_backends,
     machine,
+    machine_busy,
     machine_line,
+    others_load,
     reference_input,
     reference_model,
     reference_predict,
@@ -108,10 +112,13 @@ def run_video_project(config: dict) -> dict:
                "--proposals", str(config.get("proposals", 1000))]
     if config.get("precision") == "int8":
         options += ["--calibration", config["calibration"][0]]
+    if config.get("detect_every"):
+        options += ["--track", "--detect-every", str(config["detect_every"])]
     out = Path(config["scratch"]) / f"video-{config['model']}-{config['path']}"
     result = detect_video(Path(config["video"]), config["model"], Path(config["weights"]), config["imgsz"],
                           config["frames"], out, options)
-    return {"frames": result["frames"], "fps": result["frames_per_second"], "peak_rss_mb": result["peak_rss_mb"]}
+    return {"frames": result["frames"], "fps": result["frames_per_second"], "peak_rss_mb": result["peak_rss_mb"],
+            "inference_ms_per_frame": sum(result["inference_ms_per_frame"].values())}
 
 
 def run_export(config: dict) -> dict:
@@ -453,8 +460,15 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=["v1", "v2"])
     parser.add_argument("--backends", nargs="+", help="default: every installed one")
     parser.add_argument("--image", type=Path, default=default_media("traffic.jpg", SAMPLES / "coffee.jpg"))
-    parser.add_argument("--video", type=Path, default=default_media("scooters.mp4", SAMPLES / "sample.mp4"))
+    parser.add_argument("--video", type=Path, help="default: scooters.mp4 from the shared media (or the sample clip); "
+                                                   "--tracked-video: its 800-px-high copy, made once in the cache")
     parser.add_argument("--skip-video", action="store_true")
+    parser.add_argument("--tracked-video", action="store_true",
+                        help="instead of the table: the video end to end with --track --detect-every N, OpenVINO "
+                             "at each of --precisions (default int8) and --proposals (default 300), against the "
+                             "original loop; on an 800-px copy of scooters.mp4 unless --video is given")
+    parser.add_argument("--detect-every", type=int, default=2, help="--tracked-video: the model's keyframe interval")
+    parser.add_argument("--video-runs", type=int, default=3, help="--tracked-video: runs per configuration")
     parser.add_argument("--precisions", nargs="+", choices=["int8", "bf16"],
                         help="lower precisions to measure with OpenVINO (bf16 only where the CPU has it; "
                              "default: int8 bf16, none with --profile --quick)")
@@ -470,6 +484,9 @@ def main() -> int:
     if args.child:
         child_main(json.loads(args.child))
         return 0
+    if args.tracked_video:
+        return tracked_video_main(args)
+    args.video = args.video or default_media("scooters.mp4", SAMPLES / "sample.mp4")
     quick_profile = args.quick and args.profile
     if args.quick:
         args.imgsz, args.runs, args.video_frames = (64, 1, 3) if args.profile else (320, 1, 3)
@@ -641,6 +658,94 @@ def format_table(report: dict) -> str:
     return (f"{machine_line(report['machine'])}\n"
             f"imgsz {report['imgsz']}, {report['runs']} runs after 1 warm-up; {models}\n{table(header, rows)}"
             + (f"\n--help answers in (median): {helps}" if helps else ""))
+
+
+# ---------------------------------------------------------------- the parent: the tracked video
+
+
+REFERENCE_VIDEO_FRAMES = 10  # the original loop detects every frame: its pace per frame does not change along a clip
+
+
+def tracked_video_main(args: argparse.Namespace) -> int:
+    """--tracked-video: a table of frames per second (min and median of --video-runs), and JSON."""
+    if args.quick:
+        args.imgsz, args.video_frames, args.video_runs = 320, 6, 1
+    args.precisions = args.precisions or ["int8"]
+    args.proposals = args.proposals or [300]
+    args.video = args.video or clip_of(800)
+    if not Path(args.calibration).is_dir():
+        args.calibration = str(SAMPLES / "coffee.jpg")
+    args.json_out = args.json_out or ROOT / "outputs" / "benchmarks" / "tracked_video.json"
+    scratch = Path(tempfile.mkdtemp(prefix="frcnn-bench-"))
+    env = {**os.environ, "FRCNN_CACHE": str(scratch / "cache")}
+    try:
+        report = tracked_video(args, scratch, env)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(format_tracked_video(report))
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {args.json_out}")
+    return 0
+
+
+def tracked_video(args: argparse.Namespace, scratch: Path, env: dict) -> dict:
+    """For each model: the original-style loop (every frame detected, no tracking) and detect_video.py --track
+    --detect-every N with OpenVINO at each precision and proposal count, each --video-runs times; frames per second
+    end to end (model loading excluded), the others' load during each run."""
+    report = {"machine": machine(), "imgsz": args.imgsz, "video": str(args.video), "frames": args.video_frames,
+              "reference_frames": min(args.video_frames, REFERENCE_VIDEO_FRAMES), "runs": args.video_runs,
+              "detect_every": args.detect_every, "calibration": args.calibration, "results": []}
+    for name in args.models:
+        weights, kind = weights_for(name, scratch)
+        report[f"{name}_weights"] = kind
+        base = {"kind": "video", "model": name, "weights": str(weights), "imgsz": args.imgsz,
+                "image": str(args.image), "video": str(args.video), "frames": args.video_frames,
+                "scratch": str(scratch), "calibration": [args.calibration]}
+        configs = [("reference", {"path": "reference", "frames": report["reference_frames"]})]
+        configs += [(f"openvino {precision} p{proposals} every {args.detect_every}",
+                     {"path": "openvino", "precision": precision, "proposals": proposals,
+                      "detect_every": args.detect_every})
+                    for precision in args.precisions for proposals in args.proposals]
+        reference_fps = None
+        for label, extra in configs:
+            config = {**base, **extra}
+            if extra.get("precision") == "int8":  # quantize first, so the timed runs find the int8 model cached
+                run_child(__file__, {**config, "kind": "image", "runs": 1, "warmup": 0}, env)
+            runs = [timed_child(config, env) for _ in range(args.video_runs)]
+            fps = [run["fps"] for run in runs]
+            row = {"model": name, "path": label, "frames": runs[0]["frames"], "min_fps": min(fps),
+                   "median_fps": statistics.median(fps), "fps": fps,
+                   "peak_rss_mb": round(max(run["peak_rss_mb"] for run in runs)),
+                   "others_cores": [round(run["others_cores"], 2) for run in runs]}
+            if "inference_ms_per_frame" in runs[0]:
+                row["inference_ms_per_frame"] = statistics.median(run["inference_ms_per_frame"] for run in runs)
+            reference_fps = reference_fps or row["median_fps"]
+            row["speedup"] = round(row["median_fps"] / reference_fps, 2)
+            report["results"].append(row)
+            print(f"{name} {label}: median {row['median_fps']:.3f} frames/s", file=sys.stderr, flush=True)
+    return report
+
+
+def timed_child(config: dict, env: dict) -> dict:
+    """One run of a video configuration, with the cores other processes kept busy meanwhile."""
+    before, cpu, start = machine_busy(), children_cpu(), time.perf_counter()
+    result = run_child(__file__, config, env)
+    result["others_cores"] = others_load(before, children_cpu() - cpu, time.perf_counter() - start)["cores"]
+    return result
+
+
+def format_tracked_video(report: dict) -> str:
+    header = ["model", "path", "frames", "min fps", "median fps", "x reference", "model ms per frame", "peak MB",
+              "others' cores"]
+    rows = [[r["model"], r["path"], r["frames"], f"{r['min_fps']:.3f}", f"{r['median_fps']:.3f}",
+             f"{r['speedup']:.2f}x", cell(r.get("inference_ms_per_frame"), ".0f"), r["peak_rss_mb"],
+             " ".join(f"{c:.2f}" for c in r["others_cores"])] for r in report["results"]]
+    models = ", ".join(f"{m}: {report[m + '_weights']} weights" for m in ("v1", "v2") if m + "_weights" in report)
+    return (f"{machine_line(report['machine'])}\n"
+            f"{Path(report['video']).name} at --imgsz {report['imgsz']}, {report['runs']} runs each; the reference "
+            f"detects every frame ({report['reference_frames']} frames a run), the project --track --detect-every "
+            f"{report['detect_every']}; {models}\n{table(header, rows)}")
 
 
 # ---------------------------------------------------------------- the parent: the profile

@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
 import shutil
 import statistics
 import sys
@@ -40,6 +39,8 @@ from common import (
     SHARED_MEDIA,
     OthersLoad,
     child_result,
+    children_cpu,
+    clip_of,
     default_media,
     detect_video,
     machine,
@@ -156,11 +157,6 @@ def speed_of_picture(setting: Setting, args, weights: dict, env: dict, scratch: 
     result = run_child(__file__, config, env)
     return {"min_s": min(result["times"]), "median_s": statistics.median(result["times"]), "times": result["times"],
             "others_cores": result["others"]["cores"]}
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime + time.process_time()
 
 
 def speed_of_video(setting: Setting, args, weights: dict, env: dict, scratch: Path) -> dict:
@@ -467,34 +463,6 @@ def main() -> int:
     plot(report, chart)
     print(f"\nwritten to {args.json_out} and {chart}", file=sys.stderr)
     return 0
-
-
-def clip_of(height: int) -> Path:
-    """scooters.mp4 (or the sample clip) scaled to `height` px high, made once in the user cache: what a user's
-    800-px video costs to decode, draw and encode."""
-    import cv2
-
-    from frcnn.runtimes.cache import cache_dir
-
-    source = default_media("scooters.mp4", SAMPLES / "sample.mp4")
-    path = cache_dir() / "benchmarks" / f"{source.stem}-{height}p.mp4"
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    capture = cv2.VideoCapture(str(source))
-    width = round(capture.get(cv2.CAP_PROP_FRAME_WIDTH) * height / capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.mp4")
-    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), capture.get(cv2.CAP_PROP_FPS),
-                             (width, height))
-    for _ in range(120):  # enough for any --video-frames used here
-        ok, frame = capture.read()
-        if not ok:
-            break
-        writer.write(cv2.resize(frame, (width, height), interpolation=cv2.INTER_CUBIC))
-    writer.release()
-    capture.release()
-    os.replace(temporary, path)
-    return path
 
 
 if __name__ == "__main__":

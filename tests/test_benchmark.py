@@ -44,6 +44,23 @@ def test_quick_benchmark_runs_and_checks_every_backend(tmp_path):
     assert set(report["help_seconds"]) == {"detect_image.py", "detect_video.py", "evaluate.py"}
 
 
+@pytest.mark.skipif(not backend_installed("openvino"), reason="OpenVINO is not installed")
+def test_quick_tracked_video_benchmark_runs(tmp_path):
+    clip = make_video(tmp_path / "clip.mp4", frames=8)
+    report_path = tmp_path / "tracked.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--tracked-video", "--quick", "--models", "v1",
+         "--video", str(clip), "--json-out", str(report_path)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["detect_every"] == 2 and report["runs"] == 1
+    reference, project = report["results"]
+    assert reference["path"] == "reference" and reference["speedup"] == 1.0
+    assert project["path"] == "openvino int8 p300 every 2" and project["frames"] == 6
+    assert project["median_fps"] > 0 and project["inference_ms_per_frame"] > 0
+    assert "x reference" in result.stdout and "CPU: " in result.stdout
+
 def test_quick_tracking_benchmark_runs(tmp_path):
     clip = make_video(tmp_path / "clip.mp4", frames=8)
     report_path = tmp_path / "tracking.json"
