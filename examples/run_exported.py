@@ -57,7 +57,8 @@ def detect(folder: Path, picture_path: Path, threshold: float | None) -> list[di
     run = run_onnx if meta["format"] == "onnx" else run_openvino
     boxes, labels, scores = run(folder / meta["model_file"], image)
     classes, not_classes = meta["classes"], set(meta["not_classes"])
-    keep = scores >= (meta["threshold"] if threshold is None else threshold)
+    # Label 0 is the background: OpenVINO gives one such row where the model finds nothing.
+    keep = (scores >= (meta["threshold"] if threshold is None else threshold)) & (labels != 0)
     detections = []
     for box, label, score in zip(boxes[keep] * np.array([fx, fy, fx, fy], np.float32), labels[keep], scores[keep]):
         name = classes[label] if 0 <= label < len(classes) and classes[label] not in not_classes else str(label)

@@ -45,6 +45,27 @@ def test_runtime_detections_equal_eager_pytorch(checkpoints, name, backend):
         assert exported.run.sized[0] == (3, *SHAPES[-1])
 
 
+
+@pytest.mark.parametrize("backend", RUNTIMES)
+def test_a_picture_where_nothing_is_found_gives_no_rows(tmp_path, monkeypatch, checkpoints, backend):
+    """Known by construction: with a score floor above 1 the graph keeps nothing, and every runtime says so (OpenVINO
+    itself gives one row of label 0 there)."""
+    from frcnn.model import build_detector, read_checkpoint
+    from frcnn.runtimes.export import RUNNERS, cached_export
+
+    monkeypatch.setenv("FRCNN_CACHE", str(tmp_path / "cache"))
+
+    def build():
+        module = build_detector("v1", imgsz=64, proposals=100)
+        module.load_state_dict(read_checkpoint(checkpoints["v1"]), strict=False)
+        module.roi_heads.score_thresh = 1.01
+        return module
+
+    graph = cached_export(build, "v1", 64, 100, checkpoints["v1"], backend)
+    picture = torch.rand(3, 64, 96, generator=torch.Generator().manual_seed(0))
+    (output,) = RUNNERS[backend](graph)([picture])
+    assert output["boxes"].shape == (0, 4) and output["labels"].shape == output["scores"].shape == (0,)
+
 @pytest.mark.skipif(not RUNTIMES, reason="no exported runtime installed")
 def test_export_cache_reuse_key_and_repair(tmp_path, monkeypatch, checkpoints, capsys, messages_on_stderr):
     monkeypatch.setenv("FRCNN_CACHE", str(tmp_path / "cache"))

@@ -168,7 +168,12 @@ def graph_description(module: FasterRCNN, imgsz: int, proposals: int) -> dict:
 
 
 def _as_output(arrays) -> dict[str, torch.Tensor]:
-    return {key: torch.from_numpy(np.asarray(value)) for key, value in zip(_OUTPUT_NAMES, arrays)}
+    boxes, labels, scores = (np.asarray(value) for value in arrays)
+    # Where the model finds nothing, OpenVINO gives one row of label 0 (the background, never a detection)
+    # instead of none: such rows are not detections.
+    found = labels != 0
+    return {key: torch.from_numpy(np.ascontiguousarray(value[found]))
+            for key, value in zip(_OUTPUT_NAMES, (boxes, labels, scores))}
 
 
 
