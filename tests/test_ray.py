@@ -228,6 +228,16 @@ def test_ray_options_need_ray(tmp_path, photo):
     assert result.returncode == 2 and "--show is not available with --ray" in result.stderr
 
 
+
+def test_a_checkpoint_a_worker_cannot_read_is_named_as_the_user_gave_it(tmp_path, photo, checkpoints, address):
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(checkpoints["v1"].read_bytes()[:100_000])  # cut short: torch cannot read it
+    result = script("detect_image.py", "--input", str(photo), "--weights", str(broken), "--model", "v1",
+                    "--imgsz", SMALL_IMGSZ, "--ray", address, cwd=tmp_path)
+    assert_one_line_error(result)
+    assert f"{broken} is not a readable PyTorch checkpoint" in result.stderr
+    assert "received" not in result.stderr  # not the worker's copy of the file
+
 def test_a_local_ray_for_the_run(tmp_path, photo, checkpoints, address):
     # With no address, the run starts its own Ray (not the module's, which is already running) and stops it.
     result = script("detect_image.py", "--input", str(photo), "--weights", str(checkpoints["v1"]), "--model", "v1",

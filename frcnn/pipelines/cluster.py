@@ -159,14 +159,14 @@ def _copy_modules(folder: str) -> None:
             shutil.copy2(origin, folder)
 
 
-def _worker_specs(specs: Sequence[ModelSpec], cpus: float, gpus: float) -> list[ModelSpec]:
+def worker_specs(specs: Sequence[ModelSpec], cpus: float, gpus: float) -> list[ModelSpec]:
     """The specs as a worker uses them: its share of the CPU, and no GPU unless it was given one."""
     threads = max(1, int(cpus)) if cpus > 0 else 0
     return [dataclasses.replace(spec, threads=threads, device="cpu" if gpus == 0 and spec.device == "auto"
                                 else spec.device) for spec in specs]
 
 
-def _ship_files(ray, specs: Sequence[ModelSpec]) -> dict:
+def ship_files(ray, specs: Sequence[ModelSpec]) -> dict:
     """The files the specs name on this machine, put in the object store once: checkpoints, labels, and the
     calibration pictures (lossless PNG, so a worker's int8 model is the one this machine would make)."""
     files = {}
@@ -230,9 +230,12 @@ class DetectionWorker:
         if self.predictors is None:
             from frcnn.inference.loading import load_predictors
 
-            # Records name the checkpoint the user gave, not this node's copy.
-            self.predictors = load_predictors([self._local(spec, files) for spec in self.specs], self.detect,
-                                              weights_named=[spec.weights for spec in self.specs])
+            local = [self._local(spec, files) for spec in self.specs]
+            try:
+                # Records name the checkpoint the user gave, not this node's copy.
+                self.predictors = load_predictors(local, self.detect, weights_named=[s.weights for s in self.specs])
+            except FrcnnError as error:  # and so do messages
+                raise FrcnnError(_named_as_given(str(error), self.specs, local)) from None
         return self.predictors
 
     def _local(self, spec: ModelSpec, files: dict) -> ModelSpec:
@@ -265,6 +268,17 @@ class DetectionWorker:
             changes["calibration"] = (str(into),)
         return dataclasses.replace(spec, **changes)
 
+
+
+def _named_as_given(message: str, given: Sequence[ModelSpec], local: Sequence[ModelSpec]) -> str:
+    """A worker's message with its copies of the files named as the user gave them."""
+    for spec, copy in zip(given, local):
+        for field in ("weights", "labels"):
+            if getattr(copy, field) and getattr(spec, field):
+                message = message.replace(str(getattr(copy, field)), str(getattr(spec, field)))
+        if copy.calibration and spec.calibration and copy.calibration != spec.calibration:
+            message = message.replace(copy.calibration[0], ", ".join(map(str, spec.calibration)))
+    return message
 
 class _Inputs:
     """The inputs still to send: those of lost workers first, then the next keys, prepared one at a time."""
@@ -338,9 +352,9 @@ class WorkerPool:
         self.ray = ray
         actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RESTARTS,
                            max_task_retries=MAX_TASK_RETRIES)(DetectionWorker)
-        self.files = _ship_files(ray, specs)  # held here for the whole run: restarted workers fetch them again
-        worker_specs = _worker_specs(specs, cpus, gpus)
-        self.actors = [actor.remote(worker_specs, detect) for _ in range(count)]
+        self.files = ship_files(ray, specs)  # held here for the whole run: restarted workers fetch them again
+        on_workers = worker_specs(specs, cpus, gpus)
+        self.actors = [actor.remote(on_workers, detect) for _ in range(count)]
         self.load_seconds: list[float] = []
         self.models: list = []  # jobs.ModelInfo of each model, once a worker has loaded them
         self.messages = _Messages()

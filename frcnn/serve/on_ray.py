@@ -266,7 +266,7 @@ def serve_on_ray(specs: Sequence[ModelSpec], detect: DetectOptions, default_mode
                  job_arguments: Callable[[str | None], list[str]]) -> int:
     """Deploy the API on a Ray cluster (the one at `address`, or a local one started for it) and watch it until
     Ctrl-C or SIGTERM; 1 when the models cannot load there."""
-    from frcnn.pipelines.cluster import Cluster, _ship_files, _worker_specs
+    from frcnn.pipelines.cluster import Cluster, ship_files, worker_specs
 
     _check_port_free(settings)
     for signum in (signal.SIGINT, signal.SIGTERM):  # both stop the same way (put back after ray.init)
@@ -282,11 +282,11 @@ def serve_on_ray(specs: Sequence[ModelSpec], detect: DetectOptions, default_mode
         cluster_address = ray.get_runtime_context().gcs_address
         gpus_total = ray.cluster_resources().get("GPU", 0.0)
         every = dataclasses.replace(detect, threshold=0.0, classes=None)  # each request filters its own answer
-        files = _ship_files(ray, specs)
+        files = ship_files(ray, specs)
         models = {}
         for spec in specs:
             gpus = 1.0 if gpus_total >= 1 and spec.device != "cpu" else 0.0
-            (replica_spec,) = _worker_specs([spec], scaling.cpus, gpus)
+            (replica_spec,) = worker_specs([spec], scaling.cpus, gpus)
             deployment = serve.deployment(
                 ModelReplica, name=f"model-{spec.name}", max_ongoing_requests=2 * settings.max_batch,
                 max_queued_requests=settings.queue_size,
