@@ -1,13 +1,16 @@
 """The service's web page in a real browser: Debian's Chromium driven by Playwright, against a real server with both
 models. A photo's panels count what the API answers, the slider and the class filter redraw in the browser, what
-differs is what the project's own matching rule says, a clip becomes a job whose drawn video plays in the page, and
-errors say what to do. Skipped where Playwright or Chromium is missing."""
+differs is what the project's own matching rule says, a clip becomes a job whose drawn video plays in the page, the
+server's earlier jobs are listed and open as the page's own, and errors say what to do. Skipped where Playwright or
+Chromium is missing."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import time
+from datetime import datetime
 from pathlib import Path
 
 import cv2
@@ -95,6 +98,50 @@ def upload_photo(page, photo: Path) -> None:
     page.set_input_files("#file-input", str(photo))
     page.wait_for_function("document.querySelectorAll('figure.panel[data-count]').length === 2",
                            timeout=DETECT_TIMEOUT_MS)
+
+
+def play(page, card: str = ".job") -> dict:
+    """Plays the drawn video of the job card `card` until its time moves (or it ends): what the video says then."""
+    page.wait_for_function("card => document.querySelector(`${card} .job-video`).readyState >= 2", arg=card,
+                           timeout=30_000)
+    return page.evaluate("""async card => {
+        const video = document.querySelector(`${card} .job-video`);
+        await video.play();
+        const start = performance.now();
+        while (!video.ended && video.currentTime === 0 && performance.now() - start < 10000) {
+            await new Promise(resolve => setTimeout(resolve, 50));
+        }
+        return {error: video.error && video.error.code, time: video.currentTime, ended: video.ended,
+                file: video.dataset.file, width: video.videoWidth};
+    }""", card)
+
+
+def earlier(page) -> list[dict]:
+    """The list of earlier videos as the page shows it, once it has been read."""
+    page.wait_for_selector("#earlier-jobs:not([aria-busy])", state="attached")
+    return page.eval_on_selector_all("#earlier-jobs li", """items => items.map(item => ({
+        id: item.dataset.job, state: item.dataset.state, text: item.textContent,
+        name: item.querySelector('.earlier-name').textContent,
+        shownState: item.querySelector('.earlier-state').textContent,
+        created: item.querySelector('time') && item.querySelector('time').getAttribute('datetime'),
+        button: item.querySelector('button').textContent}))""")
+
+
+@pytest.fixture(scope="module")
+def finished_job(server, folder) -> dict:
+    """A clip sent to the API itself, not through the page, and run to its end: what a page opened later finds."""
+    clip = make_video(folder / "earlier.mp4", frames=6)
+    with open(clip, "rb") as handle:
+        reply = httpx.post(f"{server.url}/v1/jobs", timeout=120, files={"file": (clip.name, handle, "video/mp4")},
+                           data={"model": "v1", "track": "true", "count_line": "0.5,0,0.5,1", "max_frames": "3"})
+    assert reply.status_code == 202, reply.text
+    job = reply.json()
+    deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
+    while job["state"] not in ("done", "failed", "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job = httpx.get(server.url + job["links"]["self"], timeout=30).json()
+    assert job["state"] == "done", job
+    return job
 
 
 def test_a_photo_is_drawn_side_by_side_with_the_apis_counts_and_the_slider_and_filter_redraw(page, photo, answers):
@@ -235,6 +282,27 @@ def test_it_reads_at_phone_width_and_by_keyboard(browser, server):
     context.close()
 
 
+def test_a_server_without_jobs_says_so_and_a_list_it_cannot_read_is_an_error(page, server):
+    if httpx.get(f"{server.url}/v1/jobs", timeout=30).json():
+        pytest.skip("this module's server has jobs already (the tests ran in another order)")
+    assert earlier(page) == []
+    assert page.is_visible("#earlier-empty")
+    assert page.text_content("#earlier-empty") == "No videos on this server yet."
+
+    page.route("**/v1/jobs", lambda route: route.fulfill(
+        status=500, headers={"Content-Type": "application/json"},
+        body=json.dumps({"error": "the jobs' records cannot be read"})))
+    page.click("#earlier-refresh")
+    message = page.wait_for_selector("#messages .message.error")
+    assert message.text_content().startswith("The earlier videos could not be listed: the jobs' records cannot be "
+                                             "read")
+    page.unroute("**/v1/jobs")
+    page.focus("#earlier-refresh")  # Refresh from the keyboard; a list read again takes its error away
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#messages .message", state="detached")
+    assert page.is_visible("#earlier-empty")
+
+
 def test_a_clip_becomes_a_job_with_progress_and_its_drawn_video_plays(page, folder):
     clip = make_video(folder / "clip.mp4", frames=6)
     page.select_option("#model-select", "v1")
@@ -244,17 +312,7 @@ def test_a_clip_becomes_a_job_with_progress_and_its_drawn_video_plays(page, fold
     page.wait_for_selector(".job[data-state='done'] .job-result:not([hidden])", timeout=JOB_TIMEOUT_MS)
     assert page.eval_on_selector(".job progress", "p => [p.value, p.max]") == [3, 3]
     assert page.text_content(".job .job-status").startswith("done: 3 of 3 frames")
-    page.wait_for_function("document.querySelector('.job-video').readyState >= 2", timeout=30_000)
-    played = page.evaluate("""async () => {
-        const video = document.querySelector('.job-video');
-        await video.play();
-        const start = performance.now();
-        while (!video.ended && video.currentTime === 0 && performance.now() - start < 10000) {
-            await new Promise(resolve => setTimeout(resolve, 50));
-        }
-        return {error: video.error && video.error.code, time: video.currentTime, ended: video.ended,
-                file: video.dataset.file, width: video.videoWidth};
-    }""")
+    played = play(page)
     assert played["error"] is None and (played["time"] > 0 or played["ended"]), played
     assert played["file"] == "clip_v1.mp4" and played["width"] == 160
     links = [link.text_content() for link in page.query_selector_all(".job-files a")]
@@ -262,3 +320,50 @@ def test_a_clip_becomes_a_job_with_progress_and_its_drawn_video_plays(page, fold
     assert any(link.startswith("clip_v1_summary.json ") for link in links)
     summary = page.text_content(".job-summary")
     assert "line line, left to right" in summary and "v1: 3 frames" in summary
+    # The job has ended: the list of earlier videos was read again and has it, done.
+    job_id = page.get_attribute(".job", "data-job")
+    page.wait_for_selector(f"#earlier-jobs li[data-job='{job_id}'][data-state='done']")
+    assert page.is_hidden("#earlier-empty")
+
+
+def test_earlier_videos_are_listed_on_a_fresh_page_and_open_as_its_own(finished_job, page, server, browser):
+    # The job ran to its end before this page was opened (a module's fixture is set up before a test's).
+    assert page.query_selector_all(".job") == []
+    jobs = httpx.get(f"{server.url}/v1/jobs", timeout=30).json()
+    listed = earlier(page)
+    assert [item["id"] for item in listed] == [job["id"] for job in jobs]  # every job, newest first
+    item = next(item for item in listed if item["id"] == finished_job["id"])
+    assert item["name"] == "earlier.mp4" and item["state"] == item["shownState"] == "done"
+    assert "3 of 3 frames" in item["text"] and item["button"] == "Open"
+    created = datetime.fromisoformat(item["created"].replace("Z", "+00:00")).timestamp()
+    assert abs(created - finished_job["created"]) < 0.002
+    assert page.is_hidden("#earlier-empty")
+
+    # Opened from the keyboard, it is shown as the page shows a job it started: progress, video, summary, files.
+    card = f".job[data-job='{finished_job['id']}']"
+    page.focus(f"#earlier-jobs li[data-job='{finished_job['id']}'] button")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"{card}[data-state='done'] .job-result:not([hidden])", timeout=JOB_TIMEOUT_MS)
+    assert page.evaluate("document.activeElement.classList.contains('job-title')")
+    assert page.text_content(f"{card} .job-title") == "earlier.mp4"
+    assert page.eval_on_selector(f"{card} progress", "p => [p.value, p.max]") == [3, 3]
+    assert page.text_content(f"{card} .job-status").startswith("done: 3 of 3 frames")
+    assert page.is_hidden(f"{card} .job-cancel")
+    played = play(page, card)
+    assert played["error"] is None and (played["time"] > 0 or played["ended"]), played
+    assert played["file"] == "earlier_v1.mp4" and played["width"] == 160
+    links = [link.text_content() for link in page.query_selector_all(f"{card} .job-files a")]
+    assert any(link.startswith("earlier_v1.mp4 ") for link in links)
+    assert any(link.startswith("earlier_v1_summary.json ") for link in links)
+    summary = page.text_content(f"{card} .job-summary")
+    assert "line line, left to right" in summary and "v1: 3 frames" in summary
+    page.click(f"#earlier-jobs li[data-job='{finished_job['id']}'] button")  # opened again: the same card
+    assert len(page.query_selector_all(card)) == 1
+
+    # At phone width the list is one column that does not scroll sideways.
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
+    phone = context.new_page()
+    phone.goto(server.url + "/")
+    assert len(earlier(phone)) == len(jobs)
+    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    context.close()

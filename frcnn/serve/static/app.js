@@ -7,6 +7,7 @@ const ASK_THRESHOLD = 0.05; // each picture is asked for once at this score; the
 const MATCH_IOU = 0.5; // two models' boxes are "the same object" at this overlap, of the same class
 const VIDEO_SUFFIXES = [".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"];
 const KEY_STORAGE = "frcnn-api-key";
+const FINISHED_STATES = ["done", "failed", "cancelled"];
 
 const page = {
   key: sessionStorage.getItem(KEY_STORAGE) || "",
@@ -18,6 +19,8 @@ const page = {
   markDifferences: true,
   pictures: [], // {file, record, card, image}
   queue: Promise.resolve(), // pictures are sent one after another: the server detects one at a time anyway
+  jobListAsked: 0, // how many times the list of earlier videos was asked for: only the newest answer is shown
+  jobListError: null, // the message saying why the list could not be read, while it stands
 };
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -487,10 +490,16 @@ function jobFields() {
   return fields;
 }
 
-async function startJob(file, source) {
+// A new job card at the top of the jobs, titled with its clip or source.
+function jobCard(title) {
   const card = $("#job-template").content.firstElementChild.cloneNode(true);
-  $(".job-title", card).textContent = file ? file.name : source;
+  $(".job-title", card).textContent = title;
   $("#jobs").prepend(card);
+  return card;
+}
+
+async function startJob(file, source) {
+  const card = jobCard(file ? file.name : source);
   const status = $(".job-status", card);
   const form = new FormData();
   if (file) form.append("file", file, file.name);
@@ -513,7 +522,15 @@ async function startJob(file, source) {
     cancel.hidden = true;
     return;
   }
+  watchJob(job, card);
+}
+
+// A job the server has (as GET /v1/jobs describes it) shown in its card: Cancel or Stop, then its events, its
+// progress and, when it has finished, its result.
+function watchJob(job, card) {
+  const cancel = $(".job-cancel", card);
   card.dataset.job = job.id;
+  cancel.hidden = FINISHED_STATES.includes(job.state);
   cancel.disabled = false;
   cancel.textContent = job.live ? "Stop" : "Cancel";
   cancel.addEventListener("click", async () => {
@@ -545,9 +562,10 @@ async function followJob(job, card) {
     } else if (kind === "state") {
       showProgress(card, data);
       card.dataset.state = data.state;
-      if (["done", "failed", "cancelled"].includes(data.state)) {
+      if (FINISHED_STATES.includes(data.state)) {
         finished = true;
         jobFinished(data, card);
+        if (!FINISHED_STATES.includes(job.state)) loadJobList(); // it ended while followed: the list changed
       } else if (data.state === "running" && !previewing && data.live) {
         previewing = true;
         showPreview(job, card);
@@ -784,6 +802,76 @@ function summaryTable(summary) {
   return table;
 }
 
+// ------------------------------------------------------------------ earlier videos
+
+// Every job the server has (GET /v1/jobs, newest first), so that a video sent before this page was opened, or from
+// another tab, can be found again and opened as the page shows the jobs it starts.
+async function loadJobList() {
+  const asked = ++page.jobListAsked;
+  const list = $("#earlier-jobs");
+  list.setAttribute("aria-busy", "true");
+  let jobs;
+  try {
+    jobs = await (await api("/v1/jobs")).json();
+  } catch (error) {
+    if (asked !== page.jobListAsked) return;
+    list.removeAttribute("aria-busy");
+    if (page.jobListError) page.jobListError.remove();
+    page.jobListError = say(`The earlier videos could not be listed: ${explain(error)}`);
+    return;
+  }
+  if (asked !== page.jobListAsked) return;
+  list.removeAttribute("aria-busy");
+  if (page.jobListError) {
+    page.jobListError.remove();
+    page.jobListError = null;
+  }
+  // A list redrawn under the keyboard's focus gives the focus back to the same job's button.
+  const focused = list.contains(document.activeElement) ? document.activeElement.closest("li").dataset.job : null;
+  list.replaceChildren(...jobs.map(jobListItem));
+  $("#earlier-empty").hidden = jobs.length > 0;
+  const again = [...list.children].find((item) => item.dataset.job === focused);
+  if (again) $("button", again).focus();
+}
+
+function jobListItem(job) {
+  const running = !FINISHED_STATES.includes(job.state);
+  const action = running ? "Follow" : "Open";
+  const button = element("button", { type: "button", className: "secondary", "aria-label": `${action} ${job.source}`,
+    text: action });
+  button.addEventListener("click", () => openJob(job));
+  const done = job.frames_done || 0;
+  const frames = job.state === "queued" && !done ? "not started"
+    : `${done}${job.frames_total ? ` of ${job.frames_total}` : ""} frames`;
+  const facts = element("span", { className: "earlier-facts quiet", text: frames });
+  if (typeof job.created === "number") {
+    const created = new Date(job.created * 1000);
+    facts.append(" · ", element("time", { datetime: created.toISOString(), text: created.toLocaleString() }));
+  }
+  const what = element("div", { className: "earlier-what" },
+    element("span", { className: "earlier-name", text: job.source }),
+    element("span", { className: `earlier-state ${job.state}`, text: job.state }), facts);
+  if (job.state === "failed" && job.error) {
+    what.append(element("span", { className: "earlier-error", text: job.error }));
+  }
+  return element("li", { className: "earlier", "data-job": job.id, "data-state": job.state }, what, button);
+}
+
+// An earlier job in a card of its own, shown as the page shows a job it started: its progress as it runs, then the
+// drawn video, the summary, the plots and the files. A job already in a card is only brought into view.
+function openJob(job) {
+  let card = [...$("#jobs").children].find((shown) => shown.dataset.job === job.id);
+  if (!card) {
+    card = jobCard(job.source);
+    card.dataset.state = job.state;
+    showProgress(card, job);
+    watchJob(job, card);
+  }
+  const title = $(".job-title", card);
+  title.tabIndex = -1;
+  title.focus();
+}
+
 // ------------------------------------------------------------------ the page's wiring
 
 function takeFiles(files) {
@@ -862,8 +950,11 @@ function wire() {
     else sessionStorage.removeItem(KEY_STORAGE);
     $("#key-box").open = false;
     loadModels();
+    loadJobList();
   });
+  $("#earlier-refresh").addEventListener("click", loadJobList);
 }
 
 wire();
 loadModels();
+loadJobList();
