@@ -320,6 +320,14 @@ def run_video_reference(config: dict) -> dict:
     return {"frames": frames, "fps": frames / elapsed}
 
 
+
+def show_and_save(text: str, report: dict, path: Path) -> None:
+    """Print a benchmark's tables and write its report as JSON to `path`."""
+    print(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {path}")
+
 # ---------------------------------------------------------------- tables
 
 

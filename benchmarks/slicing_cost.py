@@ -36,6 +36,7 @@ from common import (
     machine_line,
     others_load,
     run_child,
+    show_and_save,
     table,
     weights_for,
 )
@@ -425,10 +426,7 @@ def main() -> int:
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     report["complete"] = True
     summarize(report["results"])
-    print(format_report(report))
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {args.json_out}")
+    show_and_save(format_report(report), report, args.json_out)
     return 1 if report["async_errors"] else 0
 
 

@@ -56,6 +56,7 @@ from common import (
     run_child,
     run_script,
     run_video_reference,
+    show_and_save,
     table,
     weights_for,
 )
@@ -509,10 +510,7 @@ def main() -> int:
             text = format_table(report)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(text)
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {args.json_out}")
+    show_and_save(text, report, args.json_out)
     failed = [r for r in report.get("results", []) if "check" in r and not r["check"]["equivalent"]]
     for row in failed:
         print(f"NOT EQUIVALENT: {row['model']} {row['path']}: {row['check']}", file=sys.stderr)
@@ -682,10 +680,7 @@ def tracked_video_main(args: argparse.Namespace) -> int:
         report = tracked_video(args, scratch, env)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(format_tracked_video(report))
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {args.json_out}")
+    show_and_save(format_tracked_video(report), report, args.json_out)
     return 0
 
 

@@ -16,7 +16,6 @@ Each configuration runs in its own process. Prints a table with the CPU and writ
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -32,6 +31,7 @@ from common import (
     machine,
     machine_line,
     run_video_reference,
+    show_and_save,
     table,
     weights_for,
 )
@@ -139,10 +139,7 @@ def main() -> int:
             print(f"{name}: done", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(format_report(report))
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {args.json_out}")
+    show_and_save(format_report(report), report, args.json_out)
     return 0
 
 

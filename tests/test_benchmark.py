@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import pytest
@@ -14,17 +15,21 @@ from helpers import ROOT, make_video, scene
 from frcnn.model import backend_installed
 
 
+def run_benchmark(script: str, report_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """A benchmark run as a user runs it (in the report's folder), and the report it wrote."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--json-out", str(report_path)],
+                            capture_output=True, text=True, timeout=900, cwd=report_path.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, json.loads(report_path.read_text())
+
+
 def test_quick_benchmark_runs_and_checks_every_backend(tmp_path):
     picture = tmp_path / "picture.jpg"
     cv2.imwrite(str(picture), scene(240, 320))
     clip = make_video(tmp_path / "clip.mp4", frames=4)
-    report_path = tmp_path / "speed.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--models", "v1", "--image", str(picture),
-         "--video", str(clip), "--json-out", str(report_path), "--precisions", "bf16", "--proposals", "1000", "300"],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(report_path.read_text())
+    result, report = run_benchmark("speed.py", tmp_path / "speed.json", "--quick", "--models", "v1", "--image",
+                                   str(picture), "--video", str(clip), "--precisions", "bf16", "--proposals", "1000",
+                                   "300")
     assert report["imgsz"] == 320 and report["runs"] == 1 and report["v1_gflop"] > 0
     rows = {row["path"]: row for row in report["results"]}
     assert {"reference", "torch"} <= set(rows)
@@ -47,13 +52,8 @@ def test_quick_benchmark_runs_and_checks_every_backend(tmp_path):
 @pytest.mark.skipif(not backend_installed("openvino"), reason="OpenVINO is not installed")
 def test_quick_tracked_video_benchmark_runs(tmp_path):
     clip = make_video(tmp_path / "clip.mp4", frames=8)
-    report_path = tmp_path / "tracked.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--tracked-video", "--quick", "--models", "v1",
-         "--video", str(clip), "--json-out", str(report_path)],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(report_path.read_text())
+    result, report = run_benchmark("speed.py", tmp_path / "tracked.json", "--tracked-video", "--quick", "--models",
+                                   "v1", "--video", str(clip))
     assert report["detect_every"] == 2 and report["runs"] == 1
     reference, project = report["results"]
     assert reference["path"] == "reference" and reference["speedup"] == 1.0
@@ -61,14 +61,11 @@ def test_quick_tracked_video_benchmark_runs(tmp_path):
     assert project["median_fps"] > 0 and project["inference_ms_per_frame"] > 0
     assert "x reference" in result.stdout and "CPU: " in result.stdout
 
+
 def test_quick_tracking_benchmark_runs(tmp_path):
     clip = make_video(tmp_path / "clip.mp4", frames=8)
-    report_path = tmp_path / "tracking.json"
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tracking_cost.py"), "--quick",
-                             "--video", str(clip),
-                             "--json-out", str(report_path)], capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    row = json.loads(report_path.read_text())["models"]["v1"]
+    _, report = run_benchmark("tracking_cost.py", tmp_path / "tracking.json", "--quick", "--video", str(clip))
+    row = report["models"]["v1"]
     assert row["reference_fps"] > 0 and all(row["track"][e]["fps"] > 0 for e in ("1", "2", "4"))
     assert row["tracker"]["median_ms"] > 0 and row["drift_every_4"]["detector_boxes"] > 0
 
@@ -76,13 +73,8 @@ def test_quick_tracking_benchmark_runs(tmp_path):
 def test_quick_profile_gives_every_stage_its_share_of_the_flops_and_the_time(tmp_path):
     picture = tmp_path / "picture.jpg"
     cv2.imwrite(str(picture), scene(240, 320))
-    report_path = tmp_path / "profile.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--profile", "--quick", "--models", "v1",
-         "--image", str(picture), "--json-out", str(report_path)],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(report_path.read_text())
+    result, report = run_benchmark("speed.py", tmp_path / "profile.json", "--profile", "--quick", "--models", "v1",
+                                   "--image", str(picture))
     assert report["imgsz"] == 64 and report["proposals"] == [1000]
     stages = report["stages"]
     top = [s["key"] for s in stages if s["parent"] is None]
