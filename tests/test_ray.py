@@ -107,6 +107,12 @@ def test_videos_on_ray(tmp_path, checkpoints, address):
     assert not leftovers(tmp_path / "outputs")
 
 
+# Runs the script given after it with Ctrl-C raising KeyboardInterrupt, as in a terminal.
+WITH_CTRL_C = ("import os, runpy, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+               "signal.signal(signal.SIGINT, signal.default_int_handler); sys.argv = sys.argv[1:]; "
+               "sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0]))); "
+               "runpy.run_path(sys.argv[0], run_name='__main__')")
+
 def evaluation(tmp_path, checkpoints, images, annotations, output, *extra):
     return [sys.executable, str(ROOT / "evaluate.py"), "--images", str(images), "--annotations", str(annotations),
             "--model", "v1", "--weights", str(checkpoints["v1"]), "--imgsz", SMALL_IMGSZ, "--output", output, *extra]
@@ -119,8 +125,10 @@ def test_evaluate_on_ray_equals_one_process_and_resumes(tmp_path, checkpoints, a
     assert here.returncode == 0, here.stderr
     command = evaluation(tmp_path, checkpoints, images, annotations, "cut", "--ray", address)
     env = {**os.environ, **LOCAL_ONLY, "TORCH_HOME": str(tmp_path / "th")}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
+    # Ctrl-C as a terminal gives it, whatever this test process does with SIGINT (a process that ignores it passes
+    # that on to the scripts it starts).
+    process = subprocess.Popen([sys.executable, "-c", WITH_CTRL_C, *command[1:]], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     progress = tmp_path / "cut" / "v1_progress.jsonl"
     deadline = time.monotonic() + 400  # the workers' start and 3 pictures; minutes when the machine is busy
     while time.monotonic() < deadline and (not progress.exists() or len(progress.read_text().splitlines()) < 3):
