@@ -84,7 +84,9 @@ def test_pictures_on_ray_give_what_one_process_gives(tmp_path, checkpoints, addr
         for x, y in zip(a["detections"], b["detections"]):
             assert x["label"] == y["label"]
             assert x["score"] == pytest.approx(y["score"], abs=1e-4)
-            assert np.allclose(x["box"], y["box"], atol=1e-4 * 320)  # boxes are rounded to 0.1 px in the record
+            # Ray's workers run one thread each, which sums in another order: a coordinate near a rounding edge of
+            # the record's 0.1 px can land one step away.
+            assert np.allclose(x["box"], y["box"], rtol=0, atol=0.1 + 1e-6)
     assert not leftovers(tmp_path / "there")
 
 
