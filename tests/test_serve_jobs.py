@@ -15,6 +15,8 @@ import pytest
 from helpers import SMALL_IMGSZ, make_video, read_video
 from serving import Server
 
+from frcnn.serve.jobs import JobStore
+
 JOB_TIMEOUT_S = 300
 
 
@@ -155,6 +157,49 @@ def test_job_sources_and_file_names_stay_inside(server, folder, clip):
     for name in ("../jobs.sqlite3", "../../jobs.sqlite3", "%2e%2e/log.txt", "/etc/passwd"):
         assert httpx.get(f"{server.url}/v1/jobs/{job['id']}/files/{name}").status_code == 404
     assert httpx.get(f"{server.url}/v1/jobs/nosuchjob").status_code == 404
+
+
+def test_the_job_list_is_newest_first_in_pages_and_by_state(server, folder):
+    # Jobs a server before this one finished, recorded as it records them.
+    store = JobStore(folder / "jobs")
+    states = ("done", "failed", "cancelled", "done", "failed", "done", "done")
+    earlier = [f"earlier{n}" for n in range(len(states))]
+    for n, (job_id, state) in enumerate(zip(earlier, states)):
+        store.add(job_id, f"/clips/{job_id}.mp4", f"{job_id}.mp4", [])
+        store.update(job_id, state=state, created=1000.0 + min(n, 5))  # the last two share a time
+    store.close()
+
+    every = httpx.get(f"{server.url}/v1/jobs", params={"limit": 1000}, timeout=30)
+    assert every.status_code == 200 and "link" not in every.headers
+    every = every.json()
+    assert [(job["created"], job["id"]) for job in every] == sorted(
+        ((job["created"], job["id"]) for job in every), reverse=True)
+    assert [job["id"] for job in every][-len(earlier):] == ["earlier6", "earlier5", "earlier4", "earlier3",
+                                                            "earlier2", "earlier1", "earlier0"]
+    assert every[-1]["source"] == "earlier0.mp4" and every[-1]["links"]["self"] == "/v1/jobs/earlier0"
+
+    paged, url = [], f"{server.url}/v1/jobs?limit=3"
+    while url:
+        page = httpx.get(url, timeout=30)
+        assert page.status_code == 200 and len(page.json()) <= 3
+        paged += page.json()
+        url = page.links.get("next", {}).get("url")
+        assert len(paged) <= len(every), "the pages never end"
+        if url:
+            assert len(page.json()) == 3
+            url = httpx.URL(server.url).join(url)
+    assert [job["id"] for job in paged] == [job["id"] for job in every]
+
+    failed = httpx.get(f"{server.url}/v1/jobs", params={"state": ["failed", "cancelled"], "limit": 2}, timeout=30)
+    assert [job["id"] for job in failed.json()] == [job["id"] for job in every
+                                                    if job["state"] in ("failed", "cancelled")][:2]
+    rest = httpx.get(httpx.URL(server.url).join(failed.links["next"]["url"]), timeout=30).json()
+    assert {job["state"] for job in rest} <= {"failed", "cancelled"} and "earlier1" in [job["id"] for job in rest]
+
+    for params, status, words in (({"state": "lost"}, 422, "state"), ({"limit": 0}, 422, "limit"),
+                                  ({"limit": 1001}, 422, "limit"), ({"before": "nosuchjob"}, 404, "no job nosuchjob")):
+        refused = httpx.get(f"{server.url}/v1/jobs", params=params, timeout=30)
+        assert refused.status_code == status and words in refused.json()["error"], refused.text
 
 
 def test_a_server_killed_mid_job_runs_it_again_when_it_starts(folder, checkpoints, clip):

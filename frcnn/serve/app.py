@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import shutil
 from typing import Annotated, Callable, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +20,7 @@ from starlette.exceptions import HTTPException
 from frcnn.core.log import log
 from frcnn.serve.detection import DetectionService, DetectRequest, Picture, upload_name
 from frcnn.serve.errors import ServiceError
-from frcnn.serve.jobs import FINISHED, JobRunner
+from frcnn.serve.jobs import FINISHED, STATES, JobRunner
 from frcnn.serve.limits import BodyLimit, RequestMetrics, key_matches
 from frcnn.serve.metrics import Metrics
 from frcnn.serve.settings import ServeSettings
@@ -29,6 +30,7 @@ from frcnn.serve.streams import MJPEG_BOUNDARY, job_events, preview_frames
 PICTURE_TYPES = ("image/", "application/octet-stream")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 DISCONNECT_POLL_S = 0.2
+JOBS_LISTED, MAX_JOBS_LISTED = 100, 1000  # GET /v1/jobs' page: by default, at most
 _MULTIPART_BODY = {"requestBody": {"content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {
         "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
@@ -231,9 +233,18 @@ def _job_routes(api: APIRouter, runner: JobRunner, settings: ServeSettings) -> N
         return JSONResponse(job, status_code=202, headers={"Location": job["links"]["self"]})
 
     @api.get("/jobs", tags=["video jobs"])
-    def list_jobs() -> list[dict]:
-        """Every job the server knows, newest first."""
-        return [runner.describe(job_id) for job_id in reversed(runner.store.ids())]
+    def list_jobs(response: Response,
+                  limit: Annotated[int, Query(ge=1, le=MAX_JOBS_LISTED)] = JOBS_LISTED,
+                  state: Annotated[list[Literal[STATES]], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
+                  before: str | None = None) -> list[dict]:
+        """The newest jobs first, `limit` of them (in these `state`s if given); the next page, if there is one, is
+        the `Link` header's `rel="next"` (`before` the last job of this one)."""
+        jobs = runner.listed(state or STATES, limit + 1, before)  # one more says whether a next page has any
+        if len(jobs) > limit:
+            jobs = jobs[:limit]
+            query = urlencode({"limit": limit, "state": state, "before": jobs[-1]["id"]}, doseq=True)
+            response.headers["Link"] = f'</v1/jobs?{query}>; rel="next"'
+        return jobs
 
     @api.get("/jobs/{job_id}", tags=["video jobs"])
     def get_job(job_id: str) -> dict:

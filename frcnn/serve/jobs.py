@@ -124,6 +124,18 @@ class JobStore:
             row = cursor.fetchone()
             return None if row is None else dict(zip([c[0] for c in cursor.description], row))
 
+    def newest(self, states: Sequence[str], limit: int, before: dict | None = None) -> list[dict]:
+        """Up to `limit` jobs in these states, newest first, and only those older than the job `before` (a page
+        after the one it ended): one query, whatever the number of jobs."""
+        marks = ", ".join("?" * len(states))
+        older = "AND (created, id) < (?, ?)" if before else ""
+        with self._lock:
+            cursor = self._db.execute(
+                f"SELECT * FROM jobs WHERE state IN ({marks}) {older} ORDER BY created DESC, id DESC LIMIT ?",
+                (*states, *((before["created"], before["id"]) if before else ()), limit))
+            names = [c[0] for c in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
     def remove(self, job_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
@@ -369,13 +381,11 @@ class JobRunner:
 
     def describe(self, job_id: str) -> dict:
         """A job's state, progress and links (what GET /v1/jobs/{id} answers)."""
-        job = self._job(job_id)
-        base = f"/v1/jobs/{job_id}"
-        return {"id": job_id, "state": job["state"], "source": job["name"], "live": bool(job["live"]),
-                "created": job["created"], "updated": job["updated"], "frames_done": job["frames_done"] or 0,
-                "frames_total": job["frames_total"], "fps": job["fps"], "error": job["error"],
-                "links": {"self": base, "events": f"{base}/events", "files": f"{base}/files",
-                          "preview": f"{base}/preview.mjpeg"}}
+        return _described(self._job(job_id))
+
+    def listed(self, states: Sequence[str], limit: int, before: str | None = None) -> list[dict]:
+        """What GET /v1/jobs answers: the newest jobs in these states, older than the job `before` if given."""
+        return [_described(job) for job in self.store.newest(states, limit, self._job(before) if before else None)]
 
     def files(self, job_id: str) -> list[dict]:
         """The job's output files (crops included), by name relative to its outputs' folder."""
@@ -403,3 +413,12 @@ def _signal(process: asyncio.subprocess.Process, signum: int) -> None:
     except ProcessLookupError:
         pass
 
+
+def _described(job: dict) -> dict:
+    """A job's record as the API shows it."""
+    base = f"/v1/jobs/{job['id']}"
+    return {"id": job["id"], "state": job["state"], "source": job["name"], "live": bool(job["live"]),
+            "created": job["created"], "updated": job["updated"], "frames_done": job["frames_done"] or 0,
+            "frames_total": job["frames_total"], "fps": job["fps"], "error": job["error"],
+            "links": {"self": base, "events": f"{base}/events", "files": f"{base}/files",
+                      "preview": f"{base}/preview.mjpeg"}}
