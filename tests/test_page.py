@@ -21,6 +21,7 @@ from helpers import SMALL_IMGSZ, make_video, scene
 from serving import Server
 
 from frcnn.core.boxes import greedy_pairs, overlap_matrix
+from frcnn.serve.jobs import JobStore
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -367,3 +368,51 @@ def test_earlier_videos_are_listed_on_a_fresh_page_and_open_as_its_own(finished_
     assert len(earlier(phone)) == len(jobs)
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     context.close()
+
+
+def test_a_job_at_work_moves_on_in_the_list_by_itself_and_a_finished_one_is_deleted(page, server, folder):
+    clip = make_video(folder / "at-work.mp4", frames=12)
+    with open(clip, "rb") as handle:
+        reply = httpx.post(f"{server.url}/v1/jobs", timeout=120, files={"file": (clip.name, handle, "video/mp4")},
+                           data={"model": "v1", "max_frames": "8"})
+    assert reply.status_code == 202, reply.text
+    job_id = reply.json()["id"]
+    page.click("#earlier-refresh")  # sent from elsewhere: the list has it once read again
+    row = f"#earlier-jobs li[data-job='{job_id}']"
+    page.wait_for_selector(row)
+    assert page.get_attribute(row, "data-state") in ("queued", "running")  # its process is still loading the model
+    assert page.text_content(f"{row} .earlier-remove") == "Cancel"
+    # No click from here on: the list is read again while the job is at work.
+    page.wait_for_selector(f"{row}[data-state='done']", timeout=JOB_TIMEOUT_MS)
+    assert "8 of 8 frames" in page.text_content(row)
+    assert page.text_content(f"{row} .earlier-remove") == "Delete"
+
+    # Deleting asks first; no keeps it, yes deletes it on the server and takes it off the list.
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click(f"{row} .earlier-remove")
+    assert asked == ["Delete at-work.mp4 and its files from the server?"]
+    assert httpx.get(f"{server.url}/v1/jobs/{job_id}", timeout=30).status_code == 200
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click(f"{row} .earlier-remove")
+    page.wait_for_selector(row, state="detached")
+    assert httpx.get(f"{server.url}/v1/jobs/{job_id}", timeout=30).status_code == 404
+    assert not (folder / "jobs" / job_id).exists()
+
+
+def test_a_long_list_shows_its_newest_and_older_ones_on_asking(page, server, folder):
+    store = JobStore(folder / "jobs")  # jobs an earlier server finished, recorded as it records them
+    for n in range(25):
+        store.add(f"old{n:02d}", f"/clips/old{n:02d}.mp4", f"old{n:02d}.mp4", [])
+        store.update(f"old{n:02d}", state="done", created=1000.0 + n)
+    store.close()
+    every = httpx.get(f"{server.url}/v1/jobs", timeout=30).json()
+    assert len(every) > 25
+    page.click("#earlier-refresh")
+    page.wait_for_function("document.querySelectorAll('#earlier-jobs li').length === 20")
+    assert [item["id"] for item in earlier(page)] == [job["id"] for job in every[:20]]
+    assert page.is_visible("#earlier-older")
+    page.click("#earlier-older")
+    page.wait_for_function(f"document.querySelectorAll('#earlier-jobs li').length === {min(len(every), 40)}")
+    assert [item["id"] for item in earlier(page)] == [job["id"] for job in every[:40]]
+    assert page.is_hidden("#earlier-older") == (len(every) <= 40)

@@ -7,6 +7,8 @@ const ASK_THRESHOLD = 0.05; // each picture is asked for once at this score; the
 const MATCH_IOU = 0.5; // two models' boxes are "the same object" at this overlap, of the same class
 const VIDEO_SUFFIXES = [".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"];
 const KEY_STORAGE = "frcnn-api-key";
+const JOB_LIST_PAGE = 20; // earlier videos shown at first, and added by "Show older"
+const JOB_LIST_REFRESH_MS = 3000; // how often the list is read again while one of its jobs is queued or running
 const FINISHED_STATES = ["done", "failed", "cancelled"];
 
 const page = {
@@ -21,6 +23,8 @@ const page = {
   queue: Promise.resolve(), // pictures are sent one after another: the server detects one at a time anyway
   jobListAsked: 0, // how many times the list of earlier videos was asked for: only the newest answer is shown
   jobListError: null, // the message saying why the list could not be read, while it stands
+  jobListLimit: JOB_LIST_PAGE, // how many earlier videos are shown: "Show older" adds a page
+  jobListTimer: null, // the next reading of the list, while a listed job is queued or running
 };
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -808,11 +812,15 @@ function summaryTable(summary) {
 // another tab, can be found again and opened as the page shows the jobs it starts.
 async function loadJobList() {
   const asked = ++page.jobListAsked;
+  clearTimeout(page.jobListTimer);
+  page.jobListTimer = null;
   const list = $("#earlier-jobs");
   list.setAttribute("aria-busy", "true");
-  let jobs;
+  let jobs, more;
   try {
-    jobs = await (await api("/v1/jobs")).json();
+    const response = await api(`/v1/jobs?limit=${page.jobListLimit}`);
+    more = /rel="next"/.test(response.headers.get("Link") || "");
+    jobs = await response.json();
   } catch (error) {
     if (asked !== page.jobListAsked) return;
     list.removeAttribute("aria-busy");
@@ -828,18 +836,30 @@ async function loadJobList() {
   }
   // A list redrawn under the keyboard's focus gives the focus back to the same job's button.
   const focused = list.contains(document.activeElement) ? document.activeElement.closest("li").dataset.job : null;
+  const focusedAction = focused ? document.activeElement.className : null;
   list.replaceChildren(...jobs.map(jobListItem));
   $("#earlier-empty").hidden = jobs.length > 0;
+  $("#earlier-older").hidden = !more;
   const again = [...list.children].find((item) => item.dataset.job === focused);
-  if (again) $("button", again).focus();
+  if (again) (again.getElementsByClassName(focusedAction)[0] || $("button", again)).focus();
+  // Progress of the jobs still at work, without a click: read again while one is queued or running.
+  if (jobs.some((job) => !FINISHED_STATES.includes(job.state))) {
+    page.jobListTimer = setTimeout(() => {
+      if (asked === page.jobListAsked && document.visibilityState === "visible") loadJobList();
+    }, JOB_LIST_REFRESH_MS);
+  }
 }
 
 function jobListItem(job) {
   const running = !FINISHED_STATES.includes(job.state);
   const action = running ? "Follow" : "Open";
-  const button = element("button", { type: "button", className: "secondary", "aria-label": `${action} ${job.source}`,
-    text: action });
+  const button = element("button", { type: "button", className: "secondary earlier-open",
+    "aria-label": `${action} ${job.source}`, text: action });
   button.addEventListener("click", () => openJob(job));
+  const removal = running ? (job.live ? "Stop" : "Cancel") : "Delete";
+  const remove = element("button", { type: "button", className: "secondary earlier-remove",
+    "aria-label": `${removal} ${job.source}`, text: removal });
+  remove.addEventListener("click", () => removeJob(job, remove));
   const done = job.frames_done || 0;
   const frames = job.state === "queued" && !done ? "not started"
     : `${done}${job.frames_total ? ` of ${job.frames_total}` : ""} frames`;
@@ -854,7 +874,28 @@ function jobListItem(job) {
   if (job.state === "failed" && job.error) {
     what.append(element("span", { className: "earlier-error", text: job.error }));
   }
-  return element("li", { className: "earlier", "data-job": job.id, "data-state": job.state }, what, button);
+  return element("li", { className: "earlier", "data-job": job.id, "data-state": job.state }, what,
+    element("div", { className: "earlier-actions" }, button, remove));
+}
+
+// Cancel (or stop) a job at work, which keeps its video so far; delete a finished one with its files, once the
+// person has said yes, and take its card away.
+async function removeJob(job, button) {
+  const finished = FINISHED_STATES.includes(job.state);
+  if (finished && !window.confirm(`Delete ${job.source} and its files from the server?`)) return;
+  button.disabled = true;
+  try {
+    await api(`/v1/jobs/${job.id}`, { method: "DELETE" });
+  } catch (error) {
+    say(explain(error));
+    button.disabled = false;
+    return;
+  }
+  if (finished) {
+    const card = [...$("#jobs").children].find((shown) => shown.dataset.job === job.id);
+    if (card) card.remove();
+  }
+  loadJobList();
 }
 
 // An earlier job in a card of its own, shown as the page shows a job it started: its progress as it runs, then the
@@ -953,6 +994,13 @@ function wire() {
     loadJobList();
   });
   $("#earlier-refresh").addEventListener("click", loadJobList);
+  $("#earlier-older").addEventListener("click", () => {
+    page.jobListLimit += JOB_LIST_PAGE;
+    loadJobList();
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible" && page.jobListTimer !== null) loadJobList();
+  });
 }
 
 wire();
