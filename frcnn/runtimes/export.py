@@ -8,6 +8,7 @@ import json
 import os
 import time
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
@@ -193,13 +194,18 @@ class OnnxRuntimeRunner:
 
 
 
+SIZES_WATCHED = 8  # a size seen again among this many is given a copy compiled for it
+SIZED_COPIES = 3  # copies kept: a video's frames, a camera's two orientations, slicing's tiles and its edge tiles
+
+
 class OpenVinoRunner:
     """Runs the exported graph with OpenVINO on the CPU, one picture per call, tuned for latency.
 
-    The graph takes pictures of any size. When one size comes twice in a row (a video's frames, a camera's photos,
-    the tiles of sliced inference), a copy compiled for that size alone takes over for as long as the size lasts:
-    knowing the size, OpenVINO folds the anchors and every shape computation into constants and plans the memory
-    once (a few percent of each call; compiling it costs about one call)."""
+    The graph takes pictures of any size. When a size comes again among the last few (a video's frames, a camera's
+    photos in either orientation, the tiles of sliced inference), a copy compiled for that size alone runs it from
+    then on: knowing the size, OpenVINO folds the anchors and every shape computation into constants and plans the
+    memory once (a few percent of each call; compiling it costs about one call). The copies of the sizes used last
+    are kept, so sizes that take turns are not compiled again."""
 
     def __init__(self, path: Path, precision: str = "fp32", threads: int = 0):
         import openvino
@@ -215,19 +221,25 @@ class OpenVinoRunner:
             self.config.update(INFERENCE_NUM_THREADS=threads, ENABLE_CPU_PINNING=False)
         self.compiled = self.core.compile_model(str(path), "CPU", self.config)
         self.request = self.compiled.create_infer_request()
-        self.last_shape: tuple[int, ...] | None = None
-        self.sized: tuple[tuple[int, ...], object] | None = None  # (shape, its request)
+        self.seen_once: OrderedDict[tuple[int, ...], None] = OrderedDict()  # sizes seen lately, the newest last
+        self.sized: OrderedDict[tuple[int, ...], object] = OrderedDict()  # size: its copy's request, newest last
 
     def _request_for(self, shape: tuple[int, ...]):
-        if self.sized is not None and self.sized[0] == shape:
-            return self.sized[1]
-        if shape != self.last_shape:
-            self.last_shape = shape
+        if shape in self.sized:
+            self.sized.move_to_end(shape)
+            return self.sized[shape]
+        if shape not in self.seen_once:
+            self.seen_once[shape] = None
+            if len(self.seen_once) > SIZES_WATCHED:
+                self.seen_once.popitem(last=False)
             return self.request
+        del self.seen_once[shape]
         model = self.core.read_model(str(self.path))
         model.reshape({0: list(shape)})
-        self.sized = (shape, self.core.compile_model(model, "CPU", self.config).create_infer_request())
-        return self.sized[1]
+        self.sized[shape] = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+        if len(self.sized) > SIZED_COPIES:  # each copy holds its weights and its size's buffers
+            self.sized.popitem(last=False)
+        return self.sized[shape]
 
     def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         outputs = []
