@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import httpx
 from helpers import ROOT, offline_env
 
 READY_TIMEOUT_S = 300
+JOB_TIMEOUT_S = 300
 
 
 def free_port() -> int:
@@ -75,3 +77,22 @@ class Server:
     def __exit__(self, *exc) -> None:
         if self.process is not None and self.process.poll() is None:
             self.stop(signal.SIGKILL if exc[0] else signal.SIGTERM)
+
+
+def events(server: Server, job_id: str, last_event_id: str | None = None,
+           timeout: float = JOB_TIMEOUT_S) -> list[tuple[str | None, str, dict]]:
+    """Every server-sent event of the job until its stream ends: (id, event, data)."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    found, event_id, kind = [], None, None
+    with httpx.stream("GET", f"{server.url}/v1/jobs/{job_id}/events", headers=headers,
+                      timeout=timeout) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                found.append((event_id if kind != "state" else None, kind, json.loads(line[6:])))
+                event_id = None
+    return found

@@ -109,6 +109,28 @@ def test_videos_on_ray(tmp_path, checkpoints, address):
     assert not leftovers(tmp_path / "outputs")
 
 
+def test_a_video_on_ray_is_followed_as_one_without_ray(tmp_path, checkpoints, address):
+    """--status and --preview: the worker drawing the video sends its progress, events and frames back here."""
+    clip = make_video(tmp_path / "clip.mp4", frames=24)
+    common = ("detect_video.py", "--input", str(clip), "--model", "v1", "--weights", str(checkpoints["v1"]),
+              "--imgsz", SMALL_IMGSZ, "--count-line", "0.5,0,0.5,1", "--threshold", "0.3")
+    followed = {}
+    for where, extra, env in (("here", (), ONE_THREAD), ("there", ("--ray", address), None)):  # workers: 1 thread
+        result = script(*common, "--output", where, "--status", f"{where}.jsonl", "--preview", f"{where}.jpg",
+                        *extra, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        followed[where] = [json.loads(line) for line in (tmp_path / f"{where}.jsonl").read_text().splitlines()]
+        progress = [line for line in followed[where] if line["type"] == "progress"]
+        done = [line["frames_done"] for line in progress]
+        assert done == sorted(done) and done[-1] == 24 and {line["frames_total"] for line in progress} == {24}
+        assert cv2.imread(str(tmp_path / f"{where}.jpg")).shape == (120, 160, 3)  # a whole drawn frame
+        logged = (tmp_path / where / "clip_v1_events.jsonl").read_text().splitlines()
+        events = [line["event"] for line in followed[where] if line["type"] == "analytics"]
+        assert events == [json.loads(line) for line in logged] and events, where
+    assert [line for line in followed["there"] if line["type"] == "analytics"] == \
+        [line for line in followed["here"] if line["type"] == "analytics"]
+
+
 # Runs the script given after it with Ctrl-C raising KeyboardInterrupt, as in a terminal.
 WITH_CTRL_C = ("import os, runpy, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
                "signal.signal(signal.SIGINT, signal.default_int_handler); sys.argv = sys.argv[1:]; "

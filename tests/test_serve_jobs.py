@@ -13,11 +13,9 @@ import av
 import httpx
 import pytest
 from helpers import SMALL_IMGSZ, make_video, read_video
-from serving import Server
+from serving import JOB_TIMEOUT_S, Server, events
 
 from frcnn.serve.jobs import JobStore
-
-JOB_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module")
@@ -57,24 +55,6 @@ def wait_for(server, job_id: str, states=("done", "failed", "cancelled"), frames
             return job
         time.sleep(0.3)
     raise AssertionError(f"job {job_id} still {job}: {server.output()[-3000:]}")
-
-
-def events(server, job_id: str, last_event_id: str | None = None) -> list[tuple[str | None, str, dict]]:
-    """Every server-sent event of the job until its stream ends: (id, event, data)."""
-    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-    found, event_id, kind = [], None, None
-    with httpx.stream("GET", f"{server.url}/v1/jobs/{job_id}/events", headers=headers,
-                      timeout=JOB_TIMEOUT_S) as stream:
-        assert stream.headers["content-type"].startswith("text/event-stream")
-        for line in stream.iter_lines():
-            if line.startswith("id: "):
-                event_id = line[4:]
-            elif line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                found.append((event_id if kind != "state" else None, kind, json.loads(line[6:])))
-                event_id = None
-    return found
 
 
 def test_a_tracked_clip_streams_its_events_and_serves_a_seekable_h264_video(server, clip):

@@ -1,5 +1,6 @@
-"""serve.py --ray: the same API on Ray Serve, two replicas of one model on one local Ray cluster (2 CPUs) shared by
-this module; the same answers as the server without Ray, and one replica killed under load."""
+"""serve.py --ray: the same API on Ray Serve, two replicas of one model on one local Ray cluster (3 CPUs) shared by
+this module; the same answers as the server without Ray, a video job followed as it runs, and one replica killed
+under load."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import cv2
 import httpx
 import pytest
 import ray
-from helpers import ONE_THREAD, SMALL_IMGSZ, assert_one_line_error, run_script, scene
-from serving import Server, free_port
+from helpers import ONE_THREAD, SMALL_IMGSZ, assert_one_line_error, make_video, run_script, scene
+from serving import Server, events, free_port
 
 REPLICA_TITLE = "ServeReplica:frcnn:model-v1"  # the process title Ray gives a replica of the app's model-v1
 CLIENT_TIMEOUT_S = 90  # no request may take longer: one that does has hung
@@ -24,8 +25,8 @@ REPLACED_WITHIN_S = 240
 
 @pytest.fixture(scope="module")
 def address(export_cache) -> str:
-    """The head of a local Ray cluster with 2 CPUs: one for each replica."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    """The head of a local Ray cluster with 3 CPUs: one for each replica, one for a video job's worker."""
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -101,6 +102,28 @@ def test_two_replicas_answer_as_the_server_without_ray(on_ray, folder, checkpoin
     assert 'frcnn_pictures_total{model="v1"}' in metrics and 'frcnn_batch_size_count{model="v1"}' in metrics
 
 
+def test_a_video_job_on_ray_is_followed_as_it_runs(on_ray, folder):
+    clip = make_video(folder / "clip.mp4", frames=12)
+    with open(clip, "rb") as handle:
+        answer = httpx.post(f"{on_ray.url}/v1/jobs", files={"file": (clip.name, handle, "video/mp4")},
+                            data={"count_line": "0.5,0,0.5,1", "threshold": "0.3"}, timeout=CLIENT_TIMEOUT_S)
+    assert answer.status_code == 202, answer.text
+    job = answer.json()
+    streamed = events(on_ray, job["id"])
+    log = folder / "jobs-ray" / job["id"] / "log.txt"
+    assert streamed[-1][1] == "state" and streamed[-1][2]["state"] == "done", log.read_text()[-3000:]
+    # Drawn by a Ray worker, the video's progress and events still came as it ran, through the job's process.
+    progress = [data for _, kind, data in streamed if kind == "progress"]
+    done = [data["frames_done"] for data in progress]
+    assert done == sorted(done) and done[-1] == 12 and {data["frames_total"] for data in progress} == {12}
+    files = {f["name"]: f["url"] for f in httpx.get(f"{on_ray.url}/v1/jobs/{job['id']}/files", timeout=10).json()}
+    logged = httpx.get(on_ray.url + files["clip_v1_events.jsonl"], timeout=10).text.splitlines()
+    assert [data["event"] for _, kind, data in streamed if kind == "analytics"] == [json.loads(x) for x in logged]
+    assert logged, "the clip's rectangles cross the line"
+    preview = cv2.imread(str(folder / "jobs-ray" / job["id"] / "preview.jpg"))
+    assert preview.shape == (120, 160, 3)
+
+
 def test_a_replica_killed_under_load_loses_no_request(on_ray, picture):
     before = replicas()
     assert len(before) == 2
@@ -154,8 +177,8 @@ def test_ray_options_mistakes_are_one_line(tmp_path):
 
 
 def test_a_video_job_on_ray_runs_detect_video_with_ray(tmp_path, checkpoints):
-    """A job's command line joins the cluster, without the progress file and preview detect_video.py --ray
-    refuses (its outputs come when the video is done)."""
+    """A job's command line joins the cluster, and follows the video's progress and preview as any job does (the
+    worker drawing it sends them back)."""
     import asyncio
 
     from frcnn.cli.serve import job_model_arguments
@@ -180,4 +203,4 @@ def test_a_video_job_on_ray_runs_detect_video_with_ray(tmp_path, checkpoints):
 
     command = asyncio.run(submit())
     assert command[command.index("--ray") + 1] == "127.0.0.1:6379"
-    assert "--status" not in command and "--preview" not in command and "--track" in command
+    assert "--status" in command and "--preview" in command and "--track" in command

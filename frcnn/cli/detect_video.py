@@ -46,6 +46,7 @@ from frcnn.video.pipeline import (
     process_video,
 )
 from frcnn.video.sources import VideoSource, describe_source, is_live, live_name, open_source
+from frcnn.video.status import relayed_status
 
 # PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
 
@@ -89,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     following = parser.add_argument_group("following the run from another program (frcnn-serve's jobs use these)")
     following.add_argument("--status", metavar="FILE",
                            help="append the progress (a few times a second) and each analytics event, as they "
-                                "happen, to FILE as JSON lines")
-    following.add_argument("--preview", metavar="FILE", help="keep FILE the newest drawn frame, as JPEG")
+                                "happen, to FILE as JSON lines (with --ray, the workers send them here)")
+    following.add_argument("--preview", metavar="FILE",
+                           help="keep FILE the newest drawn frame, as JPEG (with --ray too)")
     return parser
 
 
@@ -205,8 +207,6 @@ def video_job(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Vide
     ray = options.ray_options(args, parser)
     if ray is not None and args.show:
         parser.error("--show is not available with --ray: the videos are drawn on the workers")
-    if ray is not None and (args.status or args.preview):
-        parser.error("--status and --preview are not available with --ray: the videos are drawn on the workers")
     tracking = track_options(args, parser)
     run = VideoRun(frame_stride=args.frame_stride, max_frames=args.max_frames, batch=args.batch, show=args.show,
                    model_option=args.model, draw=options.draw_options(args), threshold=detect.threshold,
@@ -343,10 +343,11 @@ def process_on_workers(pool, sources: list[str], run: VideoRun, written: Written
 
     def prepare(spec: str) -> tuple:
         du.check_not_an_input(plan[spec].written(), list(written.names), spec)
-        return read_bytes(spec), spec, written.names[spec], run, written.records, run.tracking is not None
+        return read_bytes(spec), spec, written.names[spec], run, written.records, run.tracking is not None, relay
 
     failed = 0
-    with progress_bar(total=len(sources), desc="videos", unit="video", dynamic_ncols=True) as bar:
+    with relayed_status(run.status, run.preview) as relay, \
+            progress_bar(total=len(sources), desc="videos", unit="video", dynamic_ncols=True) as bar:
         for spec, _, outcome in pool.imap(detect_video_bytes, sources, prepare, stop, du.RESUME_HINT):
             bar.update(1)
             if isinstance(outcome, FrcnnError):

@@ -103,9 +103,12 @@ class Cluster:
         """Workers for these models, as many as asked (or as the cluster's resources allow), at most one per input."""
         resources = self.ray.cluster_resources()
         cpus_total, gpus_total = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+        cpus_free = self.ray.available_resources().get("CPU", 0.0)
         cpus = self.options.cpus_per_worker
-        if cpus is None:  # one CPU each; more when there are fewer inputs than CPUs (one video: all of them)
-            cpus = float(max(1, math.floor(cpus_total / max(1, min(inputs, cpus_total)))))
+        if cpus is None:  # one CPU each; the free ones shared out when there are fewer inputs (one video: all of
+            # them). Not the cluster's total: CPUs others hold (a service's replicas) would keep the worker waiting.
+            spread = max(1.0, cpus_free)
+            cpus = float(max(1, math.floor(spread / max(1, min(inputs, spread)))))
         gpus = self.options.gpus_per_worker
         if gpus is None:  # a GPU each where there are GPUs, unless every model is asked to run on the CPU
             gpus = 1.0 if gpus_total >= 1 and any(spec.device != "cpu" for spec in specs) else 0.0
@@ -121,7 +124,7 @@ class Cluster:
             count = fit
         nodes = sum(1 for node in self.ray.nodes() if node.get("Alive"))
         log.info(f"Ray: {count} worker{'s' if count != 1 else ''} ({cpus:g} CPU, {gpus:g} GPU each) on a cluster of "
-              f"{nodes} node{'s' if nodes != 1 else ''}, {cpus_total:g} CPUs, {gpus_total:g} GPUs")
+              f"{nodes} node{'s' if nodes != 1 else ''}, {cpus_total:g} CPUs ({cpus_free:g} free), {gpus_total:g} GPUs")
         return WorkerPool(self.ray, specs, detect, count, cpus, gpus)
 
 

@@ -340,11 +340,9 @@ class JobRunner:
                                         f"again when one has finished", {"Retry-After": "30"})
             folder = self.folder(job_id)
             models = self.model_arguments(model)
-            # With --ray the video is drawn on a worker: no progress lines or preview, only the finished outputs.
-            follow = [] if "--ray" in models else ["--status", str(folder / STATUS_FILE),
-                                                   "--preview", str(folder / PREVIEW_FILE)]
             arguments = ["--input", source, "--output", str(folder / "outputs"), "--json", "--resume",
-                         *models, *job_arguments(fields), *follow]
+                         *models, *job_arguments(fields), "--status", str(folder / STATUS_FILE),
+                         "--preview", str(folder / PREVIEW_FILE)]
             check_arguments(arguments)
         except BaseException:
             shutil.rmtree(self.folder(job_id), ignore_errors=True)

@@ -209,7 +209,7 @@ class Ingress:
 
 class JobsOnRay:
     """A video job's model options, with `--ray ADDRESS`: its detect_video.py shares the job out over the same
-    cluster (its progress and events then come only once the video is done: see JobRunner)."""
+    cluster (the worker that draws it sends its progress, events and previews back to the job's process)."""
 
     def __init__(self, arguments: Callable[[str | None], list[str]], address: str):
         self.arguments, self.address = arguments, address

@@ -29,7 +29,7 @@ from frcnn.core.progress import progress_bar
 from frcnn.core.specs import DrawOptions, TrackOptions
 from frcnn.video.analytics_step import AnalyticsOverlay, RunAnalytics
 from frcnn.video.sources import VideoSource, describe_source, open_source
-from frcnn.video.status import StatusFeed
+from frcnn.video.status import RelayedStatus, StatusFeed, StatusFiles
 from frcnn.video.steps import FrameDrawer, FrameRecords, FrameSteps
 from frcnn.video.tracking_step import RunTracking
 from frcnn.video.window import show_window
@@ -294,14 +294,17 @@ class VideoResult:
 def process_video(source: VideoSource, predictors: Sequence, run: VideoRun, video_path: Path,
                   json_path: Path | None, tracks_path: Path | None, stop: threading.Event,
                   window: Window | None = None,
-                  analytics_files: dict[str, AnalyticsFiles] | None = None) -> VideoResult:
+                  analytics_files: dict[str, AnalyticsFiles] | None = None,
+                  status: StatusFiles | RelayedStatus | None = None) -> VideoResult:
     """Detect (and track, and analyse) through an opened source, writing the drawn video, the records and each
-    model's analytics to these paths."""
+    model's analytics to these paths, and its progress to `status` (by default run.status's and run.preview's
+    files)."""
     writer = H264Writer(video_path, source.fps / run.frame_stride)
     with contextlib.ExitStack() as handles:
-        feed = None
-        if run.status or run.preview:
-            feed = StatusFeed(run.status, run.preview)
+        if status is None and (run.status or run.preview):
+            status = StatusFiles(run.status, run.preview)
+        feed = None if status is None else StatusFeed(status)
+        if feed is not None:
             handles.callback(feed.close)
         records, tracks = (_open_text(handles, path) for path in (json_path, tracks_path))
         handles.callback(writer.close)  # the video is finished whatever fails after this
@@ -357,9 +360,11 @@ class EncodedVideo:
 
 
 def detect_video_bytes(predictors: Sequence, data: bytes, origin: str, name: str, run: VideoRun,
-                       records: bool, tracks: bool) -> EncodedVideo:
-    """Process a video file sent as bytes (as a Ray worker is); errors name `origin`, the user's file."""
-    run = dataclasses.replace(run, show=False, progress=False)
+                       records: bool, tracks: bool, relay=None) -> EncodedVideo:
+    """Process a video file sent as bytes (as a Ray worker is); errors name `origin`, the user's file. Its progress
+    and previews go into `relay`, a Ray queue, when the command follows them (--status, --preview)."""
+    status = None if relay is None else RelayedStatus(relay, wants_preview=run.preview is not None)
+    run = dataclasses.replace(run, show=False, progress=False, status=None, preview=None)
     with tempfile.TemporaryDirectory(prefix="frcnn-video-") as folder:
         path = Path(folder) / f"input{Path(origin).suffix}"
         path.write_bytes(data)
@@ -374,7 +379,8 @@ def detect_video_bytes(predictors: Sequence, data: bytes, origin: str, name: str
         try:
             measured.mkdir()
             result = process_video(source, predictors, run, outputs[0], outputs[1] if records else None,
-                                   outputs[2] if tracks else None, threading.Event(), analytics_files=files)
+                                   outputs[2] if tracks else None, threading.Event(), analytics_files=files,
+                                   status=status)
         finally:
             source.close()
         if result.frames == 0:
