@@ -55,7 +55,7 @@ def test_runtime_detections_equal_eager_pytorch(checkpoints, name, backend):
     for picture in turns:
         same_as_eager(picture)
     copies = dict(exported.run.sized)
-    assert len(copies) == 3
+    assert len(copies) == 2  # the video's copy made room for them
     for picture in turns:
         same_as_eager(picture)
     assert all(exported.run.sized[shape] is request for shape, request in copies.items())

@@ -195,7 +195,9 @@ class OnnxRuntimeRunner:
 
 
 SIZES_WATCHED = 8  # a size seen again among this many is given a copy compiled for it
-SIZED_COPIES = 3  # copies kept: a video's frames, a camera's two orientations, slicing's tiles and its edge tiles
+# Copies kept: a camera's two orientations, or slicing's tiles and its edge tiles. Each costs memory (v2 int8 at 800
+# px: about 0.4 GB, mostly its own repacked weights), so not more.
+SIZED_COPIES = 2
 
 
 class OpenVinoRunner:
