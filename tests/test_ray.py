@@ -137,6 +137,36 @@ WITH_CTRL_C = ("import os, runpy, signal, sys; signal.pthread_sigmask(signal.SIG
                "sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0]))); "
                "runpy.run_path(sys.argv[0], run_name='__main__')")
 
+def test_ctrl_c_stops_a_video_on_a_worker_mid_way_and_resume_redoes_it(tmp_path, checkpoints, address):
+    clip = make_video(tmp_path / "long.mp4", frames=150)
+    command = ["detect_video.py", "--input", str(clip), "--model", "v1", "--weights", str(checkpoints["v1"]),
+               "--imgsz", SMALL_IMGSZ, "--json", "--status", "status.jsonl", "--ray", address]
+    env = {**os.environ, **LOCAL_ONLY, "TORCH_HOME": str(tmp_path / "th")}
+    process = subprocess.Popen([sys.executable, "-c", WITH_CTRL_C, str(ROOT / command[0]), *command[1:]],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    status = tmp_path / "status.jsonl"
+    deadline = time.monotonic() + 400  # the worker's start and a few frames; minutes when the machine is busy
+    while time.monotonic() < deadline and process.poll() is None and not (status.exists() and any(
+            json.loads(line).get("frames_done", 0) >= 3 for line in status.read_text().splitlines())):
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)  # Ctrl-C: the worker finishes its frames in flight and sends the video so far
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "SIGINT: finishing the frames in flight on the workers" in stderr and "Traceback" not in stderr
+    frames, _ = read_video(tmp_path / "outputs" / "long_v1.mp4")
+    lines = (tmp_path / "outputs" / "long_v1.jsonl").read_text().splitlines()
+    assert 3 <= len(frames) < 150 and len(lines) == len(frames), stderr
+    assert f"{len(frames)} frames ->" in stdout
+    last = [json.loads(line) for line in status.read_text().splitlines() if '"progress"' in line][-1]
+    assert last["frames_done"] == len(frames)
+
+    resumed = script(*command, "--resume", cwd=tmp_path)  # a video cut short is not done: it is computed again
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(read_video(tmp_path / "outputs" / "long_v1.mp4")[0]) == 150
+    assert not leftovers(tmp_path / "outputs")
+
+
 def evaluation(tmp_path, checkpoints, images, annotations, output, *extra):
     return [sys.executable, str(ROOT / "evaluate.py"), "--images", str(images), "--annotations", str(annotations),
             "--model", "v1", "--weights", str(checkpoints["v1"]), "--imgsz", SMALL_IMGSZ, "--output", output, *extra]

@@ -45,8 +45,8 @@ from frcnn.video.pipeline import (
     detect_video_bytes,
     process_video,
 )
+from frcnn.video.relay import worker_relay
 from frcnn.video.sources import VideoSource, describe_source, is_live, live_name, open_source
-from frcnn.video.status import relayed_status
 
 # PyTorch, and what needs it, is imported once the options are known to be good: --help answers at once.
 
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if not good:
         return 1
     job = dataclasses.replace(job, errors=errors)
-    in_flight = "the videos in progress on the workers" if job.ray is not None else "the frames in flight"
+    in_flight = "the frames in flight on the workers" if job.ray is not None else "the frames in flight"
     try:
         return du.run_stoppable(lambda stopper: detect_videos(job, good, opened, stopper),
                                 "interrupted: the videos written so far are kept; the same command with --resume "
@@ -346,7 +346,7 @@ def process_on_workers(pool, sources: list[str], run: VideoRun, written: Written
         return read_bytes(spec), spec, written.names[spec], run, written.records, run.tracking is not None, relay
 
     failed = 0
-    with relayed_status(run.status, run.preview) as relay, \
+    with worker_relay(run.status, run.preview, stop) as relay, \
             progress_bar(total=len(sources), desc="videos", unit="video", dynamic_ncols=True) as bar:
         for spec, _, outcome in pool.imap(detect_video_bytes, sources, prepare, stop, du.RESUME_HINT):
             bar.update(1)
@@ -356,7 +356,8 @@ def process_on_workers(pool, sources: list[str], run: VideoRun, written: Written
                 continue
             written.unseal(plan[spec].video)
             write_encoded(outcome, plan[spec])
-            written.seal(plan[spec].video, spec, plan[spec].landed())
+            if not outcome.cut_short:  # a video cut short is not done: a resumed run redoes it
+                written.seal(plan[spec].video, spec, plan[spec].landed())
             tqdm.write(outcome.description, file=sys.stderr)
             report(spec, outcome.result, plan[spec])
     return failed

@@ -29,7 +29,7 @@ from frcnn.core.progress import progress_bar
 from frcnn.core.specs import DrawOptions, TrackOptions
 from frcnn.video.analytics_step import AnalyticsOverlay, RunAnalytics
 from frcnn.video.sources import VideoSource, describe_source, open_source
-from frcnn.video.status import RelayedStatus, StatusFeed, StatusFiles
+from frcnn.video.status import StatusFeed, StatusFiles, StatusSink
 from frcnn.video.steps import FrameDrawer, FrameRecords, FrameSteps
 from frcnn.video.tracking_step import RunTracking
 from frcnn.video.window import show_window
@@ -295,7 +295,7 @@ def process_video(source: VideoSource, predictors: Sequence, run: VideoRun, vide
                   json_path: Path | None, tracks_path: Path | None, stop: threading.Event,
                   window: Window | None = None,
                   analytics_files: dict[str, AnalyticsFiles] | None = None,
-                  status: StatusFiles | RelayedStatus | None = None) -> VideoResult:
+                  status: StatusSink | None = None) -> VideoResult:
     """Detect (and track, and analyse) through an opened source, writing the drawn video, the records and each
     model's analytics to these paths, and its progress to `status` (by default run.status's and run.preview's
     files)."""
@@ -357,13 +357,17 @@ class EncodedVideo:
     records: bytes | None
     tracks: bytes | None
     analytics: dict[str, bytes] = field(default_factory=dict)
+    cut_short: bool = False  # stopped before its end: the frames so far (a resumed run computes it again)
 
 
 def detect_video_bytes(predictors: Sequence, data: bytes, origin: str, name: str, run: VideoRun,
                        records: bool, tracks: bool, relay=None) -> EncodedVideo:
     """Process a video file sent as bytes (as a Ray worker is); errors name `origin`, the user's file. Its progress
-    and previews go into `relay`, a Ray queue, when the command follows them (--status, --preview)."""
-    status = None if relay is None else RelayedStatus(relay, wants_preview=run.preview is not None)
+    goes to the script through `relay` (relay.py), which also says when to stop."""
+    from frcnn.video.relay import RelayedStatus
+
+    stop = threading.Event()
+    status = None if relay is None else RelayedStatus(relay, run.preview is not None, stop)
     run = dataclasses.replace(run, show=False, progress=False, status=None, preview=None)
     with tempfile.TemporaryDirectory(prefix="frcnn-video-") as folder:
         path = Path(folder) / f"input{Path(origin).suffix}"
@@ -379,12 +383,11 @@ def detect_video_bytes(predictors: Sequence, data: bytes, origin: str, name: str
         try:
             measured.mkdir()
             result = process_video(source, predictors, run, outputs[0], outputs[1] if records else None,
-                                   outputs[2] if tracks else None, threading.Event(), analytics_files=files,
-                                   status=status)
+                                   outputs[2] if tracks else None, stop, analytics_files=files, status=status)
         finally:
             source.close()
         if result.frames == 0:
             raise FrcnnError(f"{origin}: no frame could be read")
         video, jsonl, track_lines = (p.read_bytes() if p.exists() else None for p in outputs)
         extra = {p.relative_to(measured).as_posix(): p.read_bytes() for p in sorted(measured.rglob("*")) if p.is_file()}
-        return EncodedVideo(result, describe_source(source), video, jsonl, track_lines, extra)
+        return EncodedVideo(result, describe_source(source), video, jsonl, track_lines, extra, stop.is_set())

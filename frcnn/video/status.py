@@ -5,29 +5,25 @@ The status file gets a `progress` line per processed frame (at most a few a seco
 an `analytics` line for each event the analytics' events file writes, as it writes it. Lines are appended whole and
 flushed, so a reader that polls the file sees complete lines only.
 
-With --ray the video is drawn on a worker, perhaps on another machine: there the same lines and previews go into a
-Ray queue, and the command's machine writes them into its files as they come (`relayed_status`).
+With --ray the video is drawn on a worker, perhaps on another machine: relay.py brings the same lines and previews
+to the command's machine.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Protocol, TextIO
 
 import numpy as np
 
-from frcnn.core.errors import first_line
 from frcnn.core.files import encode_jpeg
-from frcnn.core.log import log
 
 PROGRESS_EVERY_S = 0.25  # a progress line per frame would be thousands per minute on a GPU
 PREVIEW_EVERY_S = 0.2
-RELAY_POLL_S = 0.1  # how often the command's machine takes what the workers sent
 
 
 class StatusFiles:
@@ -58,74 +54,22 @@ class StatusFiles:
                 self._handle = None
 
 
-class RelayedStatus:
-    """On a Ray worker: the lines and previews, sent through a Ray queue to the command's machine."""
+class StatusSink(Protocol):
+    """Where a feed's lines and previews go: StatusFiles here, or relay.RelayedStatus on a Ray worker."""
 
-    def __init__(self, queue, wants_preview: bool):
-        self.queue, self.wants_preview = queue, wants_preview
+    wants_preview: bool
 
-    def _send(self, item: tuple) -> None:
-        if self.queue is None:
-            return
-        try:
-            self.queue.put(item)
-        except Exception as error:  # the command that followed is gone (its queue with it): the video goes on
-            log.debug(f"status relay stopped: {error}")
-            self.queue = None
+    def line(self, record: dict) -> None: ...
 
-    def line(self, record: dict) -> None:
-        self._send(("line", record))
+    def preview(self, jpeg: bytes) -> None: ...
 
-    def preview(self, jpeg: bytes) -> None:
-        self._send(("preview", jpeg))
-
-    def close(self) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def relayed_status(status: str | None, preview: str | None) -> Iterator[object | None]:
-    """A Ray queue for the workers' progress lines and previews, written into these files here while the block runs
-    (and what is left in it at the end); None where the command follows nothing."""
-    if not (status or preview):
-        yield None
-        return
-    from ray.util.queue import Queue
-
-    files = StatusFiles(status, preview)
-    queue = Queue(actor_options={"num_cpus": 0})  # holds no CPU a worker could use
-    done = threading.Event()
-    writer = threading.Thread(target=_relay_into, args=(queue, files, done), name="status-relay", daemon=True)
-    writer.start()
-    try:
-        yield queue
-    finally:
-        done.set()
-        writer.join(timeout=10)
-        files.close()
-        queue.shutdown()
-
-
-def _relay_into(queue, files: StatusFiles, done: threading.Event) -> None:
-    try:
-        while True:
-            finished = done.wait(RELAY_POLL_S)
-            size = queue.size()
-            for kind, value in queue.get_nowait_batch(size) if size else ():
-                if kind == "line":
-                    files.line(value)
-                else:
-                    files.preview(value)
-            if finished:
-                return
-    except Exception as error:  # the queue's actor lost: the videos go on, unfollowed
-        log.warning(f"warning: the workers' progress can no longer be followed ({first_line(error)})")
+    def close(self) -> None: ...
 
 
 class StatusFeed:
-    """The run's progress and analytics events, a few times a second, into StatusFiles or RelayedStatus."""
+    """The run's progress and analytics events, a few times a second, into a StatusSink."""
 
-    def __init__(self, sink: StatusFiles | RelayedStatus):
+    def __init__(self, sink: StatusSink):
         self.sink = sink
         self._last_progress = self._last_preview = 0.0
         self._reported = -1  # frames done at the last progress line
