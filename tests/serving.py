@@ -96,3 +96,14 @@ def events(server: Server, job_id: str, last_event_id: str | None = None,
                 found.append((event_id if kind != "state" else None, kind, json.loads(line[6:])))
                 event_id = None
     return found
+
+
+def wait_for(server: Server, job_id: str, states=("done", "failed", "cancelled"), frames: int = 0) -> dict:
+    """The job once it is in one of these states with at least `frames` done."""
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{server.url}/v1/jobs/{job_id}", timeout=30).json()
+        if job["state"] in states and job["frames_done"] >= frames:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} still {job}: {server.output()[-3000:]}")

@@ -13,7 +13,7 @@ import av
 import httpx
 import pytest
 from helpers import SMALL_IMGSZ, make_video, read_video
-from serving import JOB_TIMEOUT_S, Server, events
+from serving import Server, events, wait_for
 
 from frcnn.serve.jobs import JobStore
 
@@ -45,16 +45,6 @@ def post_job(server, clip, **fields) -> httpx.Response:
     with open(clip, "rb") as handle:
         return httpx.post(f"{server.url}/v1/jobs", files={"file": (clip.name, handle, "video/mp4")}, data=data,
                           timeout=60)
-
-
-def wait_for(server, job_id: str, states=("done", "failed", "cancelled"), frames: int = 0) -> dict:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{server.url}/v1/jobs/{job_id}", timeout=30).json()
-        if job["state"] in states and job["frames_done"] >= frames:
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} still {job}: {server.output()[-3000:]}")
 
 
 def test_a_tracked_clip_streams_its_events_and_serves_a_seekable_h264_video(server, clip):

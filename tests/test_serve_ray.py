@@ -15,8 +15,8 @@ import cv2
 import httpx
 import pytest
 import ray
-from helpers import ONE_THREAD, SMALL_IMGSZ, assert_one_line_error, make_video, run_script, scene
-from serving import Server, events, free_port
+from helpers import ONE_THREAD, SMALL_IMGSZ, assert_one_line_error, make_video, read_video, run_script, scene
+from serving import Server, events, free_port, wait_for
 
 REPLICA_TITLE = "ServeReplica:frcnn:model-v1"  # the process title Ray gives a replica of the app's model-v1
 CLIENT_TIMEOUT_S = 90  # no request may take longer: one that does has hung
@@ -122,6 +122,23 @@ def test_a_video_job_on_ray_is_followed_as_it_runs(on_ray, folder):
     assert logged, "the clip's rectangles cross the line"
     preview = cv2.imread(str(folder / "jobs-ray" / job["id"] / "preview.jpg"))
     assert preview.shape == (120, 160, 3)
+
+
+def test_a_video_job_on_ray_cancelled_keeps_its_video_so_far(on_ray, folder):
+    long_clip = make_video(folder / "long.mp4", frames=300)
+    with open(long_clip, "rb") as handle:
+        answer = httpx.post(f"{on_ray.url}/v1/jobs", files={"file": (long_clip.name, handle, "video/mp4")},
+                            timeout=CLIENT_TIMEOUT_S)
+    job_id = answer.json()["id"]
+    wait_for(on_ray, job_id, states=("running",), frames=3)
+    assert httpx.delete(f"{on_ray.url}/v1/jobs/{job_id}", timeout=10).status_code == 200
+    # The stop reaches the worker: it ends the video where it is, not at its end.
+    final = wait_for(on_ray, job_id)
+    assert final["state"] == "cancelled" and 3 <= final["frames_done"] < 300, final
+    video = httpx.get(f"{on_ray.url}/v1/jobs/{job_id}/files/long_v1.mp4", timeout=30)
+    assert video.status_code == 200
+    (folder / "partial.mp4").write_bytes(video.content)
+    assert len(read_video(folder / "partial.mp4")[0]) == final["frames_done"]
 
 
 def test_a_replica_killed_under_load_loses_no_request(on_ray, picture):
