@@ -28,6 +28,7 @@ from frcnn.core.log import log
 from frcnn.core.progress import progress_bar
 from frcnn.core.specs import DrawOptions, TrackOptions
 from frcnn.video.analytics_step import AnalyticsOverlay, RunAnalytics
+from frcnn.video.relay import RelayedStatus
 from frcnn.video.sources import VideoSource, describe_source, open_source
 from frcnn.video.status import StatusFeed, StatusFiles, StatusSink
 from frcnn.video.steps import FrameDrawer, FrameRecords, FrameSteps
@@ -364,8 +365,6 @@ def detect_video_bytes(predictors: Sequence, data: bytes, origin: str, name: str
                        records: bool, tracks: bool, relay=None) -> EncodedVideo:
     """Process a video file sent as bytes (as a Ray worker is); errors name `origin`, the user's file. Its progress
     goes to the script through `relay` (relay.py), which also says when to stop."""
-    from frcnn.video.relay import RelayedStatus
-
     stop = threading.Event()
     status = None if relay is None else RelayedStatus(relay, run.preview is not None, stop)
     run = dataclasses.replace(run, show=False, progress=False, status=None, preview=None)
