@@ -401,6 +401,17 @@ def test_a_job_at_work_moves_on_in_the_list_by_itself_and_a_finished_one_is_dele
     assert httpx.get(f"{server.url}/v1/jobs/{job_id}", timeout=30).status_code == 404
     assert not (folder / "jobs" / job_id).exists()
 
+    # Cancel, on a job at work, asks nothing and cancels it on the server; the list shows that by itself.
+    long_clip = make_video(folder / "long.mp4", frames=300)
+    with open(long_clip, "rb") as handle:
+        reply = httpx.post(f"{server.url}/v1/jobs", timeout=120,
+                           files={"file": (long_clip.name, handle, "video/mp4")}, data={"model": "v1"})
+    row = f"#earlier-jobs li[data-job='{reply.json()['id']}']"
+    page.click("#earlier-refresh")
+    page.click(f"{row} .earlier-remove")
+    page.wait_for_selector(f"{row}[data-state='cancelled']", timeout=JOB_TIMEOUT_MS)
+    assert httpx.get(server.url + reply.json()["links"]["self"], timeout=30).json()["state"] == "cancelled"
+
 
 def test_a_long_list_shows_its_newest_and_older_ones_on_asking(page, server, folder):
     store = JobStore(folder / "jobs")  # jobs an earlier server finished, recorded as it records them

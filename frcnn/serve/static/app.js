@@ -537,16 +537,27 @@ function watchJob(job, card) {
   cancel.hidden = FINISHED_STATES.includes(job.state);
   cancel.disabled = false;
   cancel.textContent = job.live ? "Stop" : "Cancel";
-  cancel.addEventListener("click", async () => {
-    cancel.disabled = true;
-    try {
-      await api(`/v1/jobs/${job.id}`, { method: "DELETE" });
-    } catch (error) {
-      say(explain(error));
-      cancel.disabled = false;
-    }
-  });
+  cancel.addEventListener("click", () => deleteJob(job, cancel));
   followJob(job, card);
+}
+
+// DELETE /v1/jobs/{id}: a job at work is cancelled, a finished one deleted. The button stays disabled once it has
+// worked; an error is said and the button can be pressed again. Whether it worked.
+async function deleteJob(job, button) {
+  button.disabled = true;
+  try {
+    await api(`/v1/jobs/${job.id}`, { method: "DELETE" });
+    return true;
+  } catch (error) {
+    say(explain(error));
+    button.disabled = false;
+    return false;
+  }
+}
+
+// The card showing this job, if the page shows it.
+function cardOf(jobId) {
+  return [...$("#jobs").children].find((shown) => shown.dataset.job === jobId);
 }
 
 // Server-sent events read with fetch (EventSource cannot send an API key), resumed with Last-Event-ID.
@@ -883,25 +894,15 @@ function jobListItem(job) {
 async function removeJob(job, button) {
   const finished = FINISHED_STATES.includes(job.state);
   if (finished && !window.confirm(`Delete ${job.source} and its files from the server?`)) return;
-  button.disabled = true;
-  try {
-    await api(`/v1/jobs/${job.id}`, { method: "DELETE" });
-  } catch (error) {
-    say(explain(error));
-    button.disabled = false;
-    return;
-  }
-  if (finished) {
-    const card = [...$("#jobs").children].find((shown) => shown.dataset.job === job.id);
-    if (card) card.remove();
-  }
+  if (!(await deleteJob(job, button))) return;
+  if (finished && cardOf(job.id)) cardOf(job.id).remove();
   loadJobList();
 }
 
 // An earlier job in a card of its own, shown as the page shows a job it started: its progress as it runs, then the
 // drawn video, the summary, the plots and the files. A job already in a card is only brought into view.
 function openJob(job) {
-  let card = [...$("#jobs").children].find((shown) => shown.dataset.job === job.id);
+  let card = cardOf(job.id);
   if (!card) {
     card = jobCard(job.source);
     card.dataset.state = job.state;
