@@ -346,7 +346,7 @@ def process_on_workers(pool, sources: list[str], run: VideoRun, written: Written
         return read_bytes(spec), spec, written.names[spec], run, written.records, run.tracking is not None, relay
 
     failed = 0
-    with worker_relay(run.status, run.preview, stop) as relay, \
+    with worker_relay(pool.ray, run.status, run.preview, stop) as relay, \
             progress_bar(total=len(sources), desc="videos", unit="video", dynamic_ncols=True) as bar:
         for spec, _, outcome in pool.imap(detect_video_bytes, sources, prepare, stop, du.RESUME_HINT):
             bar.update(1)

@@ -53,6 +53,8 @@ def detect_for_scoring(predictors: Sequence, data: bytes, origin: str) -> Predic
 class LocalPool:
     """This process's predictors, run on one input after another; the same `imap` as cluster.WorkerPool."""
 
+    ray = None  # no cluster (cluster.WorkerPool's is the ray module)
+
     def __init__(self, predictors: list):
         from frcnn.inference.loading import describe_models  # PyTorch: loaded with the predictors
 

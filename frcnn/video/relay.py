@@ -69,11 +69,13 @@ class RelayedStatus:
 
 
 @contextlib.contextmanager
-def worker_relay(status: str | None, preview: str | None, stop: threading.Event) -> Iterator[object]:
-    """The actor for this run's workers (pass it to them): while the block runs, what they send is written into the
-    status and preview files (where given), and `stop`, once set, is passed on to them."""
-    import ray
-
+def worker_relay(ray, status: str | None, preview: str | None, stop: threading.Event) -> Iterator[object | None]:
+    """The actor for this run's workers on the cluster of `ray` (pass it to them): while the block runs, what they
+    send is written into the status and preview files (where given), and `stop`, once set, is passed on to them.
+    None without a cluster (`ray` None): the videos are processed here."""
+    if ray is None:
+        yield None
+        return
     files = StatusFiles(status, preview)
     relay = ray.remote(Relay).options(num_cpus=0).remote()  # holds no CPU a worker could use
     done = threading.Event()
